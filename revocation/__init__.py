@@ -1,0 +1,1 @@
+"""Revocation service: resident-register events to certificate status, OCSP, CRLs, operator API."""

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what `make run` and `make test` need, idempotently: Debian packages only when missing, and a .venv
+# from requirements.txt, reinstalled only when requirements.txt changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# redis-server: the store; pcscd + libpcsclite-dev + vsmartcard-vpcd: the PC/SC path and its virtual reader;
+# swig: builds pyscard where no wheel fits; libusb-1.0-0: nfcpy's USB readers; openssl: the independent client.
+DEBIAN_PACKAGES=(redis-server pcscd libpcsclite-dev vsmartcard-vpcd swig libusb-1.0-0 openssl)
+PYTHON=${PYTHON:-python3.11}
+
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v "$PYTHON" >/dev/null 2>&1; then PYTHON=python3; fi
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: installing Python packages from requirements.txt"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+  echo "$want" > "$stamp"
+fi

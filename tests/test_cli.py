@@ -1,0 +1,80 @@
+"""`python -m nfc_bridge card new|show` as a user runs it: a real subprocess, plain output, no tracebacks."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jpki import parse_certificate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bridge(*args, stdin: str | None = None, cwd: Path = ROOT):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "nfc_bridge", *map(str, args)], input=stdin, cwd=cwd,
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli-pki")
+
+
+def test_card_new_prints_kinds_serials_and_validity(tmp_path, pki):
+    out = tmp_path / "card.json"
+    result = bridge("card", "new", "--out", out, "--pin", "1234", "--sign-pin", "ABC123", "--name", "佐藤 一郎",
+                    "--birthdate", "1970-04-01", "--sex", "1", "--pki-dir", pki)
+    assert result.returncode == 0, result.stderr
+    state = json.loads(out.read_text())
+    auth = parse_certificate(bytes.fromhex(state["files"]["000A"]))
+    signing = parse_certificate(bytes.fromhex(state["files"]["0001"]))
+    assert f"serial {auth.serial:X}" in result.stdout and f"serial {signing.serial:X}" in result.stdout
+    assert f"{auth.not_after:%Y-%m-%d}" in result.stdout
+    assert signing.four_facts.name == "佐藤 一郎"
+    assert "1234" not in result.stdout and "ABC123" not in result.stdout
+
+
+def test_card_new_for_a_child_says_there_is_no_signing_certificate(tmp_path, pki):
+    result = bridge("card", "new", "--out", tmp_path / "c.json", "--pin", "1234", "--sign-pin", "ABC123",
+                    "--birthdate", "2020-01-01", "--pki-dir", pki)
+    assert result.returncode == 0
+    assert "signing  none" in result.stdout
+
+
+def test_card_new_refuses_to_overwrite_and_bad_pins(tmp_path, pki):
+    out = tmp_path / "c.json"
+    first = bridge("card", "new", "--out", out, "--pin", "1234", "--sign-pin", "ABC123", "--pki-dir", pki)
+    assert first.returncode == 0
+    again = bridge("card", "new", "--out", out, "--pin", "1234", "--sign-pin", "ABC123", "--pki-dir", pki)
+    assert again.returncode == 1 and "--force" in again.stderr
+    bad = bridge("card", "new", "--out", tmp_path / "d.json", "--pin", "12", "--sign-pin", "ABC123", "--pki-dir", pki)
+    assert bad.returncode == 1 and "invalid_pin_format" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "d.json").exists()
+
+
+def test_card_show_prints_the_summary_and_tries_left(card_file):
+    result = bridge("card", "show", "--reader", "virtual", "--card", card_file)
+    assert result.returncode == 0, result.stderr
+    assert "user authentication" in result.stdout
+    assert "PIN tries     3 of 3 left" in result.stdout
+    cert = parse_certificate(bytes.fromhex(json.loads(card_file.read_text())["files"]["000A"]))
+    assert f"{cert.serial:X}" not in result.stdout and str(cert.serial) not in result.stdout
+
+
+def test_card_show_on_a_smartphone_asks_for_the_pin(make_card):
+    card = make_card(smartphone=True)
+    ok = bridge("card", "show", "--reader", "virtual", "--card", card, "--pin-stdin", stdin="1234\n")
+    assert ok.returncode == 0 and "smartphone" in ok.stdout
+    wrong = bridge("card", "show", "--reader", "virtual", "--card", card, "--pin-stdin", stdin="4321\n")
+    assert wrong.returncode == 1
+    assert "error (wrong_pin): The PIN is wrong; 2 tries left" in wrong.stderr
+    assert "4321" not in wrong.stderr + wrong.stdout
+
+
+def test_card_show_without_a_card_file_explains(tmp_path):
+    result = bridge("card", "show", "--reader", "virtual", "--card", tmp_path / "none.json")
+    assert result.returncode == 1 and "card_file_missing" in result.stderr and "Traceback" not in result.stderr

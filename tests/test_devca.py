@@ -1,0 +1,92 @@
+"""The development CA: J-LIS-shaped roots with a DEVELOPMENT marker, leaves and OCSP responders that openssl accepts."""
+
+import datetime as dt
+import stat
+import subprocess
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from jpki.devca import DEVELOPMENT_MARKER, RESPONDER_LIFETIME, DevCA, new_rsa_key
+from jpki.profile import JLIS_OU, CertificateKind
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def test_roots_carry_jlis_names_and_the_development_marker(dev_ca):
+    for issuer, ou in ((dev_ca.auth, "JPKI for user authentication"),
+                       (dev_ca.signing, "JPKI for digital signature")):
+        root = issuer.certificate
+        units = [a.value for a in root.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)]
+        assert units == [ou, JLIS_OU, DEVELOPMENT_MARKER]
+        assert root.subject == root.issuer
+        usage = root.extensions.get_extension_for_class(x509.KeyUsage).value
+        assert usage.key_cert_sign and usage.crl_sign
+        assert root.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        assert root.public_key().key_size == 2048
+
+
+def test_openssl_verifies_leaves_against_their_own_root_only(dev_ca, tmp_path):
+    key = new_rsa_key()
+    leaf = dev_ca.issue_auth(key.public_key(), dt.date(1990, 1, 2))
+    (tmp_path / "leaf.pem").write_bytes(pem(leaf))
+    (tmp_path / "auth.pem").write_bytes(pem(dev_ca.auth.certificate))
+    (tmp_path / "sign.pem").write_bytes(pem(dev_ca.signing.certificate))
+    good = subprocess.run(["openssl", "verify", "-CAfile", tmp_path / "auth.pem", tmp_path / "leaf.pem"],
+                          capture_output=True, text=True)
+    assert good.returncode == 0 and good.stdout.strip().endswith(": OK")
+    wrong = subprocess.run(["openssl", "verify", "-CAfile", tmp_path / "sign.pem", tmp_path / "leaf.pem"],
+                           capture_output=True, text=True)
+    assert wrong.returncode != 0
+
+
+def test_ocsp_responder_is_delegated_short_lived_and_nocheck(dev_ca):
+    for issuer in (dev_ca.auth, dev_ca.signing):
+        responder = issuer.responder_certificate
+        assert responder.issuer == issuer.certificate.subject
+        responder.verify_directly_issued_by(issuer.certificate)
+        eku = responder.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert list(eku) == [ExtendedKeyUsageOID.OCSP_SIGNING]
+        responder.extensions.get_extension_for_class(x509.OCSPNoCheck)
+        lifetime = responder.not_valid_after_utc - responder.not_valid_before_utc
+        assert lifetime <= RESPONDER_LIFETIME + dt.timedelta(minutes=5)
+
+
+def test_saved_ca_loads_back_identical_with_private_keys_unreadable_to_others(tmp_path):
+    created = DevCA.load_or_create(tmp_path / "pki", "http://127.0.0.1:9999")
+    loaded = DevCA.load_or_create(tmp_path / "pki")
+    assert loaded.revocation_url == "http://127.0.0.1:9999"
+    for kind in CertificateKind:
+        assert loaded.issuer(kind).certificate == created.issuer(kind).certificate
+        assert loaded.issuer(kind).responder_certificate == created.issuer(kind).responder_certificate
+    keys = list((tmp_path / "pki").glob("*.key.pem"))
+    assert len(keys) == 4
+    for path in keys:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not list((tmp_path / "pki").glob("*.tmp"))
+
+
+def test_responders_near_their_end_are_renewed_on_load(tmp_path):
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=6)
+    DevCA.generate("http://127.0.0.1:1", now=past).save(tmp_path)
+    before = DevCA.load(tmp_path).auth.responder_certificate
+    renewed = DevCA.load_or_create(tmp_path).auth.responder_certificate
+    assert renewed != before
+    assert renewed.not_valid_after_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=5)
+    assert DevCA.load(tmp_path).auth.responder_certificate == renewed
+
+
+@pytest.mark.parametrize("kind", list(CertificateKind))
+def test_serials_are_positive_and_distinct(dev_ca, kind):
+    key = new_rsa_key()
+    from jpki.certificate import FourFacts
+
+    facts = FourFacts(name="n", address="a", birthdate=dt.date(1980, 1, 1), sex="1")
+    issue = ((lambda: dev_ca.issue_auth(key.public_key(), facts.birthdate)) if kind is CertificateKind.AUTH
+             else (lambda: dev_ca.issue_signing(key.public_key(), facts)))
+    serials = {issue().serial_number for _ in range(5)}
+    assert len(serials) == 5 and all(0 < s < 2**63 for s in serials)

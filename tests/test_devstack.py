@@ -1,0 +1,55 @@
+"""`make run`'s program: starts a private redis-server under var/, the dev CA and a demo card; stops cleanly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from devstack.redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_redis_fixture_is_a_real_server(redis_client):
+    assert redis_client.ping()
+    assert redis_client.info("server")["redis_version"]
+
+
+def test_redis_server_persists_between_runs(tmp_path):
+    with RedisServer(tmp_path, persist=True) as server:
+        redis.Redis.from_url(server.url).set("k", "v")
+        port = server.port
+    with RedisServer(tmp_path, port=port, persist=True) as server:
+        assert redis.Redis.from_url(server.url).get("k") == b"v"
+
+
+def test_devstack_starts_says_what_it_started_and_stops(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MYKEY_VAR": str(tmp_path / "var"),
+           "MYKEY_REDIS_PORT": str(free_port())}
+    env.pop("REDIS_URL", None)
+    process = subprocess.Popen([sys.executable, "-m", "devstack"], cwd=ROOT, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("running"):
+            break
+    output = "".join(lines)
+    try:
+        assert "redis     started" in output, output
+        assert "dev CA" in output and "created virtual My Number Card" in output
+        assert (tmp_path / "var" / "pki" / "ca.json").exists()
+        assert (tmp_path / "var" / "cards" / "demo.json").exists()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert "redis     stopped" in rest
