@@ -55,3 +55,82 @@ def make_card(dev_ca, tmp_path):
 @pytest.fixture
 def card_file(make_card) -> Path:
     return make_card()
+
+
+class LiveServer:
+    """A real WSGI app served over HTTP on a free loopback port, in a thread (werkzeug's server)."""
+
+    def __init__(self, app):
+        from werkzeug.serving import make_server
+
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        import threading
+
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def revocation_config(redis_server, tmp_path, dev_ca):
+    """Config for a revocation service on the test Redis, with the session's dev CA, and small buckets."""
+    from revocation.config import RevocationConfig
+
+    var = tmp_path / "var"
+    dev_ca.save(var / "pki")
+    return RevocationConfig(redis_url=redis_server.url, var_dir=var, base_url=dev_ca.revocation_url,
+                            status_buckets=1024, holder_buckets=1024)
+
+
+@pytest.fixture
+def revocation_services(revocation_config, redis_client):
+    from revocation.services import build_services
+
+    return build_services(revocation_config, redis_client)
+
+
+@pytest.fixture
+def revocation_service(revocation_config, revocation_services):
+    """The revocation app over real HTTP. `.url`, `.services`."""
+    from revocation.app import create_app
+
+    with LiveServer(create_app(revocation_config, revocation_services)) as live:
+        live.services = revocation_services
+        yield live
+
+
+@pytest.fixture
+def issue_card(dev_ca, revocation_services):
+    """Factory: issue an auth + signing certificate with the dev CA and register them through a
+    `certificate_issued` event. Returns a dict: holder, card_id, auth and signing (x509.Certificate)."""
+    import secrets
+
+    from jpki.certificate import FourFacts
+    from jpki.devca import new_rsa_key
+    from revocation.events import parse_event
+
+    def issue(holder: str | None = None, card_id: str | None = None, occurred_at: str = "2026-01-01T00:00:00Z"):
+        holder = holder or f"holder-{secrets.token_hex(6)}"
+        card_id = card_id or f"card-{secrets.token_hex(6)}"
+        facts = FourFacts(name="試験 太郎", address="東京都", birthdate=dt.date(1990, 1, 2), sex="1")
+        auth = dev_ca.issue_auth(new_rsa_key().public_key(), facts.birthdate)
+        signing = dev_ca.issue_signing(new_rsa_key().public_key(), facts)
+        event = parse_event({
+            "event_id": f"issue-{secrets.token_hex(8)}", "type": "certificate_issued", "holder": holder,
+            "occurred_at": occurred_at, "source": "test", "card_id": card_id,
+            "certificates": [
+                {"serial": f"{c.serial_number:X}", "kind": kind, "not_after": c.not_valid_after_utc.isoformat()}
+                for kind, c in (("auth", auth), ("signing", signing))
+            ],
+        })
+        revocation_services.applier.apply(event)
+        return {"holder": holder, "card_id": card_id, "auth": auth, "signing": signing}
+
+    return issue

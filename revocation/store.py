@@ -1,0 +1,228 @@
+"""The certificate status store: the source of truth for every certificate's status (Redis).
+
+A certificate's record is 15 bytes (+ the auth serial on a signing certificate: the 紐付け link), packed and kept
+in a bucket hash. Status changes are compare-and-set through one Lua script, so concurrent appliers never lose
+an update, and each change updates in the same step what derives from it in the same hash slot: the
+certificate's history and its cached OCSP response. The CRL shard index (other slot) is synced right after,
+idempotently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import redis
+from cryptography.x509 import ReasonFlags
+
+from revocation.keys import CRL_DIRTY, KeySpace, serial_field, serial_from_field
+
+
+class CertificateStatus(enum.IntEnum):
+    GOOD = 0
+    REVOKED = 1
+    ON_HOLD = 2
+
+
+# RFC 5280 §5.3.1 CRLReason codes.
+REASON_CODES = {
+    ReasonFlags.unspecified: 0, ReasonFlags.key_compromise: 1, ReasonFlags.ca_compromise: 2,
+    ReasonFlags.affiliation_changed: 3, ReasonFlags.superseded: 4, ReasonFlags.cessation_of_operation: 5,
+    ReasonFlags.certificate_hold: 6, ReasonFlags.remove_from_crl: 8, ReasonFlags.privilege_withdrawn: 9,
+    ReasonFlags.aa_compromise: 10,
+}
+REASONS_BY_CODE = {code: reason for reason, code in REASON_CODES.items()}
+_NO_REASON = 255
+
+_RECORD = struct.Struct(">BBBIII")  # status, reason, shard, revoked_at, not_after, changed_at
+_CRL_ENTRY = struct.Struct(">BI")  # reason, revocation time
+
+
+def _epoch(moment: dt.datetime | None) -> int:
+    return int(moment.timestamp()) if moment else 0
+
+
+def _moment(seconds: int) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC) if seconds else None
+
+
+@dataclass(frozen=True)
+class StatusRecord:
+    status: CertificateStatus
+    reason: ReasonFlags | None
+    shard: int
+    revoked_at: dt.datetime | None
+    not_after: dt.datetime
+    changed_at: dt.datetime | None  # occurred_at of the last event that changed or confirmed the status
+    auth_serial: int | None = None  # on a signing certificate: the auth certificate of the same card
+
+    def pack(self) -> bytes:
+        reason = REASON_CODES[self.reason] if self.reason else _NO_REASON
+        head = _RECORD.pack(self.status, reason, self.shard, _epoch(self.revoked_at), _epoch(self.not_after),
+                            _epoch(self.changed_at))
+        return head + (serial_field(self.auth_serial) if self.auth_serial else b"")
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> StatusRecord:
+        status, reason, shard, revoked_at, not_after, changed_at = _RECORD.unpack_from(raw)
+        tail = raw[_RECORD.size:]
+        return cls(CertificateStatus(status), REASONS_BY_CODE.get(reason), shard, _moment(revoked_at),
+                   _moment(not_after), _moment(changed_at), serial_from_field(tail) if tail else None)
+
+    @classmethod
+    def issued(cls, shard: int, not_after: dt.datetime, auth_serial: int | None = None) -> StatusRecord:
+        return cls(CertificateStatus.GOOD, None, shard, None, not_after, None, auth_serial)
+
+
+# Compare-and-set of one certificate record, with what derives from it in the same slot.
+# KEYS: status bucket, history list, OCSP cache.  ARGV: field, expected ('' = absent), new, history entry ('' = none)
+_CAS_RECORD = """
+local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+if current ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[4]) end
+redis.call('DEL', KEYS[3])
+return 1
+"""
+
+
+class StatusStore:
+    def __init__(self, client: redis.Redis, keys: KeySpace | None = None):
+        self.redis = client
+        self.keys = keys or KeySpace()
+        self._cas = client.register_script(_CAS_RECORD)
+
+    # --- reading ------------------------------------------------------------------------------------------
+
+    def get(self, issuer: str, serial: int) -> StatusRecord | None:
+        raw = self.redis.hget(self.keys.status(issuer, serial), serial_field(serial))
+        return StatusRecord.unpack(raw) if raw else None
+
+    def history(self, issuer: str, serial: int) -> list[dict]:
+        return [json.loads(item) for item in self.redis.lrange(self.keys.history(issuer, serial), 0, -1)]
+
+    def links(self, issuer: str, serial: int) -> tuple[int | None, int | None]:
+        """(previous, next) serial of a renewal chain (新旧紐付け)."""
+        raw = self.redis.hmget(self.keys.links(issuer, serial), [b"p" + serial_field(serial),
+                                                                  b"n" + serial_field(serial)])
+        return tuple(serial_from_field(v) if v else None for v in raw)  # type: ignore[return-value]
+
+    def latest(self, issuer: str, serial: int, limit: int = 32) -> int:
+        """Follow renewal links forward to the newest certificate of the chain."""
+        for _ in range(limit):
+            _, following = self.links(issuer, serial)
+            if following is None:
+                return serial
+            serial = following
+        return serial
+
+    def first(self, issuer: str, serial: int, limit: int = 32) -> int:
+        """Follow renewal links back to the first certificate of the chain (a stable anchor)."""
+        for _ in range(limit):
+            previous, _ = self.links(issuer, serial)
+            if previous is None:
+                return serial
+            serial = previous
+        return serial
+
+    def crl_entries(self, issuer: str, shard: int) -> Iterator[tuple[int, ReasonFlags, dt.datetime]]:
+        """Every revoked or held certificate of a CRL shard: (serial, reason, revocation time)."""
+        for field, raw in self.redis.hscan_iter(self.keys.crl_entries(issuer, shard), count=10_000):
+            reason, at = _CRL_ENTRY.unpack(raw)
+            yield serial_from_field(field), REASONS_BY_CODE[reason], _moment(at)
+
+    def crl_released(self, issuer: str, shard: int) -> Iterator[tuple[int, dt.datetime]]:
+        """Holds lifted since the shard's last full CRL: (serial, release time), for removeFromCRL in a delta."""
+        for field, raw in self.redis.hscan_iter(self.keys.crl_released(issuer, shard), count=10_000):
+            yield serial_from_field(field), _moment(int(raw))
+
+    # --- writing ------------------------------------------------------------------------------------------
+
+    def register(self, issuer: str, serial: int, record: StatusRecord) -> bool:
+        """Record a newly issued certificate; False if it was already known (idempotent)."""
+        return bool(self._cas(keys=self._cas_keys(issuer, serial),
+                              args=[serial_field(serial), b"", record.pack(), b""]))
+
+    def link_renewal(self, issuer: str, old_serial: int, new_serial: int) -> None:
+        """Link old → new and new → old. The two may sit in different slots, so two idempotent writes."""
+        self.redis.hset(self.keys.links(issuer, old_serial), b"n" + serial_field(old_serial),
+                        serial_field(new_serial))
+        self.redis.hset(self.keys.links(issuer, new_serial), b"p" + serial_field(new_serial),
+                        serial_field(old_serial))
+
+    def transition(self, issuer: str, serial: int, change, history: dict | None = None,
+                   attempts: int = 16) -> tuple[StatusRecord | None, bool]:
+        """Apply `change(record) -> record | None` atomically; returns (record now, whether it changed).
+
+        `change` returns None to leave the record as it is. Retries when another applier got there first.
+        """
+        field = serial_field(serial)
+        key = self.keys.status(issuer, serial)
+        for _ in range(attempts):
+            raw = self.redis.hget(key, field)
+            if raw is None:
+                return None, False
+            current = StatusRecord.unpack(raw)
+            updated = change(current)
+            if updated is None or updated == current:
+                self._sync_crl_index(issuer, serial, current, None)
+                return current, False
+            status_changed = (updated.status, updated.reason) != (current.status, current.reason)
+            entry = json.dumps(history, separators=(",", ":")) if history and status_changed else ""
+            if self._cas(keys=self._cas_keys(issuer, serial), args=[field, raw, updated.pack(), entry]):
+                self._sync_crl_index(issuer, serial, updated, current if status_changed else None)
+                return updated, status_changed
+        raise RuntimeError("status record kept changing under concurrent appliers")
+
+    def _cas_keys(self, issuer: str, serial: int) -> list[str]:
+        return [self.keys.status(issuer, serial), self.keys.history(issuer, serial),
+                self.keys.ocsp_cache(issuer, serial)]
+
+    def _sync_crl_index(self, issuer: str, serial: int, record: StatusRecord,
+                        before: StatusRecord | None) -> None:
+        """Make the shard's CRL index agree with the record. Idempotent: safe to repeat after a crash."""
+        field = serial_field(serial)
+        entries = self.keys.crl_entries(issuer, record.shard)
+        pipe = self.redis.pipeline(transaction=True)
+        if record.status is CertificateStatus.GOOD:
+            pipe.hdel(entries, field)
+            if before is not None and before.status is CertificateStatus.ON_HOLD:
+                pipe.hset(self.keys.crl_released(issuer, record.shard), field, _epoch(record.changed_at))
+        else:
+            pipe.hset(entries, field, _CRL_ENTRY.pack(REASON_CODES[record.reason], _epoch(record.revoked_at)))
+            pipe.hdel(self.keys.crl_released(issuer, record.shard), field)
+        pipe.execute()
+        if before is not None:
+            self.redis.sadd(CRL_DIRTY, f"{issuer}:{record.shard}")
+
+
+def hold(at: dt.datetime):
+    """A change function: put a good certificate on hold, unless a newer event already spoke."""
+    def change(record: StatusRecord) -> StatusRecord | None:
+        if record.status is not CertificateStatus.GOOD or (record.changed_at and at <= record.changed_at):
+            return None
+        return replace(record, status=CertificateStatus.ON_HOLD, reason=ReasonFlags.certificate_hold,
+                       revoked_at=at, changed_at=at)
+    return change
+
+
+def release(at: dt.datetime):
+    """Lift a hold; on a good certificate only note the time, so an older `card_lost` arriving late is ignored."""
+    def change(record: StatusRecord) -> StatusRecord | None:
+        if record.status is CertificateStatus.REVOKED or (record.changed_at and at <= record.changed_at):
+            return None
+        return replace(record, status=CertificateStatus.GOOD, reason=None, revoked_at=None, changed_at=at)
+    return change
+
+
+def revoke(reason: ReasonFlags, at: dt.datetime):
+    """Revocation is final and applies whatever its arrival order; the first revocation recorded stays."""
+    def change(record: StatusRecord) -> StatusRecord | None:
+        if record.status is CertificateStatus.REVOKED:
+            return None
+        return replace(record, status=CertificateStatus.REVOKED, reason=reason, revoked_at=at, changed_at=at)
+    return change
