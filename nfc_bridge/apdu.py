@@ -37,6 +37,14 @@ class CardNotResponding(CardError):
     code = "card_not_responding"
 
 
+class ReaderNotFound(CardError):
+    code = "reader_not_found"
+
+
+class NoCardPresent(CardError):
+    code = "no_card"
+
+
 class StatusWordError(CardError):
     """The card answered with a status word other than 9000."""
 

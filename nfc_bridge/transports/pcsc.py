@@ -25,7 +25,15 @@ from typing import Any
 
 from smartcard import scard
 
-from nfc_bridge.apdu import CardError, CardNotResponding, CardRemoved, CommandAPDU, MalformedResponse
+from nfc_bridge.apdu import (
+    CardError,
+    CardNotResponding,
+    CardRemoved,
+    CommandAPDU,
+    MalformedResponse,
+    NoCardPresent,
+    ReaderNotFound,
+)
 from nfc_bridge.transports import BaseTransport
 
 log = logging.getLogger(__name__)
@@ -33,14 +41,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 10.0  # an RSA-2048 signature takes a real card one to two seconds
 _REMOVAL_SETTLE = 1.0  # pcscd polls serial and virtual readers every 0.4 s; give it time to notice
 _MAX_GET_RESPONSE = 64  # 61xx chains longer than 64 × 256 bytes are a broken card, not a certificate
-
-
-class ReaderNotFound(CardError):
-    code = "reader_not_found"
-
-
-class NoCardPresent(CardError):
-    code = "no_card"
 
 
 class CardBusy(CardError):
