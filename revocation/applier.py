@@ -83,6 +83,11 @@ class Applier:
                 outcome.changes[effect] = outcome.changes.get(effect, 0) + 1
         return outcome
 
+    def notify(self, issuer: str, serial: int, record: StatusRecord) -> None:
+        """Tell what derives from status (the OCSP cache) that a certificate changed."""
+        for listener in self.listeners:
+            listener(issuer, serial, record)
+
     # --- phase 1: the holder ------------------------------------------------------------------------------
 
     def _phase_one(self, event: RevocationEvent, attempts: int = 16) -> tuple[bool, dict]:
@@ -183,7 +188,6 @@ class Applier:
         record, changed = self.store.transition(issuer, serial, change, history)
         if not changed or record is None:
             return None
-        for listener in self.listeners:
-            listener(issuer, serial, record)
+        self.notify(issuer, serial, record)
         return {"revoke": "revoked", "hold": "held", "release": "released"}[action["do"]]
 

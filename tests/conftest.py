@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from devstack.http import LiveServer
 from devstack.redis_server import RedisServer
 from jpki.devca import DevCA
 from nfc_bridge.virtual_card import Holder, new_card_state, write_card_file
@@ -57,27 +58,6 @@ def card_file(make_card) -> Path:
     return make_card()
 
 
-class LiveServer:
-    """A real WSGI app served over HTTP on a free loopback port, in a thread (werkzeug's server)."""
-
-    def __init__(self, app):
-        from werkzeug.serving import make_server
-
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        import threading
-
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture
 def revocation_config(redis_server, tmp_path, dev_ca):
     """Config for a revocation service on the test Redis, with the session's dev CA, and small buckets."""
@@ -117,14 +97,15 @@ def issue_card(dev_ca, revocation_services):
     from revocation.events import parse_event
 
     def issue(holder: str | None = None, card_id: str | None = None, occurred_at: str = "2026-01-01T00:00:00Z"):
-        holder = holder or f"holder-{secrets.token_hex(6)}"
-        card_id = card_id or f"card-{secrets.token_hex(6)}"
+        # A letter in the middle: twelve digits in a row would be refused as a My Number-like value.
+        holder = holder or f"holder-{secrets.token_hex(3)}x{secrets.token_hex(3)}"
+        card_id = card_id or f"card-{secrets.token_hex(3)}x{secrets.token_hex(3)}"
         facts = FourFacts(name="試験 太郎", address="東京都", birthdate=dt.date(1990, 1, 2), sex="1")
         auth = dev_ca.issue_auth(new_rsa_key().public_key(), facts.birthdate)
         signing = dev_ca.issue_signing(new_rsa_key().public_key(), facts)
         event = parse_event({
-            "event_id": f"issue-{secrets.token_hex(8)}", "type": "certificate_issued", "holder": holder,
-            "occurred_at": occurred_at, "source": "test", "card_id": card_id,
+            "event_id": f"issue-{secrets.token_hex(4)}x{secrets.token_hex(4)}", "type": "certificate_issued",
+            "holder": holder, "occurred_at": occurred_at, "source": "test", "card_id": card_id,
             "certificates": [
                 {"serial": f"{c.serial_number:X}", "kind": kind, "not_after": c.not_valid_after_utc.isoformat()}
                 for kind, c in (("auth", auth), ("signing", signing))
@@ -134,3 +115,54 @@ def issue_card(dev_ca, revocation_services):
         return {"holder": holder, "card_id": card_id, "auth": auth, "signing": signing}
 
     return issue
+
+
+@pytest.fixture
+def idp_service(revocation_service, revocation_config, redis_client):
+    """The IdP over real HTTP, next to the live revocation service, with plain-http dev cookies on 127.0.0.1.
+    `.url`, `.services`, `.register_card(path)` (records a virtual card's certificates as issued)."""
+    import secrets
+
+    from devstack.redis_server import free_port
+    from idp.app import create_app
+    from idp.config import IdpConfig
+    from idp.services import build_services
+
+    port = free_port()
+    config = IdpConfig(issuer=f"http://127.0.0.1:{port}", redis_url=revocation_config.redis_url,
+                       var_dir=revocation_config.var_dir, revocation_url=revocation_service.url,
+                       insecure_dev_cookies=True, secret=secrets.token_bytes(32),
+                       status_buckets=revocation_config.status_buckets, holder_buckets=revocation_config.holder_buckets)
+    services = build_services(config, redis_client)
+    with LiveServer(create_app(config, services), port=port) as live:
+        live.services = services
+        live.revocation = revocation_service
+        live.register_card = lambda path, holder=None: register_virtual_card(revocation_service.services, path, holder)
+        yield live
+
+
+def register_virtual_card(revocation_services, card_path, holder: str | None = None,
+                          occurred_at: str = "2026-01-01T00:00:00Z") -> dict:
+    """Record a virtual card's certificates as issued, through a `certificate_issued` event."""
+    import secrets
+
+    from jpki import parse_certificate
+    from jpki.profile import CertificateKind
+    from nfc_bridge.virtual_card import VirtualCard
+    from revocation.events import parse_event
+
+    card = VirtualCard.load(card_path)
+    certificates = []
+    for kind in CertificateKind:
+        der = card.certificate(kind)
+        if der:
+            cert = parse_certificate(der)
+            certificates.append({"serial": f"{cert.serial:X}", "kind": kind.value,
+                                 "not_after": cert.not_after.isoformat()})
+    holder = holder or f"holder-{secrets.token_hex(3)}x{secrets.token_hex(3)}"
+    card_id = f"card-{secrets.token_hex(3)}x{secrets.token_hex(3)}"
+    revocation_services.applier.apply(parse_event({
+        "event_id": f"issue-{secrets.token_hex(4)}x{secrets.token_hex(4)}", "type": "certificate_issued",
+        "holder": holder, "occurred_at": occurred_at, "source": "test", "card_id": card_id,
+        "certificates": certificates}))
+    return {"holder": holder, "card_id": card_id}

@@ -1,0 +1,5 @@
+import sys
+
+from revocation.cli import main
+
+sys.exit(main())

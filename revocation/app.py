@@ -1,0 +1,48 @@
+"""The revocation service's WSGI app: OCSP, CRLs and the operator API. Stateless; all state is in Redis.
+
+    gunicorn -w 2 'revocation.app:create_app()'          # production
+    python -m revocation serve                             # development
+"""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from observability import logs
+from revocation.config import RevocationConfig
+from revocation.services import Services, build_services
+
+
+def create_app(config: RevocationConfig | None = None, services: Services | None = None) -> Flask:
+    config = config or RevocationConfig.from_env()
+    services = services or build_services(config)
+    logs.configure()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.extensions["revocation"] = services
+
+    from revocation.crl_http import blueprint as crl_blueprint
+    from revocation.ocsp_http import blueprint as ocsp_blueprint
+    from revocation.ops import blueprint as ops_blueprint
+
+    app.register_blueprint(ocsp_blueprint)
+    app.register_blueprint(crl_blueprint)
+    app.register_blueprint(ops_blueprint, url_prefix="/ops")
+
+    @app.get("/healthz")
+    def healthz():
+        services.redis.ping()
+        return jsonify(status="ok")
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        # Plain JSON with a stable code; never the request's content.
+        code = {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}.get(error.code, "bad_request")
+        return jsonify(error=code, message=error.description), error.code
+
+    return app
+
+
+def services_of(app: Flask) -> Services:
+    return app.extensions["revocation"]

@@ -1,0 +1,81 @@
+"""OCSP over HTTP (RFC 6960 Appendix A, RFC 5019 §5–6): `POST /ocsp` and `GET /ocsp/<base64 request>`.
+
+Whatever is wrong inside an OCSP request is answered the OCSP way: HTTP 200 with an OCSP error status
+(`malformedRequest` for bytes that do not parse, including bad base64 in a GET). Only what is wrong at the HTTP
+level gets an HTTP error — a Content-Type other than `application/ocsp-request` (415) and a body over
+MAX_REQUEST_BYTES (413) — and even then the body is an OCSP `malformedRequest`, so an OCSP client that reads the
+body still understands it. Nothing from the request is ever echoed or logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.http import http_date
+
+from revocation.ocsp import OcspAnswer
+from revocation.ocsp import OCSPResponseStatus as Status
+
+OCSP_REQUEST = "application/ocsp-request"
+OCSP_RESPONSE = "application/ocsp-response"
+MAX_REQUEST_BYTES = 10 * 1024  # a one-CertID request with a nonce is ~100 bytes; RFC 5019 §5 expects < 255 in GETs
+
+blueprint = Blueprint("ocsp", __name__)
+
+
+def _responder():
+    from revocation.app import services_of  # the app module imports this one
+
+    return services_of(current_app).ocsp
+
+
+@blueprint.post("/ocsp")
+def ocsp_post() -> Response:
+    if request.mimetype != OCSP_REQUEST:
+        return _http(OcspAnswer.refusal(Status.MALFORMED_REQUEST), 415)
+    if (request.content_length or 0) > MAX_REQUEST_BYTES:
+        return _http(OcspAnswer.refusal(Status.MALFORMED_REQUEST), 413)
+    body = request.stream.read(MAX_REQUEST_BYTES + 1)  # also bounds a chunked body that gave no length
+    if len(body) > MAX_REQUEST_BYTES:
+        return _http(OcspAnswer.refusal(Status.MALFORMED_REQUEST), 413)
+    return _http(_responder().respond(body))
+
+
+@blueprint.get("/ocsp/<path:encoded>")  # `path`: base64 holds "/", often not percent-encoded by clients
+def ocsp_get(encoded: str) -> Response:
+    der = _decode(encoded)
+    if der is None:
+        return _http(OcspAnswer.refusal(Status.MALFORMED_REQUEST))
+    return _http(_responder().respond(der))
+
+
+def _decode(encoded: str) -> bytes | None:
+    """Base64 of the DER request, already URL-decoded by the router (RFC 6960 A.1). Padding may be missing."""
+    if len(encoded) > MAX_REQUEST_BYTES * 4 // 3 + 4:
+        return None
+    text = encoded.strip()
+    text += "=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(text, validate=True) or None
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _http(answer: OcspAnswer, status: int = 200) -> Response:
+    response = Response(answer.der, status=status, content_type=OCSP_RESPONSE)
+    if not answer.cacheable:
+        # A nonce response answers one request; an error may be transient. Neither may be reused.
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    # RFC 5019 §6.2: let HTTP caches keep the same response until its nextUpdate, and no longer.
+    now = dt.datetime.now(dt.UTC)
+    max_age = max(0, int((answer.next_update - now).total_seconds()))
+    response.headers["Cache-Control"] = f"max-age={max_age}, public, no-transform, must-revalidate"
+    response.headers["Last-Modified"] = http_date(answer.this_update)
+    response.headers["Expires"] = http_date(answer.next_update)
+    response.set_etag(hashlib.sha1(answer.der, usedforsecurity=False).hexdigest())  # RFC 5019 §6.2
+    return response.make_conditional(request)

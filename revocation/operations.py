@@ -1,0 +1,134 @@
+"""What operators do, shared by the JSON API (`/ops`) and the CLI: submit events, look a certificate up, and
+hold, release or revoke one by hand. Every change is audited; nothing here bypasses the status store's rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import uuid
+
+from cryptography.x509 import ReasonFlags
+
+from revocation.events import MAX_BATCH, EventRefused, parse_event
+from revocation.services import Services
+from revocation.store import CertificateStatus, hold, release, revoke
+
+ISSUERS = ("auth", "sign")
+SERIAL = re.compile(r"^[0-9A-Fa-f]{1,40}$")
+MANUAL_REASONS = {
+    "keyCompromise": ReasonFlags.key_compromise,
+    "cessationOfOperation": ReasonFlags.cessation_of_operation,
+    "affiliationChanged": ReasonFlags.affiliation_changed,
+    "superseded": ReasonFlags.superseded,
+    "unspecified": ReasonFlags.unspecified,
+}
+MAX_COMMENT = 500
+
+
+class OperationError(Exception):
+    def __init__(self, code: str, message: str, status: int = 400, detail: list | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.detail = detail
+
+
+def submit_events(services: Services, documents: list, actor: str, consumer: str | None = None) -> list[dict]:
+    """Validate every event first (all or nothing), append them to the stream, apply what is waiting, and
+    report each event's outcome ("queued" when another consumer took it and has not finished yet)."""
+    if not isinstance(documents, list) or not 1 <= len(documents) <= MAX_BATCH:
+        raise OperationError("invalid_batch", f"Send one event or a batch of 1 to {MAX_BATCH} events.")
+    events, refused = [], []
+    for index, document in enumerate(documents):
+        try:
+            events.append(parse_event(document))
+        except EventRefused as error:
+            refused.append({"index": index, "error": error.code, "message": error.message})
+    if refused:
+        raise OperationError("events_refused", "Some events were refused; none was stored.", 422, refused)
+    entries = [services.stream.submit(event) for event in events]
+    deliveries = services.stream.drain(consumer or f"api-{os.getpid()}", services.applier,
+                                       limit=len(events) + 100, timeout_s=5)
+    outcomes = {d.entry_id: d.outcome for d in deliveries if d.outcome is not None}
+    services.audit.record(actor, "events_submitted", {"count": len(events), "types": sorted({e.type for e in events})},
+                          event_id=events[0].event_id if len(events) == 1 else None)
+    return [outcomes[entry].as_dict() if entry in outcomes else
+            {"event_id": e.event_id, "type": e.type, "queued": True, "summary": "queued"}
+            for e, entry in zip(events, entries, strict=True)]
+
+
+def parse_certificate_ref(issuer: str, serial_hex: str) -> tuple[str, int]:
+    if issuer not in ISSUERS:
+        raise OperationError("unknown_issuer", "The issuer is 'auth' or 'sign'.")
+    if not isinstance(serial_hex, str) or not SERIAL.match(serial_hex):
+        raise OperationError("invalid_serial", "A serial is 1–40 hexadecimal digits.")
+    return issuer, int(serial_hex, 16)
+
+
+def lookup(services: Services, issuer: str, serial_hex: str) -> dict:
+    issuer, serial = parse_certificate_ref(issuer, serial_hex)
+    record = services.store.get(issuer, serial)
+    if record is None:
+        raise OperationError("unknown_certificate", "No certificate with that issuer and serial is known.", 404)
+    previous, following = services.store.links(issuer, serial)
+    return {
+        "issuer": issuer,
+        "serial": f"{serial:X}",
+        "status": record.status.name.lower(),
+        "reason": record.reason.value if record.reason else None,
+        "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+        "not_after": record.not_after.isoformat(),
+        "crl_shard": record.shard,
+        "renewal": {"previous": f"{previous:X}" if previous else None, "next": f"{following:X}" if following else None,
+                    "latest": f"{services.store.latest(issuer, serial):X}"},
+        "auth_certificate": f"{record.auth_serial:X}" if record.auth_serial else None,
+        "history": services.store.history(issuer, serial),
+        "audit": services.audit.for_certificate(issuer, serial),
+    }
+
+
+def manual_action(services: Services, actor: str, issuer: str, serial_hex: str, action: str, comment: str,
+                  reason: str | None = None) -> dict:
+    """Hold, release or revoke one certificate by hand, through the same rules as events."""
+    issuer, serial = parse_certificate_ref(issuer, serial_hex)
+    if not isinstance(comment, str) or not comment.strip() or len(comment) > MAX_COMMENT:
+        raise OperationError("comment_required", f"Say why, in a comment of 1–{MAX_COMMENT} characters.")
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    if action == "hold":
+        change = _decisive(hold, now)
+    elif action == "release":
+        change = _decisive(release, now)
+    elif action == "revoke":
+        if reason not in MANUAL_REASONS:
+            raise OperationError("invalid_reason", "The reason is one of " + ", ".join(MANUAL_REASONS) + ".")
+        change = revoke(MANUAL_REASONS[reason], now)
+    else:
+        raise OperationError("unknown_action", "The action is hold, release or revoke.")
+    event_id = f"ops-{uuid.uuid4()}"
+    history = {"at": now.isoformat(), "do": action, "reason": reason or action, "event_id": event_id,
+               "event_type": "operator_action", "source": f"operator:{actor}"}
+    record, changed = services.store.transition(issuer, serial, change, history)
+    if record is None:
+        raise OperationError("unknown_certificate", "No certificate with that issuer and serial is known.", 404)
+    if changed:
+        services.applier.notify(issuer, serial, record)
+    services.audit.record(actor, f"certificate_{action}", {"certificate": f"{issuer}:{serial:X}", "reason": reason,
+                                                           "comment": comment.strip(), "changed": changed},
+                          event_id=event_id)
+    return {"changed": changed, "status": record.status.name.lower(), "event_id": event_id,
+            "message": "Done." if changed else _unchanged(record.status, action)}
+
+
+def _decisive(rule, now: dt.datetime):
+    """An operator's hold or release is the newest word even within the same second as the last event."""
+    def change(record):
+        latest = max(now, record.changed_at + dt.timedelta(seconds=1)) if record.changed_at else now
+        return rule(latest)(record)
+    return change
+
+
+def _unchanged(status: CertificateStatus, action: str) -> str:
+    return {CertificateStatus.REVOKED: "The certificate is revoked; revocation is final, nothing changed."}.get(
+        status, f"Nothing to {action}: the certificate is {status.name.lower()}.")

@@ -1,0 +1,106 @@
+"""The operator JSON API under /ops, authenticated by operator tokens (`Authorization: Bearer rvop_…`).
+
+    POST /ops/events                                   one event or {"events": [...]}: all or nothing
+    GET  /ops/certificates/<issuer>/<serial>           status, renewal links, auth↔signing link, history, audit
+    POST /ops/certificates/<issuer>/<serial>/<action>  hold | release | revoke, with {"comment", "reason"}
+    GET  /ops/stream                                   stream length, lag, pending entries, consumers
+    GET  /ops/crl                                      CRL shards: number, this/next update, entries, age
+    GET  /ops/audit?count=N                            newest audit entries
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import wraps
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from revocation.operations import OperationError, lookup, manual_action, submit_events
+
+blueprint = Blueprint("ops", __name__)
+log = logging.getLogger(__name__)
+
+
+def _services():
+    return current_app.extensions["revocation"]
+
+
+def _error(code: str, message: str, status: int, detail=None):
+    body = {"error": code, "message": message}
+    if detail is not None:
+        body["refused"] = detail
+    return jsonify(body), status
+
+
+@blueprint.errorhandler(OperationError)
+def _operation_error(error: OperationError):
+    log.info("operator request refused", extra={"code": error.code})
+    return _error(error.code, error.message, error.status, error.detail)
+
+
+def operator_required(view):
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        header = request.headers.get("Authorization", "")
+        token = header[7:] if header.startswith("Bearer ") else None
+        name = _services().operators.authenticate(token)
+        if name is None:
+            return _error("unauthorized", "An operator token is required (Authorization: Bearer rvop_…).", 401)
+        g.operator = name
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def _json_body() -> object:
+    if not request.is_json:
+        raise OperationError("unsupported_media_type", "Send JSON (Content-Type: application/json).", 415)
+    body = request.get_json(silent=True)
+    if body is None:
+        raise OperationError("malformed_json", "The body is not valid JSON.")
+    return body
+
+
+@blueprint.post("/events")
+@operator_required
+def post_events():
+    body = _json_body()
+    documents = body["events"] if isinstance(body, dict) and set(body) == {"events"} else [body]
+    results = submit_events(_services(), documents, f"api:{g.operator}")
+    return jsonify(results=results)
+
+
+@blueprint.get("/certificates/<issuer>/<serial>")
+@operator_required
+def get_certificate(issuer: str, serial: str):
+    return jsonify(lookup(_services(), issuer, serial))
+
+
+@blueprint.post("/certificates/<issuer>/<serial>/<action>")
+@operator_required
+def change_certificate(issuer: str, serial: str, action: str):
+    body = _json_body()
+    if not isinstance(body, dict) or set(body) - {"comment", "reason"}:
+        raise OperationError("invalid_request", "The body takes only 'comment' and 'reason'.")
+    return jsonify(manual_action(_services(), f"api:{g.operator}", issuer, serial, action, body.get("comment"),
+                                 body.get("reason")))
+
+
+@blueprint.get("/stream")
+@operator_required
+def stream_health():
+    return jsonify(_services().stream.health())
+
+
+@blueprint.get("/crl")
+@operator_required
+def crl_status():
+    return jsonify(shards=[shard.as_dict() for shard in _services().crl.status()])
+
+
+@blueprint.get("/audit")
+@operator_required
+def audit():
+    count = request.args.get("count", "50")
+    if not count.isdigit() or not 1 <= int(count) <= 1000:
+        raise OperationError("invalid_count", "count is a whole number from 1 to 1000.")
+    return jsonify(entries=_services().audit.read(int(count)))

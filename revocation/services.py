@@ -1,0 +1,60 @@
+"""Wiring: one place that builds the revocation service's parts from its configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from redis.cluster import RedisCluster
+
+from jpki.devca import Issuer
+from revocation.applier import Applier
+from revocation.audit import AuditLog
+from revocation.config import RevocationConfig, load_issuers
+from revocation.crl import CrlPublisher
+from revocation.keys import KeySpace
+from revocation.ocsp import OcspResponder
+from revocation.operators import OperatorRegistry
+from revocation.store import StatusStore
+from revocation.stream import EventStream
+
+
+@dataclass
+class Services:
+    config: RevocationConfig
+    redis: redis.Redis
+    issuers: dict[str, Issuer]
+    store: StatusStore
+    stream: EventStream
+    applier: Applier
+    ocsp: OcspResponder
+    crl: CrlPublisher
+    audit: AuditLog
+    operators: OperatorRegistry
+
+
+def connect_redis(config: RevocationConfig) -> redis.Redis:
+    if config.redis_cluster:
+        return RedisCluster.from_url(config.redis_url)
+    return redis.Redis.from_url(config.redis_url)
+
+
+def build_services(config: RevocationConfig, client: redis.Redis | None = None) -> Services:
+    client = client or connect_redis(config)
+    issuers = load_issuers(config)
+    store = StatusStore(client, KeySpace(config.status_buckets, config.holder_buckets))
+    ocsp = OcspResponder(store, issuers, config)
+    crl = CrlPublisher(store, issuers, config)
+    applier = Applier(store, config.moved_abroad_revokes_auth, listeners=(ocsp.on_status_change,))
+    return Services(
+        config=config,
+        redis=client,
+        issuers=issuers,
+        store=store,
+        stream=EventStream(client),
+        applier=applier,
+        ocsp=ocsp,
+        crl=crl,
+        audit=AuditLog(client),
+        operators=OperatorRegistry(client),
+    )

@@ -1,0 +1,128 @@
+"""The operator API over real HTTP: tokens, all-or-nothing batches, lookups, manual actions, audit, health."""
+
+import json
+
+import pytest
+import requests
+
+from revocation.store import CertificateStatus
+
+
+@pytest.fixture
+def ops(revocation_service):
+    token = revocation_service.services.operators.add("alice")
+
+    def call(method, path, body=None, raw=None, headers=None, token_=token):
+        all_headers = {"Authorization": f"Bearer {token_}"} if token_ else {}
+        all_headers |= {"Content-Type": "application/json"} | (headers or {})
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        return requests.request(method, f"{revocation_service.url}/ops{path}", data=data, headers=all_headers,
+                                timeout=30)
+
+    return call
+
+
+def event(event_id, type_, holder, **fields):
+    return {"event_id": event_id, "type": type_, "holder": holder, "occurred_at": "2026-03-01T00:00:00Z",
+            "source": "ops-test", **fields}
+
+
+def test_every_endpoint_needs_an_operator_token(ops, revocation_service):
+    for method, path in (("POST", "/events"), ("GET", "/stream"), ("GET", "/audit"), ("GET", "/crl"),
+                         ("GET", "/certificates/auth/AB")):
+        assert ops(method, path, {}, token_=None).status_code == 401
+        response = ops(method, path, {}, token_="rvop_wrong")
+        assert response.status_code == 401 and response.json()["error"] == "unauthorized"
+    revocation_service.services.operators.disable("alice")
+    assert ops("GET", "/stream").status_code == 401
+
+
+def test_a_batch_is_applied_whole_or_not_at_all(ops, issue_card, revocation_services):
+    card = issue_card()
+    good = event("lost-1", "card_lost", card["holder"], card_id=card["card_id"])
+    bad = event("bad-1", "card_lost", card["holder"], card_id=card["card_id"], note="extra")
+    refused = ops("POST", "/events", {"events": [good, bad]})
+    assert refused.status_code == 422 and refused.json()["refused"][0]["index"] == 1
+    assert revocation_services.store.get("auth", card["auth"].serial_number).status is CertificateStatus.GOOD
+    accepted = ops("POST", "/events", {"events": [good]})
+    assert accepted.status_code == 200
+    assert accepted.json()["results"][0]["changes"] == {"held": 2}
+    again = ops("POST", "/events", good)
+    assert again.json()["results"][0]["duplicate"] is True
+
+
+@pytest.mark.parametrize(("body", "code", "status"), [
+    ({"event_id": "x", "type": "married", "holder": "h", "occurred_at": "2026-01-01T00:00:00Z", "source": "s"},
+     "unknown_event_type", 422),
+    ({"event_id": "x", "type": "died", "holder": "123456789012", "occurred_at": "2026-01-01T00:00:00Z",
+      "source": "s"}, "my_number_refused", 422),
+])
+def test_refused_events_name_the_rule_and_never_echo(ops, body, code, status):
+    response = ops("POST", "/events", body)
+    assert response.status_code == status and response.json()["refused"][0]["error"] == code
+    assert "123456789012" not in response.text
+
+
+def test_transport_level_refusals(ops):
+    assert ops("POST", "/events", raw="{nope").json()["error"] == "malformed_json"
+    wrong_type = ops("POST", "/events", raw="{}", headers={"Content-Type": "text/plain"})
+    assert wrong_type.status_code == 415 and wrong_type.json()["error"] == "unsupported_media_type"
+    assert ops("POST", "/events", raw="[" + "1," * 600_000 + "1]").status_code == 413
+    assert ops("POST", "/events", {"events": []}).json()["error"] == "invalid_batch"
+
+
+def test_lookup_shows_status_links_history_and_audit(ops, issue_card, revocation_services):
+    card = issue_card()
+    auth = f"{card['auth'].serial_number:X}"
+    signing = f"{card['signing'].serial_number:X}"
+    ops("POST", "/events", event("renew-1", "certificate_renewed", card["holder"], card_id=card["card_id"],
+                                 renewals=[{"kind": "auth", "old_serial": auth, "new_serial": "ABCDEF01",
+                                            "not_after": "2036-01-01T00:00:00Z"}]))
+    old = ops("GET", f"/certificates/auth/{auth}").json()
+    assert old["status"] == "revoked" and old["reason"] == "superseded"
+    assert old["renewal"] == {"previous": None, "next": "ABCDEF01", "latest": "ABCDEF01"}
+    assert old["history"][0]["event_id"] == "renew-1"
+    assert ops("GET", f"/certificates/sign/{signing}").json()["auth_certificate"] == auth
+    assert ops("GET", "/certificates/auth/ABCDEF01").json()["renewal"]["previous"] == auth
+    assert ops("GET", "/certificates/auth/123").json()["error"] == "unknown_certificate"
+    assert ops("GET", "/certificates/nope/12").json()["error"] == "unknown_issuer"
+    assert ops("GET", "/certificates/auth/zz").json()["error"] == "invalid_serial"
+
+
+def test_manual_hold_release_revoke_with_comment_and_audit(ops, issue_card):
+    card = issue_card()
+    serial = f"{card['auth'].serial_number:X}"
+    path = f"/certificates/auth/{serial}"
+    assert ops("POST", f"{path}/hold", {}).json()["error"] == "comment_required"
+    assert ops("POST", f"{path}/hold", {"comment": "call centre: card lost"}).json()["status"] == "on_hold"
+    assert ops("POST", f"{path}/release", {"comment": "found"}).json()["status"] == "good"
+    assert ops("POST", f"{path}/revoke", {"comment": "x", "reason": "bogus"}).json()["error"] == "invalid_reason"
+    revoked = ops("POST", f"{path}/revoke", {"comment": "holder asked", "reason": "cessationOfOperation"}).json()
+    assert revoked["status"] == "revoked" and revoked["changed"]
+    final = ops("POST", f"{path}/release", {"comment": "try"}).json()
+    assert final["changed"] is False and "final" in final["message"]
+    looked = ops("GET", path).json()
+    assert [h["do"] for h in looked["history"]] == ["hold", "release", "revoke"]
+    assert {a["action"] for a in looked["audit"]} >= {"certificate_hold", "certificate_release", "certificate_revoke"}
+    assert all(a["actor"] == "api:alice" for a in looked["audit"])
+
+
+def test_stream_crl_and_audit_views(ops, issue_card):
+    issue_card()
+    health = ops("GET", "/stream").json()
+    assert {"length", "lag", "pending", "consumers", "refused"} <= set(health)
+    shards = ops("GET", "/crl").json()["shards"]
+    assert shards and {"issuer", "shard"} <= set(shards[0])
+    assert ops("GET", "/audit?count=5").status_code == 200
+    assert ops("GET", "/audit?count=0").json()["error"] == "invalid_count"
+
+
+def test_logs_never_carry_serials_or_my_numbers(ops, issue_card, caplog):
+    caplog.set_level("DEBUG")
+    card = issue_card()
+    serial = f"{card['auth'].serial_number:X}"
+    ops("POST", f"/certificates/auth/{serial}/hold", {"comment": "lost"})
+    ops("POST", "/events", event("x1", "died", "1234-5678-9012"))
+    service_lines = " ".join(r.getMessage() for r in caplog.records if not r.name.startswith("urllib3"))
+    assert serial not in service_lines and str(card["auth"].serial_number) not in service_lines
+    assert "5678" not in service_lines
