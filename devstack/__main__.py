@@ -1,15 +1,20 @@
 """`make run`: the platform on its embedded default, all on loopback, state under `var/`.
 
-Starts (or reuses) what exists so far and says what it started:
+Starts, and says what it started:
 - a private redis-server with its data in var/redis (unless REDIS_URL points at an existing server or cluster);
 - the development CA in var/pki (created on first run);
-- a virtual My Number Card in var/cards/demo.json (created on first run; auth PIN 1234, signing PIN ABC123).
-Ctrl-C stops everything.
+- the revocation service (OCSP, CRLs, operator API) and its worker (event stream, CRL publication);
+- the IdP (OpenID Provider with My Number Card login);
+- a virtual My Number Card in var/cards/demo.json, issued and registered on first run (auth PIN 1234,
+  signing PIN ABC123).
+Ctrl-C (or SIGTERM) stops everything; state persists under var/ between runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -17,8 +22,9 @@ from pathlib import Path
 
 import redis
 
+from devstack.http import LiveServer
 from devstack.redis_server import RedisServer
-from jpki.devca import DEFAULT_REVOCATION_URL, DevCA
+from jpki.devca import DevCA
 from jpki.profile import CertificateKind
 from nfc_bridge.virtual_card import VirtualCard, new_card_state, write_card_file
 
@@ -26,50 +32,104 @@ DEMO_AUTH_PIN = "1234"
 DEMO_SIGN_PIN = "ABC123"
 
 
+def say(label: str, text: str) -> None:
+    print(f"{label:<10}{text}", flush=True)
+
+
 def main() -> int:
     var = Path(os.environ.get("MYKEY_VAR", "var"))
+    revocation_port = int(os.environ.get("MYKEY_REVOCATION_PORT", "8081"))
+    idp_port = int(os.environ.get("MYKEY_IDP_PORT", "8080"))
+    # One environment for every part, set before any configuration is read.
+    os.environ.setdefault("MYKEY_VAR", str(var))
+    os.environ.setdefault("REVOCATION_URL", f"http://127.0.0.1:{revocation_port}")
+    os.environ.setdefault("IDP_ISSUER", f"http://127.0.0.1:{idp_port}")
+    os.environ.setdefault("IDP_INSECURE_DEV_COOKIES", "1")  # plain http on 127.0.0.1, development only
+
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    with contextlib.ExitStack() as stack:
+        if os.environ.get("REDIS_URL"):
+            redis.Redis.from_url(os.environ["REDIS_URL"]).ping()
+            say("redis", "using REDIS_URL")
+        else:
+            server = RedisServer(var / "redis", port=int(os.environ.get("MYKEY_REDIS_PORT", "6390")), persist=True)
+            stack.callback(say, "redis", "stopped")  # runs after the server's own exit (LIFO)
+            stack.enter_context(server)
+            os.environ["REDIS_URL"] = server.url
+            say("redis", f"started {server.url} (data in {var / 'redis'})")
 
-    redis_url = os.environ.get("REDIS_URL")
-    server = None
-    if redis_url:
-        redis.Redis.from_url(redis_url).ping()
-        print(f"redis     using REDIS_URL ({_without_password(redis_url)})")
-    else:
-        server = RedisServer(var / "redis", port=int(os.environ.get("MYKEY_REDIS_PORT", "6390")), persist=True)
-        server.start()
-        redis_url = server.url
-        print(f"redis     started {redis_url} (data in {var / 'redis'})")
+        ca = DevCA.load_or_create(var / "pki", os.environ["REVOCATION_URL"])
+        say("dev CA", f"{var / 'pki'} (auth and signing roots, OCSP responders; DEVELOPMENT ONLY)")
 
-    try:
-        ca = DevCA.load_or_create(var / "pki", os.environ.get("REVOCATION_URL", DEFAULT_REVOCATION_URL))
-        print(f"dev CA    {var / 'pki'} (auth and signing roots, OCSP responders; DEVELOPMENT ONLY)")
-        card_path = var / "cards" / "demo.json"
-        if not card_path.exists():
-            card_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            write_card_file(card_path, new_card_state(ca, DEMO_AUTH_PIN, DEMO_SIGN_PIN))
-            print(f"card      created virtual My Number Card {card_path} "
-                  f"(auth PIN {DEMO_AUTH_PIN}, signing PIN {DEMO_SIGN_PIN})")
+        revocation = start_revocation(stack, revocation_port, stopping)
+        idp_url = start_idp(stack, idp_port)
+        card_path = ensure_demo_card(ca, var / "cards" / "demo.json", revocation)
         card = VirtualCard.load(card_path)
-        print(f"card      {card_path}: auth PIN tries left {card.tries_left(CertificateKind.AUTH)}")
-        print(f"try       .venv/bin/python -m nfc_bridge card show --reader virtual --card {card_path}")
-        print("running   press Ctrl-C to stop")
-        sys.stdout.flush()
+        say("card", f"{card_path}: auth PIN tries left {card.tries_left(CertificateKind.AUTH)}")
+        say("account", f"open {idp_url}/account in a browser; the login page shows the command for the card")
+        say("try", f".venv/bin/python -m nfc_bridge card show --reader virtual --card {card_path}")
+        say("running", "press Ctrl-C to stop")
         try:
             stopping.wait()
         except KeyboardInterrupt:
-            pass
-    finally:
-        if server:
-            server.stop()
-            print("\nredis     stopped")
+            print()
+        stopping.set()
     return 0
 
 
-def _without_password(url: str) -> str:
-    parsed = redis.connection.parse_url(url)
-    return f"{parsed.get('host', '?')}:{parsed.get('port', '?')}"
+def start_revocation(stack: contextlib.ExitStack, port: int, stopping: threading.Event):
+    from revocation.app import create_app
+    from revocation.config import RevocationConfig
+    from revocation.services import build_services
+    from revocation.worker import run_worker
+
+    config = RevocationConfig.from_env()
+    services = build_services(config)
+    live = stack.enter_context(LiveServer(create_app(config, services), port))
+    say("revocation", f"{live.url} (OCSP {live.url}/ocsp, CRLs {live.url}/crl/auth/0.crl, operator API /ops)")
+    worker = threading.Thread(target=run_worker, args=(services, stopping), daemon=True)
+    worker.start()
+    stack.callback(worker.join, 5)
+    say("worker", "applying resident-register events and publishing CRL shards")
+    return services
+
+
+def start_idp(stack: contextlib.ExitStack, port: int) -> str:
+    from idp.app import create_app
+    from idp.config import IdpConfig
+
+    live = stack.enter_context(LiveServer(create_app(IdpConfig.from_env()), port))
+    say("idp", f"{live.url} (discovery {live.url}/.well-known/openid-configuration)")
+    return live.url
+
+
+def ensure_demo_card(ca: DevCA, path: Path, revocation) -> Path:
+    """A virtual card, and the resident-register event that records its certificates as issued."""
+    if path.exists():
+        return path
+    from jpki import parse_certificate
+    from revocation.events import parse_event
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_card_file(path, new_card_state(ca, DEMO_AUTH_PIN, DEMO_SIGN_PIN))
+    card = VirtualCard.load(path)
+    certificates = []
+    for kind in CertificateKind:
+        cert = parse_certificate(card.certificate(kind))
+        certificates.append({"serial": f"{cert.serial:X}", "kind": kind.value, "not_after": cert.not_after.isoformat()})
+    revocation.stream.submit(parse_event({
+        "event_id": f"demo-issue-{secrets.token_hex(4)}x", "type": "certificate_issued", "holder": "demo-holder",
+        "occurred_at": card_issued_at(card), "source": "devstack", "card_id": "demo-card",
+        "certificates": certificates}))
+    say("card", f"created virtual My Number Card {path} (auth PIN {DEMO_AUTH_PIN}, signing PIN {DEMO_SIGN_PIN})")
+    return path
+
+
+def card_issued_at(card: VirtualCard) -> str:
+    from jpki import parse_certificate
+
+    return parse_certificate(card.certificate(CertificateKind.AUTH)).not_before.isoformat()
 
 
 if __name__ == "__main__":

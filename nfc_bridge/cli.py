@@ -3,6 +3,7 @@
     card new  --out CARD.json --pin 1234 --sign-pin ABC123 [--name N --address A --birthdate YYYY-MM-DD
               --sex S] [--smartphone]
     card show --reader {virtual,usb,pcsc} [--card CARD.json] [--device PATH] [--pin-stdin]
+    login URL_OR_HANDLE --reader {virtual,usb,pcsc} [--card CARD.json] [--device PATH] [--pin-stdin]
 
 Every failure ends in one plain sentence on stderr and exit status 1; never a traceback, never a PIN.
 """
@@ -19,8 +20,9 @@ from pathlib import Path
 from jpki.certificate import CertificateError, parse_certificate
 from jpki.devca import DEFAULT_REVOCATION_URL, DevCA, UnderageForSigning
 from jpki.profile import AUTH_PIN_TRIES, CertificateKind
-from nfc_bridge.apdu import CardError
+from nfc_bridge.apdu import CardError, WrongPin
 from nfc_bridge.client import JpkiClient
+from nfc_bridge.login import LoginFailed, answer_login, fetch_login, handle_url
 from nfc_bridge.pin import pin_label
 from nfc_bridge.readers import READERS, open_reader
 from nfc_bridge.virtual_card import Holder, new_card_state, write_card_file
@@ -51,15 +53,31 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--card", type=Path, help="the virtual card's file (with --reader virtual)")
     show.add_argument("--device", help="nfcpy device path (usb, usb:054c:06c1) or PC/SC reader name")
     show.add_argument("--pin-stdin", action="store_true", help="read the PIN from standard input")
+
+    login = commands.add_parser("login", help="answer a login with the card (the link or handle from the login page)")
+    login.add_argument("url_or_handle")
+    login.add_argument("--reader", choices=READERS, required=True)
+    login.add_argument("--card", type=Path, help="the virtual card's file (with --reader virtual)")
+    login.add_argument("--device", help="nfcpy device path (usb, usb:054c:06c1) or PC/SC reader name")
+    login.add_argument("--pin-stdin", action="store_true",
+                       help="read the PIN (and then the signing PIN, if asked) from standard input, one per line")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "login":
+            return login(args)
         if args.card_command == "new":
             return card_new(args)
         return card_show(args)
+    except LoginFailed as exc:
+        print(f"Login failed ({exc.code}): {exc.message}", file=sys.stderr)
+        return 1
+    except WrongPin as exc:
+        print(f"error (wrong_pin): {exc.message} Nothing was sent to the website.", file=sys.stderr)
+        return 1
     except (CardError, CertificateError) as exc:
         print(f"error ({exc.code}): {exc.message}", file=sys.stderr)
         return 1
@@ -107,6 +125,29 @@ def card_show(args) -> int:
     print(f"valid         {cert.not_before:%Y-%m-%d} to {cert.not_after:%Y-%m-%d}")
     print(f"PIN tries     {tries} of {AUTH_PIN_TRIES} left" + ("  (LOCKED)" if tries == 0 else ""))
     return 0
+
+
+def login(args) -> int:
+    url = handle_url(args.url_or_handle)
+    step("Fetching the login…")
+    request = fetch_login(url)
+    print(f"Logging in to: {request.rp_name}")
+    print(f"Check code:    {request.short_code}   (your browser shows the same code)")
+    if request.share:
+        print(f"Shared:        {', '.join(request.share)} (from your signing certificate)")
+    answer = answer_login(
+        request,
+        open_transport=lambda: open_reader(args.reader, args.card, args.device),
+        ask_pin=lambda kind, tries: read_pin(kind, tries, args.pin_stdin),
+        confirm_last_try=confirm_last_try,
+        say=step,
+    )
+    print(f"Done: {answer.get('message', 'verified')}")
+    return 0
+
+
+def step(text: str) -> None:
+    print(f"  … {text}", flush=True)
 
 
 def read_pin(kind: CertificateKind, tries_left: int, from_stdin: bool) -> str:

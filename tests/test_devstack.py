@@ -29,8 +29,10 @@ def test_redis_server_persists_between_runs(tmp_path):
 
 def test_devstack_starts_says_what_it_started_and_stops(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MYKEY_VAR": str(tmp_path / "var"),
-           "MYKEY_REDIS_PORT": str(free_port())}
-    env.pop("REDIS_URL", None)
+           "MYKEY_REDIS_PORT": str(free_port()), "MYKEY_REVOCATION_PORT": str(free_port()),
+           "MYKEY_IDP_PORT": str(free_port())}
+    for inherited in ("REDIS_URL", "REVOCATION_URL", "IDP_ISSUER"):
+        env.pop(inherited, None)
     process = subprocess.Popen([sys.executable, "-m", "devstack"], cwd=ROOT, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines = []
@@ -46,6 +48,7 @@ def test_devstack_starts_says_what_it_started_and_stops(tmp_path):
     try:
         assert "redis     started" in output, output
         assert "dev CA" in output and "created virtual My Number Card" in output
+        assert "revocation" in output and "idp       http://127.0.0.1:" in output
         assert (tmp_path / "var" / "pki" / "ca.json").exists()
         assert (tmp_path / "var" / "cards" / "demo.json").exists()
     finally:

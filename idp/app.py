@@ -1,0 +1,62 @@
+"""The IdP's WSGI app: OpenID Provider endpoints, the bridge API, and the cardholder's pages.
+
+    gunicorn -w 2 'idp.app:create_app()'      # production
+    python -m idp serve                        # development
+"""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify, request
+
+from observability import logs
+from idp.config import IdpConfig
+from idp.services import IdpServices, build_services
+
+
+def create_app(config: IdpConfig | None = None, services: IdpServices | None = None) -> Flask:
+    from idp.oidc import build_authorization_server
+
+    config = config or IdpConfig.from_env()
+    services = services or build_services(config)
+    logs.configure()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.extensions["idp"] = services
+    server, _ = build_authorization_server(app, services)
+    app.extensions["idp_server"] = server
+
+    from idp.login_api import blueprint as login_api
+    from idp.oidc_http import blueprint as oidc
+    from idp.pages import blueprint as pages
+
+    app.register_blueprint(oidc)
+    app.register_blueprint(login_api)
+    app.register_blueprint(pages)
+
+    @app.get("/healthz")
+    def healthz():
+        services.redis.ping()
+        return jsonify(status="ok")
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if request.path in ("/login", "/account") or request.path.startswith("/consent"):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.errorhandler(413)
+    def too_large(_error):
+        return jsonify(error="invalid_request", message="The request body is too large."), 413
+
+    @app.errorhandler(404)
+    def not_found(_error):
+        return jsonify(error="not_found", message="There is nothing at this address."), 404
+
+    @app.errorhandler(405)
+    def not_allowed(_error):
+        return jsonify(error="invalid_request", message="This address does not take that method."), 405
+
+    return app

@@ -1,0 +1,133 @@
+"""The JSON API that bridges and phone apps use to answer a login (docs/bridge-api.yaml).
+
+    GET  /api/login/<handle>   one fetch: RP name, short code, origin, challenge(s), what will be shared,
+                               and a one-use submit token
+    POST /api/login/submit     certificate(s), signature(s), token type → verified, or a stable error code
+
+Nothing sensitive is logged: results are logged by code only.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+
+from flask import Blueprint, current_app, jsonify, request
+
+from idp.login import LoginError, LoginTransaction
+from idp.messages import explain
+from idp.verification import VerificationError
+from jpki.certificate import FourFacts
+from jpki.signature import login_message
+
+blueprint = Blueprint("login_api", __name__)
+log = logging.getLogger(__name__)
+
+TOKEN_TYPES = ("card", "smartphone")
+MAX_FIELD = 16 * 1024  # base64 of an 8 KB certificate fits comfortably
+
+
+def _services():
+    return current_app.extensions["idp"]
+
+
+def _b64decode(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def error_response(code: str, status: int):
+    return jsonify(error=code, message=explain(code, "en"), message_ja=explain(code, "ja")), status
+
+
+@blueprint.errorhandler(LoginError)
+def _login_error(error: LoginError):
+    log.info("login api refused", extra={"code": error.code})
+    return error_response(error.code, error.status)
+
+
+@blueprint.get("/api/login/<handle>")
+def fetch(handle: str):
+    txn, submit_token = _services().logins.fetch(handle)
+    response = jsonify(
+        rp_name=txn.rp_name,
+        short_code=txn.short_code,
+        origin=txn.origin,
+        challenge=txn.challenge,
+        signing_challenge=txn.signing_challenge,
+        share=txn.share,
+        expires_at=txn.expires_at,
+        submit_url=f"{_services().config.issuer}/api/login/submit",
+        submit_token=submit_token,
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@blueprint.post("/api/login/submit")
+def submit():
+    body = request.get_json(silent=True)
+    if not request.is_json or not isinstance(body, dict):
+        return error_response("proof_malformed", 400)
+    fields = ("submit_token", "token_type", "certificate", "signature", "signing_certificate", "signing_signature")
+    if set(body) - set(fields) or any(not isinstance(body.get(f), str | None) or len(body.get(f) or "") > MAX_FIELD
+                                      for f in fields):
+        return error_response("proof_malformed", 400)
+    txn = _services().logins.claim_submission(body.get("submit_token") or "")
+    try:
+        result = _verify(txn, body)
+    except VerificationError as error:
+        _services().logins.finish(txn, error=error.code)
+        log.info("card login refused", extra={"code": error.code})
+        return error_response(error.code, 403 if error.code.startswith("certificate_") else 400)
+    _services().logins.finish(txn, result=result)
+    log.info("card login verified", extra={"code": "ok"})
+    return jsonify(result="ok", message="Verified. Return to your browser to continue.",
+                   message_ja="確認できました。ブラウザに戻って続けてください。")
+
+
+def _decode(body: dict, name: str) -> bytes:
+    value = body.get(name)
+    if not value:
+        raise VerificationError("proof_malformed", f"The field {name} is missing.")
+    try:
+        return _b64decode(value)
+    except (binascii.Error, ValueError) as exc:
+        raise VerificationError("proof_malformed", f"The field {name} is not base64url.") from exc
+
+
+def _verify(txn: LoginTransaction, body: dict) -> str:
+    """Run the verification pipeline(s), map the certificate to its account, and seal the result."""
+    services = _services()
+    if body.get("token_type") not in TOKEN_TYPES:
+        raise VerificationError("proof_malformed", "token_type must be 'card' or 'smartphone'.")
+    verified = services.verifier.verify_login(_decode(body, "certificate"), _decode(body, "signature"),
+                                              txn.origin, _b64decode(txn.challenge))
+    serial = verified.certificate.serial
+    if services.status.get(verified.issuer, serial) is None:
+        # The CRL fallback cannot say "never issued"; the status store can (a serial never issued is never good).
+        raise VerificationError("revocation_unknown", "This certificate is not known to the revocation service.")
+    facts = None
+    if txn.signing_challenge:
+        message = login_message(txn.origin, _b64decode(txn.signing_challenge))
+        signing = services.verifier.verify_signing(_decode(body, "signing_certificate"),
+                                                   _decode(body, "signing_signature"), message)
+        record = services.status.get(signing.issuer, signing.certificate.serial)
+        if record is None or record.auth_serial != serial:  # 紐付け: both certificates from one card
+            raise VerificationError("certificates_not_linked",
+                                    "The signing and user-authentication certificates are not from the same card.")
+        facts = services.sealer.seal(_claims_from(signing.certificate.four_facts), "four-facts")
+    now = services.clock()
+    account = services.mykey.resolve(verified.issuer, serial, now)
+    return services.sealer.seal({"account_id": account.account_id, "auth_time": int(now.timestamp()),
+                                 "issuer": verified.issuer, "serial": serial, "facts": facts}, "login-result")
+
+
+def _claims_from(facts: FourFacts) -> dict:
+    """OIDC standard claims (OIDC Core §5.1) from the signing certificate's four basic facts."""
+    return {
+        "name": facts.name,
+        "address": {"formatted": facts.address},
+        "birthdate": facts.birthdate.isoformat(),
+        "gender": {"1": "male", "2": "female"}.get(facts.sex, "other"),
+    }

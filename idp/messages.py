@@ -1,0 +1,78 @@
+"""Every error code a person can meet, explained in plain English and Japanese.
+
+The same codes are used by the JSON API, the pages and the tests. A code missing here is a test failure
+(tests/test_idp_messages.py checks that every code the IdP can raise has both sentences).
+"""
+
+from __future__ import annotations
+
+MESSAGES: dict[str, tuple[str, str]] = {
+    # login transaction
+    "login_not_found": ("There is no login in progress in this browser. Go back to the website and start again.",
+                        "このブラウザで進行中のログインがありません。サイトに戻ってやり直してください。"),
+    "challenge_expired": ("The login took longer than 5 minutes. Go back to the website and start again.",
+                          "ログインの有効時間（5分）を過ぎました。サイトに戻ってやり直してください。"),
+    "challenge_used": ("This login was already answered once. Start again from the website.",
+                       "このログインはすでに使われています。サイトからやり直してください。"),
+    "unknown_handle": ("This login link was already used or has expired.",
+                       "このログイン用リンクは使用済みか、有効期限が切れています。"),
+    "unknown_submission": ("This card answer does not belong to a login in progress.",
+                           "このカードの応答は進行中のログインのものではありません。"),
+    "proof_malformed": ("The card's answer was incomplete or damaged. Try again.",
+                        "カードからの応答が不完全か壊れています。もう一度お試しください。"),
+    # certificate checks
+    "certificate_malformed": ("The card's certificate could not be read.",
+                              "カードの電子証明書を読み取れませんでした。"),
+    "not_jpki_certificate": ("This is not a My Number Card certificate.",
+                             "マイナンバーカードの電子証明書ではありません。"),
+    "signing_certificate_used_for_login": (
+        "The signing certificate cannot be used to log in; the user-authentication certificate is needed.",
+        "署名用電子証明書ではログインできません。利用者証明用電子証明書が必要です。"),
+    "auth_certificate_used_for_signing": (
+        "The basic facts must be signed with the signing certificate (the 6–16 character PIN).",
+        "基本4情報の提供には署名用電子証明書（6〜16桁の暗証番号）による署名が必要です。"),
+    "key_usage_invalid": ("The certificate is not allowed for this use.",
+                          "この電子証明書はこの用途に使えません。"),
+    "untrusted_issuer": ("The certificate was not issued by J-LIS (or by the development CA in development).",
+                         "この電子証明書は J-LIS（開発環境では開発用認証局）が発行したものではありません。"),
+    "certificate_expired": ("The card's certificate has expired. Renew it at your municipal office.",
+                            "電子証明書の有効期限が切れています。お住まいの市区町村の窓口で更新してください。"),
+    "certificate_not_yet_valid": ("The card's certificate is not valid yet.",
+                                  "電子証明書はまだ有効になっていません。"),
+    "certificate_revoked": ("The card's certificate has been revoked and cannot be used.",
+                            "電子証明書は失効しているため使用できません。"),
+    "certificate_on_hold": ("The card's certificate is suspended (the card was reported lost).",
+                            "電子証明書は一時停止中です（カードの紛失届が出ています）。"),
+    "revocation_unknown": (
+        "We could not check whether the certificate is still valid, so the login was refused. Try again shortly.",
+        "電子証明書の失効確認ができなかったため、ログインをお断りしました。しばらくしてからお試しください。"),
+    "signature_invalid": ("The card's signature did not match this login.",
+                          "カードの署名がこのログインと一致しませんでした。"),
+    "certificates_not_linked": ("The signing and user-authentication certificates are not from the same card.",
+                                "署名用と利用者証明用の電子証明書が同じカードのものではありません。"),
+    # card side (reported by the bridge)
+    "wrong_pin": ("The PIN was wrong.", "暗証番号が違います。"),
+    "pin_locked": ("The PIN is locked. Only your municipal office can reset it.",
+                   "暗証番号がロックされています。お住まいの市区町村の窓口で再設定してください。"),
+    # OAuth / OIDC
+    "access_denied": ("You declined to share your identity with this website.",
+                      "このサイトへの情報提供を拒否しました。"),
+    "invalid_request": ("The website sent an incomplete or invalid login request.",
+                        "サイトからのログイン要求が不完全か不正です。"),
+    "invalid_client": ("The website is not registered with this service.",
+                       "このサイトは本サービスに登録されていません。"),
+    "unauthorized_client": ("The website is not allowed to log people in this way.",
+                            "このサイトはこの方法でのログインを許可されていません。"),
+    "invalid_scope": ("The website asked for information this service does not provide.",
+                      "サイトが提供できない情報を要求しました。"),
+    "login_required": ("You need to log in with your card first.", "先にカードでログインしてください。"),
+    "consent_required": ("You need to agree before this website receives your identity.",
+                         "このサイトに情報を提供するには同意が必要です。"),
+    "server_error": ("Something went wrong on our side. Try again shortly.",
+                     "サービス側で問題が発生しました。しばらくしてからお試しください。"),
+}
+
+
+def explain(code: str, lang: str = "en") -> str:
+    en, ja = MESSAGES.get(code, MESSAGES["server_error"])
+    return ja if lang == "ja" else en

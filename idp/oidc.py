@@ -1,0 +1,281 @@
+"""The OpenID Provider on Authlib: what Authlib leaves to the application, and the gaps it leaves open.
+
+Authlib does the protocol. This module supplies storage (Redis codes and tokens), the user (a card login), the
+pairwise `sub`, the ID token's keys and claims, and closes what Authlib allows by default but we must not:
+- PKCE is required for every client, and only S256 (RFC 9700 §2.1.1; plain is refused);
+- `nonce` is required (OIDC Core §3.1.2.1 makes it optional for the code flow; JPKI.md §6 requires it);
+- a code is consumed atomically, and a replayed code revokes the tokens issued from it (RFC 9700 §4.5);
+- `iss` in every authorization response, errors included (RFC 9207);
+- client authentication `private_key_jwt` under its registered name (Authlib calls it "client_assertion_jwt").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
+from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError
+from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant
+from authlib.oauth2.rfc6750 import BearerTokenValidator
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc9207 import IssuerParameter
+from authlib.oidc.core import OpenIDCode, UserInfo, UserInfoEndpoint
+from joserfc.jwk import KeySet
+
+from idp.clients import FOUR_FACTS_SCOPES
+from idp.tokens import REPLAYED, AuthorizationCode, Token, token_digest
+
+FACTS_CONTEXT = "four-facts"  # associated data of every sealed four-facts value
+
+
+@dataclass
+class CardUser:
+    """The holder as a relying party's token sees them: a pairwise `sub`, and facts only when signed for."""
+
+    account_id: str
+    sub: str
+    auth_time: int
+    issuer: str
+    serial: int
+    facts: str | None = None  # sealed
+
+    def get_user_id(self) -> str:
+        return self.sub
+
+    def __repr__(self) -> str:
+        return "CardUser(<redacted>)"
+
+
+def _services():
+    from flask import current_app
+
+    return current_app.extensions["idp"]
+
+
+def user_for(services, client, account_id: str, auth_time: int, issuer: str, serial: int,
+             facts: str | None) -> CardUser:
+    from mykey.pairwise import pairwise_subject
+
+    sub = pairwise_subject(services.config.subkey("pairwise-sub"), client.sector, account_id)
+    return CardUser(account_id, sub, auth_time, issuer, serial, facts)
+
+
+def user_claims(services, user: CardUser, scope: str) -> UserInfo:
+    """`sub` always; each fact only if its scope was granted and the holder signed for it."""
+    info = UserInfo(sub=user.sub)
+    granted = set((scope or "").split()) & FOUR_FACTS_SCOPES
+    if granted and user.facts:
+        facts = services.sealer.open(user.facts, FACTS_CONTEXT)
+        for scope_name in granted:
+            if scope_name in facts:
+                info[scope_name] = facts[scope_name]
+    return info
+
+
+class S256CodeChallenge(CodeChallenge):
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def validate_code_challenge(self, grant, redirect_uri):
+        data = grant.request.payload.data
+        if not data.get("code_challenge"):
+            raise InvalidRequestError("PKCE is required: send code_challenge with code_challenge_method=S256.")
+        if data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("Only code_challenge_method=S256 is accepted; 'plain' is refused.")
+        return super().validate_code_challenge(grant, redirect_uri)
+
+
+class PrivateKeyJWT(JWTBearerClientAssertion):
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def get_audiences(self):
+        issuer = _services().config.issuer
+        return [issuer, f"{issuer}/token"]
+
+    def validate_jti(self, claims, jti):
+        seen = hashlib.sha256(f"{claims['sub']}:{jti}".encode()).hexdigest()
+        key = f"idp:jti:{seen}"
+        ttl = max(60, int(claims.get("exp", time.time()) - time.time()) + 120)
+        return bool(_services().redis.set(key, 1, nx=True, ex=ttl))
+
+    def resolve_client_public_key(self, client):
+        return KeySet.import_key_set(client.public_jwks())
+
+
+class CodeGrant(AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ["private_key_jwt", "client_secret_basic"]
+
+    def save_authorization_code(self, code, request):
+        services = _services()
+        user: CardUser = request.user
+        data = request.payload.data
+        record = AuthorizationCode(
+            code_digest=token_digest(code), client_id=request.client.client_id,
+            redirect_uri=request.payload.redirect_uri, scope=request.scope or "", nonce=data.get("nonce"),
+            code_challenge=data.get("code_challenge"), code_challenge_method=data.get("code_challenge_method"),
+            account_id=user.account_id, auth_time=user.auth_time, issuer=user.issuer, serial=user.serial,
+            facts=user.facts,
+        )
+        services.tokens.save_code(record)
+        if record.nonce:  # a nonce is spent once a code carries it (OIDC Core §15.5.2)
+            nonce_key = hashlib.sha256(f"{record.client_id}:{record.nonce}".encode()).hexdigest()
+            services.redis.set(f"idp:nonce:{nonce_key}", 1, ex=int(services.config.refresh_token_ttl.total_seconds()))
+
+    def query_authorization_code(self, code, client):
+        found = _services().tokens.consume_code(code)
+        if found is REPLAYED:
+            raise InvalidGrantError("This code was already used; every token issued from it is now revoked.")
+        if found is None or found.client_id != client.client_id:
+            return None
+        return found
+
+    def delete_authorization_code(self, authorization_code):
+        pass  # consumed atomically in query_authorization_code
+
+    def authenticate_user(self, authorization_code: AuthorizationCode):
+        services = _services()
+        if not services.certificate_good(authorization_code.issuer, authorization_code.serial):
+            raise InvalidGrantError("The card's certificate is no longer valid.")
+        user = user_for(services, self.request.client, authorization_code.account_id, authorization_code.auth_time,
+                        authorization_code.issuer, authorization_code.serial, authorization_code.facts)
+        self.request.code_digest = authorization_code.code_digest
+        return user
+
+
+class RefreshGrant(RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ["private_key_jwt", "client_secret_basic"]
+    INCLUDE_NEW_REFRESH_TOKEN = True  # rotate: each refresh token is used once
+
+    def authenticate_refresh_token(self, refresh_token):
+        token = _services().tokens.get(refresh_token)
+        if token is None or token.kind != "refresh" or token.is_expired():
+            return None
+        token.extra["value_digest"] = token_digest(refresh_token)
+        return token
+
+    def authenticate_user(self, refresh_token: Token):
+        services = _services()
+        if not services.certificate_good(refresh_token.issuer, refresh_token.serial):
+            services.tokens.revoke_digest(refresh_token.extra["value_digest"])
+            raise InvalidGrantError("The card's certificate is no longer valid; log in with the card again.")
+        return CardUser(refresh_token.account_id, refresh_token.sub, 0, refresh_token.issuer, refresh_token.serial,
+                        refresh_token.facts)
+
+    def revoke_old_credential(self, refresh_token: Token):
+        services = _services()
+        services.tokens.revoke_digest(refresh_token.extra["value_digest"])
+
+
+class OpenIDCodeExtension(OpenIDCode):
+    def __init__(self):
+        super().__init__(require_nonce=True)
+
+    def exists_nonce(self, nonce, request):
+        key = hashlib.sha256(f"{request.payload.client_id}:{nonce}".encode()).hexdigest()
+        return bool(_services().redis.exists(f"idp:nonce:{key}"))
+
+    def resolve_client_private_key(self, client):
+        return _services().signing_keys.key_set(client.id_token_signed_response_alg)
+
+    def get_encode_header(self, client):
+        alg = client.id_token_signed_response_alg
+        return {"alg": alg, "typ": "JWT", "kid": _services().signing_keys.current(alg).kid}
+
+    def get_client_claims(self, client):
+        services = _services()
+        return {"iss": services.config.issuer, "aud": [client.client_id],
+                "exp": int(time.time() + services.config.id_token_ttl.total_seconds())}
+
+    def generate_user_info(self, user: CardUser, scope):
+        return user_claims(_services(), user, scope)
+
+
+class Issuer(IssuerParameter):
+    def get_issuer(self) -> str:
+        return _services().config.issuer
+
+
+class TokenRevocation(RevocationEndpoint):
+    CLIENT_AUTH_METHODS = ["private_key_jwt", "client_secret_basic"]
+
+    def query_token(self, token_string, token_type_hint):
+        token = _services().tokens.get(token_string)
+        if token is not None:
+            token.extra["value"] = token_string
+        return token
+
+    def revoke_token(self, token, request):
+        _services().tokens.revoke(token.extra["value"])
+
+
+class CardTokenValidator(BearerTokenValidator):
+    def authenticate_token(self, token_string):
+        services = _services()
+        token = services.tokens.get(token_string)
+        if token is None or token.kind != "access":
+            return None
+        if not services.certificate_good(token.issuer, token.serial):
+            services.tokens.revoke(token_string)
+            return None
+        token._client = services.clients.get(token.client_id)
+        return token
+
+
+class UserInfoFromCard(UserInfoEndpoint):
+    def get_issuer(self):
+        return _services().config.issuer
+
+    def generate_user_info(self, user: Token, scope):
+        services = _services()
+        card_user = CardUser(user.account_id, user.sub, 0, user.issuer, user.serial, user.facts)
+        return user_claims(services, card_user, scope)
+
+    def resolve_private_key(self):
+        return _services().signing_keys.key_set("RS256")
+
+
+def save_token(token: dict, request) -> None:
+    """Authlib's save_token hook: one Redis record per access and refresh token, linked to their code."""
+    services = _services()
+    user: CardUser = request.user
+    facts = user.facts
+    now = int(time.time())
+    common = dict(client_id=request.client.client_id, scope=token.get("scope", ""), account_id=user.account_id,
+                  sub=user.sub, issuer=user.issuer, serial=user.serial, issued_at=now,
+                  code_digest=getattr(request, "code_digest", None), facts=facts)
+    services.tokens.save_token(token["access_token"], Token(expires_in=token["expires_in"], kind="access", **common))
+    if token.get("refresh_token"):
+        ttl = int(services.config.refresh_token_ttl.total_seconds())
+        services.tokens.save_token(token["refresh_token"], Token(expires_in=ttl, kind="refresh", **common))
+    services.access_log.record(user.account_id, request.client.client_id, sorted(set(common["scope"].split())),
+                               time_now())
+
+
+def time_now():
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC)
+
+
+def build_authorization_server(app, services) -> tuple[AuthorizationServer, ResourceProtector]:
+    app.config.update(
+        OAUTH2_REFRESH_TOKEN_GENERATOR=True,
+        OAUTH2_TOKEN_EXPIRES_IN={
+            "authorization_code": int(services.config.access_token_ttl.total_seconds()),
+            "refresh_token": int(services.config.access_token_ttl.total_seconds()),
+        },
+        OAUTH2_SCOPES_SUPPORTED=["openid", *sorted(FOUR_FACTS_SCOPES)],
+    )
+    server = AuthorizationServer(app, query_client=services.clients.get, save_token=save_token)
+    server.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT())
+    server.register_grant(CodeGrant, [S256CodeChallenge(required=True), OpenIDCodeExtension()])
+    server.register_grant(RefreshGrant)
+    server.register_extension(Issuer())
+    server.register_endpoint(TokenRevocation)
+    protector = ResourceProtector()
+    protector.register_token_validator(CardTokenValidator())
+    server.register_endpoint(UserInfoFromCard(resource_protector=protector))
+    return server, protector

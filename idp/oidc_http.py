@@ -1,0 +1,205 @@
+"""The OpenID Provider's endpoints: discovery, JWKS, authorize, token, userinfo, revocation, end-session."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from urllib.parse import urlencode
+
+from authlib.oauth2 import OAuth2Error
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from flask import Blueprint, current_app, jsonify, make_response, redirect, render_template, request
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+from idp.clients import FOUR_FACTS_SCOPES
+from idp.cookies import LOGIN_COOKIE, SESSION_COOKIE, clear_cookie, read_cookie, set_cookie
+from idp.messages import explain
+from idp.oidc import user_for
+from idp.pages import language
+
+blueprint = Blueprint("oidc", __name__)
+
+
+def _services():
+    return current_app.extensions["idp"]
+
+
+def _server():
+    return current_app.extensions["idp_server"]
+
+
+def request_digest(return_to: str) -> str:
+    return hashlib.sha256(return_to.encode()).hexdigest()
+
+
+@blueprint.get("/.well-known/openid-configuration")
+def discovery():
+    issuer = _services().config.issuer
+    return jsonify(
+        issuer=issuer,
+        authorization_endpoint=f"{issuer}/authorize",
+        token_endpoint=f"{issuer}/token",
+        userinfo_endpoint=f"{issuer}/userinfo",
+        jwks_uri=f"{issuer}/jwks",
+        revocation_endpoint=f"{issuer}/revoke",
+        end_session_endpoint=f"{issuer}/logout",
+        response_types_supported=["code"],
+        response_modes_supported=["query"],
+        grant_types_supported=["authorization_code", "refresh_token"],
+        subject_types_supported=["pairwise"],
+        id_token_signing_alg_values_supported=["RS256", "ES256"],
+        token_endpoint_auth_methods_supported=["private_key_jwt", "client_secret_basic"],
+        token_endpoint_auth_signing_alg_values_supported=["RS256", "ES256", "PS256"],
+        revocation_endpoint_auth_methods_supported=["private_key_jwt", "client_secret_basic"],
+        scopes_supported=["openid", *sorted(FOUR_FACTS_SCOPES)],
+        claims_supported=["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "at_hash",
+                          "name", "address", "birthdate", "gender"],
+        code_challenge_methods_supported=["S256"],
+        acr_values_supported=["aal3"],
+        prompt_values_supported=["none", "login", "consent"],
+        authorization_response_iss_parameter_supported=True,
+        request_parameter_supported=False,
+        request_uri_parameter_supported=False,
+        claims_parameter_supported=False,
+        ui_locales_supported=["ja", "en"],
+    )
+
+
+@blueprint.get("/jwks")
+def jwks():
+    response = jsonify(_services().signing_keys.jwks())
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@blueprint.get("/authorize")
+def authorize():
+    services, server = _services(), _server()
+    return_to = request.full_path if request.query_string else request.path
+    digest = request_digest(return_to)
+    session_id = read_cookie(SESSION_COOKIE)
+    session = services.sessions.get(session_id)
+    client = services.clients.get(request.args.get("client_id", ""))
+    user = None
+    if session is not None and client is not None:
+        user = user_for(services, client, session.account_id, session.auth_time, session.issuer, session.serial,
+                        session.flags.get("facts"))
+    try:
+        grant = server.get_consent_grant(end_user=user)
+        prompts = set(request.args.get("prompt", "").split())
+        max_age = _max_age(request.args.get("max_age"))
+        scopes = set((grant.request.scope or "").split())
+        wants_facts = bool(scopes & FOUR_FACTS_SCOPES)
+        if user is not None and not wants_facts:
+            user.facts = None
+        fresh = session is not None and services.sessions.take_flag(session_id, "login_for", digest) is not None
+        too_old = (session is not None and max_age is not None
+                   and int(services.clock().timestamp()) - session.auth_time > max_age)
+        if session is None or (not fresh and ("login" in prompts or too_old or wants_facts)):
+            if "none" in prompts:
+                raise LoginRequiredError(redirect_uri=grant.redirect_uri)
+            return _start_login(grant.client, return_to, sorted(scopes), wants_facts)
+        if services.sessions.take_flag(session_id, "deny_for", digest):
+            return server.create_authorization_response(grant_user=None, grant=grant)
+        consented = services.sessions.take_flag(session_id, "consent_for", digest) is not None
+        covered = services.consents.covers(session.account_id, grant.client.client_id, sorted(scopes))
+        if not consented and ("consent" in prompts or wants_facts or not covered):
+            if "none" in prompts:
+                raise ConsentRequiredError(redirect_uri=grant.redirect_uri)
+            return _consent_page(grant.client, sorted(scopes), return_to, session_id)
+        if wants_facts:
+            services.sessions.take_flag(session_id, "facts")  # facts travel on with this one code only
+        return server.create_authorization_response(grant_user=user, grant=grant)
+    except OAuth2Error as error:
+        if error.redirect_uri:
+            return _with_issuer(server.handle_error_response(request, error))
+        return _error_page(error.error, error.description, 400)
+
+
+def _with_issuer(response):
+    """RFC 9207 §2: `iss` in every authorization response, errors included (Authlib adds it to successes)."""
+    location = response.headers.get("Location")
+    if location and "iss=" not in location.split("?", 1)[-1]:
+        separator = "&" if "?" in location else "?"
+        response.headers["Location"] = f"{location}{separator}{urlencode({'iss': _services().config.issuer})}"
+    return response
+
+
+def _max_age(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > 9:
+        from authlib.oauth2.rfc6749 import InvalidRequestError
+
+        raise InvalidRequestError("max_age must be a whole number of seconds.")
+    return int(value)
+
+
+def _start_login(client, return_to: str, scopes: list[str], wants_facts: bool):
+    services = _services()
+    share = [s for s in scopes if s in FOUR_FACTS_SCOPES]
+    txn = services.logins.create(services.config.origin, client.client_id, client.name, return_to, share, wants_facts)
+    response = redirect("/login")
+    set_cookie(response, LOGIN_COOKIE, txn.id, int(services.config.login_ttl.total_seconds()))
+    return response
+
+
+def _consent_page(client, scopes: list[str], return_to: str, session_id: str):
+    token = secrets.token_urlsafe(24)
+    _services().sessions.set_flags(session_id, consent_token=token, consent_return_to=return_to)
+    lang = language()
+    return render_template("consent.html", lang=lang, rp_name=client.name, token=token,
+                           share=[s for s in scopes if s in FOUR_FACTS_SCOPES])
+
+
+def _error_page(code: str, description: str | None, status: int):
+    lang = language()
+    return make_response(render_template("error.html", lang=lang, code=code, message=explain(code, lang)), status)
+
+
+@blueprint.post("/token")
+def token():
+    return _server().create_token_response()
+
+
+@blueprint.route("/userinfo", methods=["GET", "POST"])
+def userinfo():
+    return _server().create_endpoint_response("userinfo")
+
+
+@blueprint.post("/revoke")
+def revoke():
+    return _server().create_endpoint_response("revocation")
+
+
+@blueprint.route("/logout", methods=["GET", "POST"])
+def logout():
+    """RP-Initiated Logout 1.0: end the IdP session; return to the RP only to a URI it registered."""
+    services = _services()
+    values = request.values
+    target = None
+    hint, post_logout = values.get("id_token_hint"), values.get("post_logout_redirect_uri")
+    if hint and post_logout:
+        client_id = _client_of_id_token(hint)
+        client = services.clients.get(client_id) if client_id else None
+        if client is not None and post_logout in client.post_logout_redirect_uris:
+            target = post_logout + ("?" + urlencode({"state": values["state"]}) if values.get("state") else "")
+    services.sessions.end(read_cookie(SESSION_COOKIE))
+    response = redirect(target) if target else make_response(render_template("logged_out.html", lang=language()))
+    clear_cookie(response, SESSION_COOKIE)
+    return response
+
+
+def _client_of_id_token(id_token: str) -> str | None:
+    """The audience of an ID token we signed (expired ones are fine for a logout hint)."""
+    try:
+        keys = KeySet.import_key_set(_services().signing_keys.jwks())
+        claims = jwt.decode(id_token, keys, algorithms=["RS256", "ES256"]).claims
+    except (JoseError, ValueError):
+        return None
+    if claims.get("iss") != _services().config.issuer:
+        return None
+    audience = claims.get("aud")
+    return audience[0] if isinstance(audience, list) and audience else audience

@@ -1,0 +1,102 @@
+"""Wiring: one place that builds the IdP's parts from its configuration."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+from mykey.consent import AccessLog, ConsentStore
+from mykey.directory import MyKeyDirectory
+from redis.cluster import RedisCluster
+
+from idp.clients import ClientRegistry
+from idp.config import IdpConfig
+from idp.login import LoginStore
+from idp.revocation_check import RevocationChecker
+from idp.sealing import Sealer
+from idp.sessions import CertificateRef, SessionStore, certificate_still_good
+from idp.signing_keys import SigningKeys
+from idp.tokens import TokenStore
+from idp.trust import TrustStore
+from idp.verification import CertificateVerifier
+from revocation.keys import KeySpace
+from revocation.store import StatusStore
+
+
+class RenewalLinks:
+    """What `mykey` needs of the revocation service's 新旧紐付け: the certificate a renewal replaced."""
+
+    def __init__(self, store: StatusStore):
+        self.store = store
+
+    def previous(self, issuer: str, serial: int) -> int | None:
+        return self.store.links(issuer, serial)[0]
+
+
+@dataclass
+class IdpServices:
+    config: IdpConfig
+    redis: redis.Redis
+    status: StatusStore
+    clients: ClientRegistry
+    tokens: TokenStore
+    signing_keys: SigningKeys
+    logins: LoginStore
+    sessions: SessionStore
+    verifier: CertificateVerifier
+    mykey: MyKeyDirectory
+    consents: ConsentStore
+    access_log: AccessLog
+    sealer: Sealer
+    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+
+    def certificate_good(self, issuer: str, serial: int) -> bool:
+        return certificate_still_good(self.status, CertificateRef(issuer, serial), self.clock())
+
+
+def connect_redis(config: IdpConfig) -> redis.Redis:
+    if config.redis_cluster:
+        return RedisCluster.from_url(config.redis_url)
+    return redis.Redis.from_url(config.redis_url)
+
+
+def build_services(config: IdpConfig, client: redis.Redis | None = None, trust: TrustStore | None = None,
+                   clock: Callable[[], dt.datetime] | None = None) -> IdpServices:
+    client = client or connect_redis(config)
+    clock = clock or (lambda: dt.datetime.now(dt.UTC))
+    status = StatusStore(client, KeySpace(config.status_buckets, config.holder_buckets))
+    if trust is None:
+        trust = load_trust(config)
+    checker = RevocationChecker(ocsp_url=f"{config.revocation_url}/ocsp", crl_base_url=config.revocation_url,
+                                trust=trust)
+    keys = SigningKeys(client, config)
+    keys.ensure()
+    return IdpServices(
+        config=config,
+        redis=client,
+        status=status,
+        clients=ClientRegistry(client),
+        tokens=TokenStore(client, config.code_ttl, config.refresh_token_ttl),
+        signing_keys=keys,
+        logins=LoginStore(client, config.login_ttl, clock),
+        sessions=SessionStore(client, status, config.session_ttl, clock),
+        verifier=CertificateVerifier(trust, checker, clock=clock),
+        mykey=MyKeyDirectory(client, config.subkey("mykey-serial"), RenewalLinks(status)),
+        consents=ConsentStore(client),
+        access_log=AccessLog(client),
+        sealer=Sealer(config.subkey("sealed-facts")),
+        clock=clock,
+    )
+
+
+def load_trust(config: IdpConfig) -> TrustStore:
+    if config.trust == "dev":
+        from jpki.devca import DevCA
+
+        return TrustStore.development(DevCA.load_or_create(config.pki_dir, config.revocation_url))
+    if config.trust_dir is None:
+        raise ValueError("IDP_TRUST=production needs IDP_TRUST_DIR with the J-LIS root PEMs")
+    return TrustStore.from_pem_files(auth=sorted(config.trust_dir.glob("auth-*.pem")),
+                                     signing=sorted(config.trust_dir.glob("sign-*.pem")))

@@ -1,0 +1,108 @@
+"""IdP browser sessions after a card login, and the certificate they came from.
+
+Every use of a session (and of a refresh token) asks the status store whether the certificate is still good:
+a revoked or held certificate ends the sessions and tokens that came from it (issue 4, flow 2's last step).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+import redis
+
+from revocation.store import CertificateStatus, StatusStore
+
+PREFIX = "idp:session"
+
+
+@dataclass(frozen=True)
+class CertificateRef:
+    """Which certificate a login used. Stays inside the platform; never shown to a relying party."""
+
+    issuer: str
+    serial: int
+
+    def __repr__(self) -> str:
+        return f"CertificateRef({self.issuer}, <serial>)"
+
+
+@dataclass(frozen=True)
+class Session:
+    account_id: str
+    auth_time: int
+    issuer: str
+    serial: int
+    # One-time notes for the authorization request a login or consent was made for, keyed by the request's
+    # digest: "login_for", "consent_for", "deny_for"; and "facts" (sealed) until a code carries them.
+    flags: dict = field(default_factory=dict)
+
+    @property
+    def certificate(self) -> CertificateRef:
+        return CertificateRef(self.issuer, self.serial)
+
+    def __repr__(self) -> str:
+        return f"Session(auth_time={self.auth_time})"
+
+
+def certificate_still_good(store: StatusStore, ref: CertificateRef, now: dt.datetime) -> bool:
+    record = store.get(ref.issuer, ref.serial)
+    return record is not None and record.status is CertificateStatus.GOOD and record.not_after > now
+
+
+class SessionStore:
+    def __init__(self, client: redis.Redis, status: StatusStore, ttl: dt.timedelta,
+                 clock: Callable[[], dt.datetime]):
+        self.redis = client
+        self.status = status
+        self.ttl = ttl
+        self.clock = clock
+
+    @staticmethod
+    def _key(session_id: str) -> str:
+        return f"{PREFIX}:{hashlib.sha256(session_id.encode()).hexdigest()}"
+
+    def create(self, session: Session) -> str:
+        session_id = secrets.token_urlsafe(32)
+        self.redis.set(self._key(session_id), json.dumps(asdict(session)), ex=int(self.ttl.total_seconds()))
+        return session_id
+
+    def get(self, session_id: str | None) -> Session | None:
+        """The live session, or None: unknown, expired, or its certificate no longer good (then it is ended)."""
+        if not session_id or len(session_id) > 100:
+            return None
+        raw = self.redis.get(self._key(session_id))
+        if raw is None:
+            return None
+        session = Session(**json.loads(raw))
+        if not certificate_still_good(self.status, session.certificate, self.clock()):
+            self.end(session_id)
+            return None
+        return session
+
+    def set_flags(self, session_id: str, **flags) -> None:
+        session = self.get(session_id)
+        if session is not None:
+            self._put(session_id, replace(session, flags={**session.flags, **flags}))
+
+    def take_flag(self, session_id: str, name: str, expected: str | None = None):
+        """Remove and return a one-time flag; with `expected`, only when it holds that value."""
+        session = self.get(session_id)
+        if session is None or name not in session.flags:
+            return None
+        value = session.flags[name]
+        if expected is not None and value != expected:
+            return None
+        self._put(session_id, replace(session, flags={k: v for k, v in session.flags.items() if k != name}))
+        return value
+
+    def _put(self, session_id: str, session: Session) -> None:
+        self.redis.set(self._key(session_id), json.dumps(asdict(session)), keepttl=True)
+
+    def end(self, session_id: str | None) -> None:
+        if session_id:
+            self.redis.delete(self._key(session_id))

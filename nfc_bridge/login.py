@@ -1,0 +1,138 @@
+"""The card side of a login: fetch the transaction, show who asks, sign with the card, post the answer.
+
+Steps are reported one by one (waiting for the card, reading, PIN, signing, sending) and the run ends with one
+plain sentence. The PIN goes only to the card; what is posted is the certificate and the signature.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from jpki.profile import CertificateKind
+from jpki.signature import login_message
+from nfc_bridge.client import JpkiClient
+from nfc_bridge.transports import Transport
+
+DEFAULT_IDP = os.environ.get("IDP_ISSUER", "http://127.0.0.1:8080")
+HTTP_TIMEOUT = 15
+MAX_RESPONSE = 64 * 1024
+
+
+class LoginFailed(Exception):
+    """The login did not complete. `code` is the IdP's or the card's stable code."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class LoginRequest:
+    rp_name: str
+    short_code: str
+    origin: str
+    challenge: bytes
+    signing_challenge: bytes | None
+    share: list[str]
+    submit_url: str
+    submit_token: str
+
+
+def handle_url(url_or_handle: str, idp: str = DEFAULT_IDP) -> str:
+    if url_or_handle.startswith(("http://", "https://")):
+        return url_or_handle
+    return f"{idp.rstrip('/')}/api/login/{url_or_handle}"
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _http(url: str, body: dict | None = None) -> dict:
+    if not url.startswith(("http://", "https://")):
+        raise LoginFailed("bad_login_link", "The login link must start with https:// (or http:// on this computer).")
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(  # noqa: S310 - scheme checked above
+        url, data=data, method="POST" if data else "GET",
+        headers={"Content-Type": "application/json", "Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310 - http(s) only
+            return json.loads(response.read(MAX_RESPONSE))
+    except urllib.error.HTTPError as error:
+        try:
+            answer = json.loads(error.read(MAX_RESPONSE))
+        except ValueError:
+            answer = {}
+        raise LoginFailed(answer.get("error", f"http_{error.code}"),
+                          answer.get("message", f"The login service answered HTTP {error.code}.")) from None
+    except (urllib.error.URLError, TimeoutError, ValueError) as error:
+        raise LoginFailed("idp_unreachable", f"The login service could not be reached ({error.__class__.__name__}).") \
+            from None
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def fetch_login(url: str) -> LoginRequest:
+    answer = _http(url)
+    try:
+        request = LoginRequest(
+            rp_name=str(answer["rp_name"]), short_code=str(answer["short_code"]), origin=str(answer["origin"]),
+            challenge=_b64d(answer["challenge"]),
+            signing_challenge=_b64d(answer["signing_challenge"]) if answer.get("signing_challenge") else None,
+            share=list(answer.get("share") or []), submit_url=str(answer["submit_url"]),
+            submit_token=str(answer["submit_token"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LoginFailed("bad_login_answer", "The login service's answer was not understood.") from exc
+    # The signature goes back only to the service the link came from, and is bound to that origin.
+    if _origin(request.submit_url) != _origin(url) or request.origin != _origin(url):
+        raise LoginFailed("origin_mismatch", "The login service named another site to send the signature to.")
+    return request
+
+
+AskPin = Callable[[CertificateKind, int], str]
+Confirm = Callable[[], bool]
+Say = Callable[[str], None]
+
+
+def answer_login(login: LoginRequest, open_transport: Callable[[], Transport], ask_pin: AskPin,
+                 confirm_last_try: Confirm, say: Say) -> dict:
+    """Do the card part and post it. Returns the IdP's answer; raises LoginFailed or a CardError."""
+    say("Waiting for the card…")
+    with open_transport() as transport:
+        card = JpkiClient.connect(transport)
+        auth = CertificateKind.AUTH
+        if card.needs_pin_to_read(auth):
+            say("Checking the PIN…")
+            card.verify_pin(auth, ask_pin(auth, card.pin_tries_left(auth)), confirm_last_try)
+        say("Reading the certificate…")
+        certificate = card.read_certificate(auth)
+        pin = None if card.needs_pin_to_read(auth) else ask_pin(auth, card.pin_tries_left(auth))
+        say("Signing with the card…")
+        signature = card.sign(auth, login_message(login.origin, login.challenge), pin or "", confirm_last_try)
+        body = {"submit_token": login.submit_token, "token_type": "smartphone" if card.is_smartphone else "card",
+                "certificate": _b64e(certificate), "signature": _b64e(signature)}
+        if login.signing_challenge is not None:
+            signing = CertificateKind.SIGNING
+            say("The website asks for your basic facts: the signing PIN is needed.")
+            card.verify_pin(signing, ask_pin(signing, card.pin_tries_left(signing)), confirm_last_try)
+            body["signing_certificate"] = _b64e(card.read_certificate(signing))
+            body["signing_signature"] = _b64e(card.sign(signing, login_message(login.origin, login.signing_challenge),
+                                                        "", confirm_last_try))
+    say("Sending the signature…")
+    return _http(login.submit_url, body)
