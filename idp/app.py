@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from flask import Flask, jsonify, request
 
-from observability import logs
 from idp.config import IdpConfig
 from idp.services import IdpServices, build_services
+from observability import logs
 
 
 def create_app(config: IdpConfig | None = None, services: IdpServices | None = None) -> Flask:

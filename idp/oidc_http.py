@@ -94,7 +94,8 @@ def authorize():
         wants_facts = bool(scopes & FOUR_FACTS_SCOPES)
         if user is not None and not wants_facts:
             user.facts = None
-        fresh = session is not None and services.sessions.take_flag(session_id, "login_for", digest) is not None
+        # A login made for exactly this request stays "fresh" through the consent page, until a response is issued.
+        fresh = session is not None and session.flags.get("login_for") == digest
         too_old = (session is not None and max_age is not None
                    and int(services.clock().timestamp()) - session.auth_time > max_age)
         if session is None or (not fresh and ("login" in prompts or too_old or wants_facts)):
@@ -102,6 +103,7 @@ def authorize():
                 raise LoginRequiredError(redirect_uri=grant.redirect_uri)
             return _start_login(grant.client, return_to, sorted(scopes), wants_facts)
         if services.sessions.take_flag(session_id, "deny_for", digest):
+            _spend_login(session_id)
             return server.create_authorization_response(grant_user=None, grant=grant)
         consented = services.sessions.take_flag(session_id, "consent_for", digest) is not None
         covered = services.consents.covers(session.account_id, grant.client.client_id, sorted(scopes))
@@ -109,8 +111,7 @@ def authorize():
             if "none" in prompts:
                 raise ConsentRequiredError(redirect_uri=grant.redirect_uri)
             return _consent_page(grant.client, sorted(scopes), return_to, session_id)
-        if wants_facts:
-            services.sessions.take_flag(session_id, "facts")  # facts travel on with this one code only
+        _spend_login(session_id)  # facts travel on with this one code only
         return server.create_authorization_response(grant_user=user, grant=grant)
     except OAuth2Error as error:
         if error.redirect_uri:
@@ -125,6 +126,11 @@ def _with_issuer(response):
         separator = "&" if "?" in location else "?"
         response.headers["Location"] = f"{location}{separator}{urlencode({'iss': _services().config.issuer})}"
     return response
+
+
+def _spend_login(session_id: str) -> None:
+    for flag in ("login_for", "facts"):
+        _services().sessions.take_flag(session_id, flag)
 
 
 def _max_age(value: str | None) -> int | None:

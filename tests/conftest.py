@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,22 @@ from devstack.http import LiveServer
 from devstack.redis_server import RedisServer
 from jpki.devca import DevCA
 from nfc_bridge.virtual_card import Holder, new_card_state, write_card_file
+from tests.log_registry import LOG_LINES, LogCollector, register_sensitive
 
 AUTH_PIN = "1234"
 SIGN_PIN = "ABC123"
+
+@pytest.fixture(scope="session", autouse=True)
+def collect_every_log_line():
+    """Everything the platform logs during the suite, at DEBUG, for the log privacy check."""
+    root = logging.getLogger()
+    handler = LogCollector(LOG_LINES)
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield
+    root.removeHandler(handler)
+    root.setLevel(previous)
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +61,13 @@ def make_card(dev_ca, tmp_path):
         nonlocal counter
         counter += 1
         path = tmp_path / f"card-{counter}.json"
-        write_card_file(path, new_card_state(dev_ca, pin, sign_pin, holder or Holder(), smartphone, issued_at))
+        state = new_card_state(dev_ca, pin, sign_pin, holder or Holder(), smartphone, issued_at)
+        write_card_file(path, state)
+        from jpki import parse_certificate
+
+        for fid in ("000A", "0001"):
+            if fid in state["files"]:
+                register_sensitive(parse_certificate(bytes.fromhex(state["files"][fid])).serial)
         return path
 
     return make
@@ -112,6 +132,7 @@ def issue_card(dev_ca, revocation_services):
             ],
         })
         revocation_services.applier.apply(event)
+        register_sensitive(auth.serial_number, signing.serial_number)
         return {"holder": holder, "card_id": card_id, "auth": auth, "signing": signing}
 
     return issue
@@ -134,6 +155,14 @@ def idp_service(revocation_service, revocation_config, redis_client):
                        insecure_dev_cookies=True, secret=secrets.token_bytes(32),
                        status_buckets=revocation_config.status_buckets, holder_buckets=revocation_config.holder_buckets)
     services = build_services(config, redis_client)
+    create_login = services.logins.create
+
+    def create_and_remember(*args, **kwargs):
+        txn = create_login(*args, **kwargs)
+        register_sensitive(txn.challenge, txn.signing_challenge, txn.handle, txn.id)
+        return txn
+
+    services.logins.create = create_and_remember
     with LiveServer(create_app(config, services), port=port) as live:
         live.services = services
         live.revocation = revocation_service
