@@ -33,7 +33,7 @@ DEMO_SIGN_PIN = "ABC123"
 
 
 def say(label: str, text: str) -> None:
-    print(f"{label:<10}{text}", flush=True)
+    print(f"{label:<12}{text}", flush=True)
 
 
 def main() -> int:

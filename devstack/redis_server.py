@@ -24,7 +24,7 @@ class RedisServer:
     """`with RedisServer(data_dir) as server: server.url` — started on enter, stopped on exit."""
 
     def __init__(self, data_dir: Path, port: int | None = None, persist: bool = False):
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).resolve()  # redis-server changes into --dir before it opens the log
         self.port = port or free_port()
         self.persist = persist
         self.process: subprocess.Popen | None = None
@@ -42,7 +42,9 @@ class RedisServer:
         ]
         # Development state survives restarts through the append-only file; tests keep nothing.
         args += ["--appendonly", "yes", "--save", ""] if self.persist else ["--appendonly", "no", "--save", ""]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own session: a Ctrl-C in the terminal reaches only us, and we stop redis after everything using it.
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout
         while True:

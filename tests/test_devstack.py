@@ -46,13 +46,13 @@ def test_devstack_starts_says_what_it_started_and_stops(tmp_path):
             break
     output = "".join(lines)
     try:
-        assert "redis     started" in output, output
+        assert "redis       started" in output, output
         assert "dev CA" in output and "created virtual My Number Card" in output
-        assert "revocation" in output and "idp       http://127.0.0.1:" in output
+        assert "revocation" in output and "idp         http://127.0.0.1:" in output
         assert (tmp_path / "var" / "pki" / "ca.json").exists()
         assert (tmp_path / "var" / "cards" / "demo.json").exists()
     finally:
         process.send_signal(signal.SIGTERM)
         rest, _ = process.communicate(timeout=30)
     assert process.returncode == 0
-    assert "redis     stopped" in rest
+    assert "redis       stopped" in rest
