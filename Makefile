@@ -11,6 +11,7 @@ run: setup
 
 # pytest's exit code 5 means "no tests ran": that is a failure here, not a pass.
 test: setup
+	@$(PYTHON) -m ruff check --quiet .
 	@$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests ran" >&2; exit 1; fi; exit $$rc
 
