@@ -11,12 +11,12 @@ run: setup
 
 # pytest's exit code 5 means "no tests ran": that is a failure here, not a pass.
 test: setup
-	@$(PYTHON) -m ruff check --quiet .
+	@$(PYTHON) -m ruff check --quiet --no-cache .
 	@$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests ran" >&2; exit 1; fi; exit $$rc
 
 lint: setup
-	@$(PYTHON) -m ruff check .
+	@$(PYTHON) -m ruff check --no-cache .
 
 bench: setup
 	@$(PYTHON) -m bench

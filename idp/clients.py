@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import redis
 from authlib.oauth2.rfc6749 import ClientMixin
+
 from mykey.pairwise import sector_of
 
 CLIENTS_HASH = "idp:clients"

@@ -89,7 +89,7 @@ def authorize():
     try:
         grant = server.get_consent_grant(end_user=user)
         prompts = set(request.args.get("prompt", "").split())
-        max_age = _max_age(request.args.get("max_age"))
+        max_age = _max_age(request.args.get("max_age"), grant.redirect_uri)
         scopes = set((grant.request.scope or "").split())
         wants_facts = bool(scopes & FOUR_FACTS_SCOPES)
         if user is not None and not wants_facts:
@@ -133,13 +133,14 @@ def _spend_login(session_id: str) -> None:
         _services().sessions.take_flag(session_id, flag)
 
 
-def _max_age(value: str | None) -> int | None:
+def _max_age(value: str | None, redirect_uri: str) -> int | None:
     if value is None:
         return None
     if not value.isdigit() or len(value) > 9:
         from authlib.oauth2.rfc6749 import InvalidRequestError
 
-        raise InvalidRequestError("max_age must be a whole number of seconds.")
+        raise InvalidRequestError("max_age must be a whole number of seconds.", redirect_uri=redirect_uri,
+                                  state=request.args.get("state"))
     return int(value)
 
 

@@ -7,8 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
-from mykey.consent import AccessLog, ConsentStore
-from mykey.directory import MyKeyDirectory
 from redis.cluster import RedisCluster
 
 from idp.clients import ClientRegistry
@@ -21,6 +19,8 @@ from idp.signing_keys import SigningKeys
 from idp.tokens import TokenStore
 from idp.trust import TrustStore
 from idp.verification import CertificateVerifier
+from mykey.consent import AccessLog, ConsentStore
+from mykey.directory import MyKeyDirectory
 from revocation.keys import KeySpace
 from revocation.store import StatusStore
 
