@@ -14,10 +14,10 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from idp.clients import FOUR_FACTS_SCOPES
-from idp.cookies import LOGIN_COOKIE, SESSION_COOKIE, clear_cookie, read_cookie, set_cookie
+from idp.cookies import SESSION_COOKIE, clear_cookie, read_cookie
 from idp.messages import explain
 from idp.oidc import user_for
-from idp.pages import language
+from idp.pages import language, start_login
 
 blueprint = Blueprint("oidc", __name__)
 
@@ -145,12 +145,8 @@ def _max_age(value: str | None, redirect_uri: str) -> int | None:
 
 
 def _start_login(client, return_to: str, scopes: list[str], wants_facts: bool):
-    services = _services()
     share = [s for s in scopes if s in FOUR_FACTS_SCOPES]
-    txn = services.logins.create(services.config.origin, client.client_id, client.name, return_to, share, wants_facts)
-    response = redirect("/login")
-    set_cookie(response, LOGIN_COOKIE, txn.id, int(services.config.login_ttl.total_seconds()))
-    return response
+    return start_login(client.client_id, client.name, return_to, share, wants_facts)
 
 
 def _consent_page(client, scopes: list[str], return_to: str, session_id: str):

@@ -50,6 +50,15 @@ def _login_error(error: LoginError):
 # --- login -----------------------------------------------------------------------------------------------
 
 
+def start_login(client_id: str, rp_name: str, return_to: str, share: list[str], wants_facts: bool):
+    """Open a login transaction bound to this browser and send it to the login page."""
+    services = _services()
+    txn = services.logins.create(services.config.origin, client_id, rp_name, return_to, share, wants_facts)
+    response = redirect("/login")
+    set_cookie(response, LOGIN_COOKIE, txn.id, int(services.config.login_ttl.total_seconds()))
+    return response
+
+
 @blueprint.get("/login")
 def login_page():
     services = _services()
@@ -131,11 +140,7 @@ def account():
     session_id = read_cookie(SESSION_COOKIE)
     session = services.sessions.get(session_id)
     if session is None:
-        txn = services.logins.create(services.config.origin, ACCOUNT_CLIENT, "MyKey account / マイキー アカウント",
-                                     "/account", [], wants_facts=False)
-        response = redirect("/login")
-        set_cookie(response, LOGIN_COOKIE, txn.id, int(services.config.login_ttl.total_seconds()))
-        return response
+        return start_login(ACCOUNT_CLIENT, "MyKey account / マイキー アカウント", "/account", [], wants_facts=False)
     csrf = session.flags.get("csrf") or secrets.token_urlsafe(24)
     services.sessions.set_flags(session_id, csrf=csrf)
     holder = services.mykey.get(session.account_id)
