@@ -120,7 +120,8 @@ def _verify(txn: LoginTransaction, body: dict) -> str:
     now = services.clock()
     account = services.mykey.resolve(verified.issuer, serial, now)
     return services.sealer.seal({"account_id": account.account_id, "auth_time": int(now.timestamp()),
-                                 "issuer": verified.issuer, "serial": serial, "facts": facts}, "login-result")
+                                 "certificate": services.seal_certificate(verified.issuer, serial), "facts": facts},
+                                "login-result")
 
 
 def _claims_from(facts: FourFacts) -> dict:

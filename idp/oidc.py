@@ -39,8 +39,7 @@ class CardUser:
     account_id: str
     sub: str
     auth_time: int
-    issuer: str
-    serial: int
+    certificate: str  # sealed reference to the certificate the login used
     facts: str | None = None  # sealed
 
     def get_user_id(self) -> str:
@@ -56,12 +55,11 @@ def _services():
     return current_app.extensions["idp"]
 
 
-def user_for(services, client, account_id: str, auth_time: int, issuer: str, serial: int,
-             facts: str | None) -> CardUser:
+def user_for(services, client, account_id: str, auth_time: int, certificate: str, facts: str | None) -> CardUser:
     from mykey.pairwise import pairwise_subject
 
     sub = pairwise_subject(services.config.subkey("pairwise-sub"), client.sector, account_id)
-    return CardUser(account_id, sub, auth_time, issuer, serial, facts)
+    return CardUser(account_id, sub, auth_time, certificate, facts)
 
 
 def user_claims(services, user: CardUser, scope: str) -> UserInfo:
@@ -116,7 +114,7 @@ class CodeGrant(AuthorizationCodeGrant):
             code_digest=token_digest(code), client_id=request.client.client_id,
             redirect_uri=request.payload.redirect_uri, scope=request.scope or "", nonce=data.get("nonce"),
             code_challenge=data.get("code_challenge"), code_challenge_method=data.get("code_challenge_method"),
-            account_id=user.account_id, auth_time=user.auth_time, issuer=user.issuer, serial=user.serial,
+            account_id=user.account_id, auth_time=user.auth_time, certificate=user.certificate,
             facts=user.facts,
         )
         services.tokens.save_code(record)
@@ -137,10 +135,10 @@ class CodeGrant(AuthorizationCodeGrant):
 
     def authenticate_user(self, authorization_code: AuthorizationCode):
         services = _services()
-        if not services.certificate_good(authorization_code.issuer, authorization_code.serial):
+        if not services.certificate_good(authorization_code.certificate):
             raise InvalidGrantError("The card's certificate is no longer valid.")
         user = user_for(services, self.request.client, authorization_code.account_id, authorization_code.auth_time,
-                        authorization_code.issuer, authorization_code.serial, authorization_code.facts)
+                        authorization_code.certificate, authorization_code.facts)
         self.request.code_digest = authorization_code.code_digest
         return user
 
@@ -158,11 +156,10 @@ class RefreshGrant(RefreshTokenGrant):
 
     def authenticate_user(self, refresh_token: Token):
         services = _services()
-        if not services.certificate_good(refresh_token.issuer, refresh_token.serial):
+        if not services.certificate_good(refresh_token.certificate):
             services.tokens.revoke_digest(refresh_token.extra["value_digest"])
             raise InvalidGrantError("The card's certificate is no longer valid; log in with the card again.")
-        return CardUser(refresh_token.account_id, refresh_token.sub, 0, refresh_token.issuer, refresh_token.serial,
-                        refresh_token.facts)
+        return CardUser(refresh_token.account_id, refresh_token.sub, 0, refresh_token.certificate, refresh_token.facts)
 
     def revoke_old_credential(self, refresh_token: Token):
         services = _services()
@@ -217,7 +214,7 @@ class CardTokenValidator(BearerTokenValidator):
         token = services.tokens.get(token_string)
         if token is None or token.kind != "access":
             return None
-        if not services.certificate_good(token.issuer, token.serial):
+        if not services.certificate_good(token.certificate):
             services.tokens.revoke(token_string)
             return None
         token._client = services.clients.get(token.client_id)
@@ -230,7 +227,7 @@ class UserInfoFromCard(UserInfoEndpoint):
 
     def generate_user_info(self, user: Token, scope):
         services = _services()
-        card_user = CardUser(user.account_id, user.sub, 0, user.issuer, user.serial, user.facts)
+        card_user = CardUser(user.account_id, user.sub, 0, user.certificate, user.facts)
         return user_claims(services, card_user, scope)
 
     def resolve_private_key(self):
@@ -244,7 +241,7 @@ def save_token(token: dict, request) -> None:
     facts = user.facts
     now = int(time.time())
     common = dict(client_id=request.client.client_id, scope=token.get("scope", ""), account_id=user.account_id,
-                  sub=user.sub, issuer=user.issuer, serial=user.serial, issued_at=now,
+                  sub=user.sub, certificate=user.certificate, issued_at=now,
                   code_digest=getattr(request, "code_digest", None), facts=facts)
     services.tokens.save_token(token["access_token"], Token(expires_in=token["expires_in"], kind="access", **common))
     if token.get("refresh_token"):

@@ -84,7 +84,7 @@ def authorize():
     client = services.clients.get(request.args.get("client_id", ""))
     user = None
     if session is not None and client is not None:
-        user = user_for(services, client, session.account_id, session.auth_time, session.issuer, session.serial,
+        user = user_for(services, client, session.account_id, session.auth_time, session.certificate,
                         session.flags.get("facts"))
     try:
         grant = server.get_consent_grant(end_user=user)

@@ -95,7 +95,7 @@ def login_continue():
     flags = {"login_for": _digest(txn.return_to)}
     if result.get("facts"):
         flags["facts"] = result["facts"]
-    session = Session(result["account_id"], result["auth_time"], result["issuer"], result["serial"], flags)
+    session = Session(result["account_id"], result["auth_time"], result["certificate"], flags)
     session_id = services.sessions.create(session)
     services.logins.discard(txn)
     response = redirect(txn.return_to)

@@ -14,7 +14,7 @@ from idp.config import IdpConfig
 from idp.login import LoginStore
 from idp.revocation_check import RevocationChecker
 from idp.sealing import Sealer
-from idp.sessions import CertificateRef, SessionStore, certificate_still_good
+from idp.sessions import SessionStore, certificate_still_good
 from idp.signing_keys import SigningKeys
 from idp.tokens import TokenStore
 from idp.trust import TrustStore
@@ -23,6 +23,8 @@ from mykey.consent import AccessLog, ConsentStore
 from mykey.directory import MyKeyDirectory
 from revocation.keys import KeySpace
 from revocation.store import StatusStore
+
+CERTIFICATE_CONTEXT = "certificate-ref"
 
 
 class RenewalLinks:
@@ -44,7 +46,7 @@ class IdpServices:
     tokens: TokenStore
     signing_keys: SigningKeys
     logins: LoginStore
-    sessions: SessionStore
+    sessions: SessionStore | None  # built after the services: it calls certificate_good
     verifier: CertificateVerifier
     mykey: MyKeyDirectory
     consents: ConsentStore
@@ -52,8 +54,14 @@ class IdpServices:
     sealer: Sealer
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
 
-    def certificate_good(self, issuer: str, serial: int) -> bool:
-        return certificate_still_good(self.status, CertificateRef(issuer, serial), self.clock())
+    def seal_certificate(self, issuer: str, serial: int) -> str:
+        """The reference sessions, codes and tokens keep instead of a serial in clear."""
+        return self.sealer.seal({"issuer": issuer, "serial": serial}, CERTIFICATE_CONTEXT)
+
+    def certificate_good(self, certificate: str) -> bool:
+        """Is the certificate behind a sealed reference still good (not revoked, held or expired)?"""
+        ref = self.sealer.open(certificate, CERTIFICATE_CONTEXT)
+        return certificate_still_good(self.status, ref["issuer"], ref["serial"], self.clock())
 
 
 def connect_redis(config: IdpConfig) -> redis.Redis:
@@ -73,7 +81,7 @@ def build_services(config: IdpConfig, client: redis.Redis | None = None, trust: 
                                 trust=trust)
     keys = SigningKeys(client, config)
     keys.ensure()
-    return IdpServices(
+    services = IdpServices(
         config=config,
         redis=client,
         status=status,
@@ -81,7 +89,7 @@ def build_services(config: IdpConfig, client: redis.Redis | None = None, trust: 
         tokens=TokenStore(client, config.code_ttl, config.refresh_token_ttl),
         signing_keys=keys,
         logins=LoginStore(client, config.login_ttl, clock),
-        sessions=SessionStore(client, status, config.session_ttl, clock),
+        sessions=None,  # set below: it asks the services whether a certificate is still good
         verifier=CertificateVerifier(trust, checker, clock=clock),
         mykey=MyKeyDirectory(client, config.subkey("mykey-serial"), RenewalLinks(status)),
         consents=ConsentStore(client),
@@ -89,6 +97,8 @@ def build_services(config: IdpConfig, client: redis.Redis | None = None, trust: 
         sealer=Sealer(config.subkey("sealed-facts")),
         clock=clock,
     )
+    services.sessions = SessionStore(client, config.session_ttl, services.certificate_good)
+    return services
 
 
 def load_trust(config: IdpConfig) -> TrustStore:

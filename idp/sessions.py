@@ -2,6 +2,8 @@
 
 Every use of a session (and of a refresh token) asks the status store whether the certificate is still good:
 a revoked or held certificate ends the sessions and tokens that came from it (issue 4, flow 2's last step).
+Sessions, codes and tokens name that certificate only by a sealed reference (`IdpServices.seal_certificate`):
+no serial is stored in clear outside the revocation service.
 """
 
 from __future__ import annotations
@@ -21,46 +23,28 @@ PREFIX = "idp:session"
 
 
 @dataclass(frozen=True)
-class CertificateRef:
-    """Which certificate a login used. Stays inside the platform; never shown to a relying party."""
-
-    issuer: str
-    serial: int
-
-    def __repr__(self) -> str:
-        return f"CertificateRef({self.issuer}, <serial>)"
-
-
-@dataclass(frozen=True)
 class Session:
     account_id: str
     auth_time: int
-    issuer: str
-    serial: int
+    certificate: str  # sealed (issuer, serial) of the certificate the login used
     # One-time notes for the authorization request a login or consent was made for, keyed by the request's
     # digest: "login_for", "consent_for", "deny_for"; and "facts" (sealed) until a code carries them.
     flags: dict = field(default_factory=dict)
-
-    @property
-    def certificate(self) -> CertificateRef:
-        return CertificateRef(self.issuer, self.serial)
 
     def __repr__(self) -> str:
         return f"Session(auth_time={self.auth_time})"
 
 
-def certificate_still_good(store: StatusStore, ref: CertificateRef, now: dt.datetime) -> bool:
-    record = store.get(ref.issuer, ref.serial)
+def certificate_still_good(store: StatusStore, issuer: str, serial: int, now: dt.datetime) -> bool:
+    record = store.get(issuer, serial)
     return record is not None and record.status is CertificateStatus.GOOD and record.not_after > now
 
 
 class SessionStore:
-    def __init__(self, client: redis.Redis, status: StatusStore, ttl: dt.timedelta,
-                 clock: Callable[[], dt.datetime]):
+    def __init__(self, client: redis.Redis, ttl: dt.timedelta, certificate_good: Callable[[str], bool]):
         self.redis = client
-        self.status = status
         self.ttl = ttl
-        self.clock = clock
+        self.certificate_good = certificate_good
 
     @staticmethod
     def _key(session_id: str) -> str:
@@ -79,7 +63,7 @@ class SessionStore:
         if raw is None:
             return None
         session = Session(**json.loads(raw))
-        if not certificate_still_good(self.status, session.certificate, self.clock()):
+        if not self.certificate_good(session.certificate):
             self.end(session_id)
             return None
         return session

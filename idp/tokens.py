@@ -37,8 +37,7 @@ class AuthorizationCode(AuthorizationCodeMixin):
     code_challenge_method: str | None
     account_id: str
     auth_time: int
-    issuer: str
-    serial: int
+    certificate: str  # sealed reference
     facts: str | None = None  # sealed four basic facts, when they were asked for and signed for
 
     def get_redirect_uri(self) -> str:
@@ -69,8 +68,7 @@ class Token(TokenMixin):
     scope: str
     account_id: str
     sub: str
-    issuer: str
-    serial: int
+    certificate: str  # sealed reference
     issued_at: int
     expires_in: int
     kind: str  # "access" or "refresh"

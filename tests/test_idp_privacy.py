@@ -153,3 +153,22 @@ def test_the_bridge_never_prints_the_pin_or_serial(idp_service, card):
     assert "1234" not in output.replace("12345", "") and f"{serial:X}" not in output
     for step in ("Waiting for the card", "Reading the certificate", "Signing with the card", "Sending the signature"):
         assert step in output
+
+
+def test_outside_the_revocation_service_no_serial_is_stored_in_clear(idp_service, card, redis_client):
+    rp = register(idp_service, "Shop", "https://shop.example.jp/cb")
+    login(idp_service, rp, card[0])
+    forms = []
+    for serial in serials_of(card[0]).values():
+        forms += [f"{serial:X}".encode(), f"{serial:x}".encode(), str(serial).encode(),
+                  serial.to_bytes((serial.bit_length() + 7) // 8, "big")]
+    for key in redis_client.scan_iter(count=1000):
+        if key.startswith(b"rv:"):  # the revocation service keeps serials: OCSP and CRLs need them
+            continue
+        kind = redis_client.type(key)
+        values = [redis_client.get(key)] if kind == b"string" else \
+            [*redis_client.hkeys(key), *redis_client.hvals(key)] if kind == b"hash" else \
+            list(redis_client.smembers(key)) if kind == b"set" else \
+            list(redis_client.lrange(key, 0, -1)) if kind == b"list" else []
+        for blob in [key, *values]:
+            assert not any(form in (blob or b"") for form in forms), key
