@@ -5,6 +5,7 @@ Starts, and says what it started:
 - the development CA in var/pki (created on first run);
 - the revocation service (OCSP, CRLs, operator API) and its worker (event stream, CRL publication);
 - the IdP (OpenID Provider with My Number Card login);
+- the demo relying party "Example Shop", registered as an OIDC client on first run;
 - a virtual My Number Card in var/cards/demo.json, issued and registered on first run (auth PIN 1234,
   signing PIN ABC123).
 Ctrl-C (or SIGTERM) stops everything; state persists under var/ between runs.
@@ -40,11 +41,13 @@ def main() -> int:
     var = Path(os.environ.get("MYKEY_VAR", "var"))
     revocation_port = int(os.environ.get("MYKEY_REVOCATION_PORT", "8081"))
     idp_port = int(os.environ.get("MYKEY_IDP_PORT", "8080"))
+    demo_port = int(os.environ.get("MYKEY_DEMO_RP_PORT", "8082"))
     # One environment for every part, set before any configuration is read.
     os.environ.setdefault("MYKEY_VAR", str(var))
     os.environ.setdefault("REVOCATION_URL", f"http://127.0.0.1:{revocation_port}")
     os.environ.setdefault("IDP_ISSUER", f"http://127.0.0.1:{idp_port}")
     os.environ.setdefault("IDP_INSECURE_DEV_COOKIES", "1")  # plain http on 127.0.0.1, development only
+    os.environ.setdefault("IDP_DEV_CARD", str(var / "cards" / "demo.json"))
 
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -64,11 +67,15 @@ def main() -> int:
 
         revocation = start_revocation(stack, revocation_port, stopping)
         idp_url = start_idp(stack, idp_port)
+        demo_url = start_demo_rp(stack, demo_port, idp_url, var / "demo-rp.json")
         card_path = ensure_demo_card(ca, var / "cards" / "demo.json", revocation)
         card = VirtualCard.load(card_path)
         say("card", f"{card_path}: auth PIN tries left {card.tries_left(CertificateKind.AUTH)}")
-        say("account", f"open {idp_url}/account in a browser; the login page shows the command for the card")
-        say("try", f".venv/bin/python -m nfc_bridge card show --reader virtual --card {card_path}")
+        say("log in", f"open {demo_url} and click 'Log in with My Number Card'; the login page then shows the")
+        say("", "one command that answers with the virtual card:")
+        say("", f".venv/bin/python -m nfc_bridge login {idp_url}/api/login/<handle> --reader virtual "
+                f"--card {card_path}")
+        say("account", f"{idp_url}/account shows your MyKey ID, consents and access record")
         say("running", "press Ctrl-C to stop")
         try:
             stopping.wait()
@@ -101,6 +108,30 @@ def start_idp(stack: contextlib.ExitStack, port: int) -> str:
 
     live = stack.enter_context(LiveServer(create_app(IdpConfig.from_env()), port))
     say("idp", f"{live.url} (discovery {live.url}/.well-known/openid-configuration)")
+    return live.url
+
+
+def start_demo_rp(stack: contextlib.ExitStack, port: int, idp_url: str, registration: Path) -> str:
+    """The demo relying party, registered once as a client (its credentials kept in var/demo-rp.json)."""
+    import json
+
+    from demo_rp.app import create_app
+    from idp.clients import ClientRegistry
+    from idp.config import IdpConfig
+    from idp.services import connect_redis
+
+    base = f"http://127.0.0.1:{port}"
+    registry = ClientRegistry(connect_redis(IdpConfig.from_env()))
+    known = json.loads(registration.read_text()) if registration.exists() else None
+    if known is None or registry.get(known["client_id"]) is None:
+        client, secret = registry.add("Example Shop (demo)", [f"{base}/callback"],
+                                      post_logout_redirect_uris=[f"{base}/"])
+        known = {"client_id": client.client_id, "client_secret": secret}
+        registration.write_text(json.dumps(known))
+        registration.chmod(0o600)
+        say("demo rp", f"registered client {client.client_id}")
+    live = stack.enter_context(LiveServer(create_app(idp_url, known["client_id"], known["client_secret"], base), port))
+    say("demo rp", f"{live.url} (Example Shop, an Authlib OpenID Connect client)")
     return live.url
 
 

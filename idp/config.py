@@ -10,6 +10,7 @@
 | IDP_TRUST_DIR | directory of `auth-*.pem` and `sign-*.pem` J-LIS roots for `production` | — |
 | IDP_INSECURE_DEV_COOKIES | 1 allows plain-http cookies without `__Host-`/Secure, only for a 127.0.0.1 issuer | 0 |
 | STATUS_BUCKETS / HOLDER_BUCKETS | the revocation store's bucket counts (read-only use here) | 1048576 |
+| IDP_DEV_CARD | development only: a virtual card file whose login command the login page shows too | — |
 | IDP_SECRET_FILE | the platform secret (keys for MyKey, pairwise sub, sealing) | $MYKEY_VAR/idp/secret |
 """
 
@@ -46,6 +47,7 @@ class IdpConfig:
     id_token_ttl: dt.timedelta = dt.timedelta(minutes=10)
     key_rotation_overlap: dt.timedelta = dt.timedelta(hours=1)
     max_body_bytes: int = 64 * 1024
+    dev_card: str | None = None  # development: the login page also shows the virtual-card command
     status_buckets: int = 1 << 20  # must match the revocation service's STATUS_BUCKETS / HOLDER_BUCKETS
     holder_buckets: int = 1 << 20
 
@@ -62,6 +64,7 @@ class IdpConfig:
             trust=env.get("IDP_TRUST", "dev"),
             trust_dir=Path(env["IDP_TRUST_DIR"]) if env.get("IDP_TRUST_DIR") else None,
             insecure_dev_cookies=env.get("IDP_INSECURE_DEV_COOKIES", "0") == "1",
+            dev_card=env.get("IDP_DEV_CARD") or None,
             status_buckets=int(env.get("STATUS_BUCKETS", str(1 << 20))),
             holder_buckets=int(env.get("HOLDER_BUCKETS", str(1 << 20))),
             secret=load_or_create_secret(Path(env.get("IDP_SECRET_FILE", var_dir / "idp" / "secret"))),

@@ -65,8 +65,12 @@ def login_page():
     txn = services.logins.get(read_cookie(LOGIN_COOKIE))
     handle_url = f"{services.config.issuer}/api/login/{txn.handle}"
     qr = segno.make(handle_url, error="m").svg_inline(scale=4, dark="#1a1a1a")
+    dev_command = None
+    if services.config.dev_card:
+        dev_command = (f".venv/bin/python -m nfc_bridge login {handle_url} --reader virtual "
+                       f"--card {services.config.dev_card}")
     return render_template("login.html", lang=language(), txn=txn, handle_url=handle_url, qr=qr,
-                           command=f"python -m nfc_bridge login {handle_url} --reader usb")
+                           command=f"python -m nfc_bridge login {handle_url} --reader usb", dev_command=dev_command)
 
 
 @blueprint.get("/login/status")
