@@ -11,6 +11,7 @@ from flask import Flask, jsonify, request
 from idp.config import IdpConfig
 from idp.services import IdpServices, build_services
 from observability import logs
+from observability.metrics import metrics_response
 
 
 def create_app(config: IdpConfig | None = None, services: IdpServices | None = None) -> Flask:
@@ -32,6 +33,10 @@ def create_app(config: IdpConfig | None = None, services: IdpServices | None = N
     app.register_blueprint(oidc)
     app.register_blueprint(login_api)
     app.register_blueprint(pages)
+
+    @app.get("/metrics")
+    def metrics():
+        return metrics_response([services.logins_total])
 
     @app.get("/healthz")
     def healthz():

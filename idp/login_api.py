@@ -78,9 +78,11 @@ def submit():
         result = _verify(txn, body)
     except VerificationError as error:
         _services().logins.finish(txn, error=error.code)
+        _services().logins_total.inc(result=error.code)
         log.info("card login refused", extra={"code": error.code})
         return error_response(error.code, 403 if error.code.startswith("certificate_") else 400)
     _services().logins.finish(txn, result=result)
+    _services().logins_total.inc(result="ok")
     log.info("card login verified", extra={"code": "ok"})
     return jsonify(result="ok", message="Verified. Return to your browser to continue.",
                    message_ja="確認できました。ブラウザに戻って続けてください。")

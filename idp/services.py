@@ -21,6 +21,7 @@ from idp.trust import TrustStore
 from idp.verification import CertificateVerifier
 from mykey.consent import AccessLog, ConsentStore
 from mykey.directory import MyKeyDirectory
+from observability.metrics import Counter
 from revocation.keys import KeySpace
 from revocation.store import StatusStore
 
@@ -52,6 +53,7 @@ class IdpServices:
     consents: ConsentStore
     access_log: AccessLog
     sealer: Sealer
+    logins_total: Counter
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
 
     def seal_certificate(self, issuer: str, serial: int) -> str:
@@ -95,6 +97,7 @@ def build_services(config: IdpConfig, client: redis.Redis | None = None, trust: 
         consents=ConsentStore(client),
         access_log=AccessLog(client),
         sealer=Sealer(config.subkey("sealed-facts")),
+        logins_total=Counter(client, "mykey_logins_total", "Card logins answered, by result code", ("result",)),
         clock=clock,
     )
     services.sessions = SessionStore(client, config.session_ttl, services.certificate_good)

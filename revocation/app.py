@@ -10,6 +10,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from observability import logs
+from observability.metrics import gauge, metrics_response
 from revocation.config import RevocationConfig
 from revocation.services import Services, build_services
 
@@ -30,6 +31,10 @@ def create_app(config: RevocationConfig | None = None, services: Services | None
     app.register_blueprint(crl_blueprint)
     app.register_blueprint(ops_blueprint, url_prefix="/ops")
 
+    @app.get("/metrics")
+    def metrics():
+        return metrics_response([services.ocsp_responses], [lambda: revocation_gauges(services)])
+
     @app.get("/healthz")
     def healthz():
         services.redis.ping()
@@ -42,6 +47,19 @@ def create_app(config: RevocationConfig | None = None, services: Services | None
         return jsonify(error=code, message=error.description), error.code
 
     return app
+
+
+def revocation_gauges(services: Services):
+    health = services.stream.health()
+    yield gauge("mykey_event_stream_lag", "Stream entries not yet delivered to the appliers", [],
+                [([], health["lag"] or 0)])
+    yield gauge("mykey_event_stream_pending", "Entries delivered but not yet acknowledged", [],
+                [([], health["pending"])])
+    yield gauge("mykey_event_stream_refused", "Unreadable entries moved to the dead-letter stream", [],
+                [([], health["refused"])])
+    yield gauge("mykey_crl_shard_age_seconds", "Seconds since each CRL shard was published", ["issuer", "shard"],
+                [([shard.issuer, str(shard.shard)], shard.age_seconds)
+                 for shard in services.crl.status() if shard.age_seconds is not None])
 
 
 def services_of(app: Flask) -> Services:

@@ -78,6 +78,7 @@ class OcspAnswer:
     this_update: dt.datetime | None = None
     next_update: dt.datetime | None = None
     cacheable: bool = False  # the same bytes answer every client (no nonce): shared caches may keep them
+    certificate_status: str | None = None  # good / revoked / on_hold / not_issued, for metrics
 
     @classmethod
     def refusal(cls, status: OCSPResponseStatus) -> OcspAnswer:
@@ -203,7 +204,9 @@ class OcspResponder:
         if der is not None:
             response = ocsp.load_der_ocsp_response(der)
             return OcspAnswer(der, OCSPResponseStatus.SUCCESSFUL, response.this_update_utc,
-                              response.next_update_utc, cacheable=True)
+                              response.next_update_utc, cacheable=True,
+                              certificate_status=_label(response.certificate_status, response.revocation_reason,
+                                                        issued=True))
         record = self.store.get(query.issuer, query.serial)
         if record is None:
             return self._live(query, None)
@@ -245,11 +248,20 @@ class OcspResponder:
             builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
         response = builder.sign(issuer.responder_key, hashes.SHA256())
         return OcspAnswer(response.public_bytes(serialization.Encoding.DER), OCSPResponseStatus.SUCCESSFUL,
-                          this_update, next_update, cacheable=nonce is None)
+                          this_update, next_update, cacheable=nonce is None,
+                          certificate_status=_label(status, reason, issued=record is not None))
 
     @staticmethod
     def _now() -> dt.datetime:
         return dt.datetime.now(dt.UTC).replace(microsecond=0)  # GeneralizedTime without fractions (RFC 5280)
+
+
+def _label(status: OCSPCertStatus, reason: x509.ReasonFlags | None, issued: bool) -> str:
+    if not issued:
+        return "not_issued"
+    if status is OCSPCertStatus.GOOD:
+        return "good"
+    return "on_hold" if reason is x509.ReasonFlags.certificate_hold else "revoked"
 
 
 def _status_of(record: StatusRecord | None) -> tuple[OCSPCertStatus, dt.datetime | None, x509.ReasonFlags | None]:

@@ -20,6 +20,9 @@ from werkzeug.http import http_date
 from revocation.ocsp import OcspAnswer
 from revocation.ocsp import OCSPResponseStatus as Status
 
+_STATUS_NAMES = {Status.MALFORMED_REQUEST: "malformed_request", Status.UNAUTHORIZED: "unauthorized",
+                 Status.TRY_LATER: "try_later", Status.INTERNAL_ERROR: "internal_error"}
+
 OCSP_REQUEST = "application/ocsp-request"
 OCSP_RESPONSE = "application/ocsp-response"
 MAX_REQUEST_BYTES = 10 * 1024  # a one-CertID request with a nonce is ~100 bytes; RFC 5019 §5 expects < 255 in GETs
@@ -66,6 +69,8 @@ def _decode(encoded: str) -> bytes | None:
 
 
 def _http(answer: OcspAnswer, status: int = 200) -> Response:
+    current_app.extensions["revocation"].ocsp_responses.inc(
+        status=answer.certificate_status or _STATUS_NAMES.get(answer.status, "error"))
     response = Response(answer.der, status=status, content_type=OCSP_RESPONSE)
     if not answer.cacheable:
         # A nonce response answers one request; an error may be transient. Neither may be reused.

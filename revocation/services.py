@@ -8,6 +8,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from jpki.devca import Issuer
+from observability.metrics import Counter
 from revocation.applier import Applier
 from revocation.audit import AuditLog
 from revocation.config import RevocationConfig, load_issuers
@@ -31,6 +32,7 @@ class Services:
     crl: CrlPublisher
     audit: AuditLog
     operators: OperatorRegistry
+    ocsp_responses: Counter
 
 
 def connect_redis(config: RevocationConfig) -> redis.Redis:
@@ -57,4 +59,7 @@ def build_services(config: RevocationConfig, client: redis.Redis | None = None) 
         crl=crl,
         audit=AuditLog(client),
         operators=OperatorRegistry(client),
+        ocsp_responses=Counter(client, "mykey_ocsp_responses_total",
+                               "OCSP responses by certificate status (good, revoked, on_hold, not_issued) or error",
+                               ("status",)),
     )

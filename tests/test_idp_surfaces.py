@@ -187,3 +187,11 @@ def test_jwks_keys_verify_issued_id_tokens(idp_service, logged_in):
     jwks = requests.get(f"{idp_service.url}/jwks", timeout=10).json()
     token = jwt.decode(tokens["id_token"], KeySet.import_key_set(jwks))
     assert token.header["kid"] in {k["kid"] for k in jwks["keys"]} and token.header["alg"] == "RS256"
+
+
+def test_metrics_count_logins_by_result_in_prometheus_format(idp_service, logged_in):
+    text = requests.get(f"{idp_service.url}/metrics", timeout=10).text
+    assert '# TYPE mykey_logins_total counter' in text and 'mykey_logins_total{result="ok"}' in text
+    revocation = requests.get(f"{idp_service.revocation.url}/metrics", timeout=10).text
+    assert 'mykey_ocsp_responses_total{status="good"}' in revocation
+    assert "mykey_event_stream_lag" in revocation and "mykey_event_stream_pending" in revocation
