@@ -49,6 +49,9 @@ def main() -> int:
     os.environ.setdefault("IDP_INSECURE_DEV_COOKIES", "1")  # plain http on 127.0.0.1, development only
     os.environ.setdefault("IDP_DEV_CARD", str(var / "cards" / "demo.json"))
 
+    from observability.logs import use_json_logs
+
+    use_json_logs()  # the services' own lines, as JSON on stderr; this program's summary stays on stdout
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     with contextlib.ExitStack() as stack:

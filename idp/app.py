@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Flask, jsonify, request
 
 from idp.config import IdpConfig
@@ -19,6 +21,8 @@ def create_app(config: IdpConfig | None = None, services: IdpServices | None = N
 
     config = config or IdpConfig.from_env()
     services = services or build_services(config)
+    if os.environ.get("MYKEY_JSON_LOGS") == "1":
+        logs.use_json_logs()
     logs.configure()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes

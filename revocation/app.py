@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -18,6 +20,8 @@ from revocation.services import Services, build_services
 def create_app(config: RevocationConfig | None = None, services: Services | None = None) -> Flask:
     config = config or RevocationConfig.from_env()
     services = services or build_services(config)
+    if os.environ.get("MYKEY_JSON_LOGS") == "1":
+        logs.use_json_logs()
     logs.configure()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
