@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # redis-server: the store; pcscd + libpcsclite-dev + vsmartcard-vpcd: the PC/SC path and its virtual reader;
-# swig: builds pyscard where no wheel fits; libusb-1.0-0: nfcpy's USB readers; openssl: the independent client.
-DEBIAN_PACKAGES=(redis-server pcscd libpcsclite-dev vsmartcard-vpcd swig libusb-1.0-0 openssl)
+# swig: builds pyscard where no wheel fits; libusb-1.0-0: nfcpy's USB readers; openssl: the independent client;
+# chromium + fonts-noto-cjk: the browser tests (Playwright drives Debian's chromium; the font renders Japanese).
+DEBIAN_PACKAGES=(redis-server pcscd libpcsclite-dev vsmartcard-vpcd swig libusb-1.0-0 openssl chromium fonts-noto-cjk)
 PYTHON=${PYTHON:-python3.11}
 
 missing=()
