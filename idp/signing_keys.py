@@ -68,10 +68,12 @@ class SigningKeys:
     def ensure(self, now: dt.datetime | None = None) -> None:
         """At start: one signing key per algorithm, usable at once (nobody has tokens from us yet)."""
         now = now or dt.datetime.now(dt.UTC)
-        have = {k.alg for k in self.all() if k.retired_at is None}
-        for alg in ALGORITHMS:
-            if alg not in have:
-                self._save(_generate(alg, signs_from=now))
+        # Every worker of every IdP process runs this at start: one at a time, so they make one key, not many.
+        with self.redis.lock(f"{KEYS_HASH}:lock", timeout=30, blocking_timeout=30):
+            have = {k.alg for k in self.all() if k.retired_at is None}
+            for alg in ALGORITHMS:
+                if alg not in have:
+                    self._save(_generate(alg, signs_from=now))
 
     def rotate(self, alg: str, now: dt.datetime | None = None) -> SigningKey:
         """Publish a new key now; it takes over signing after the overlap, and the old key retires then."""

@@ -1,0 +1,66 @@
+"""Both services run under gunicorn, as in production: real worker processes, configured by the environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from devstack.redis_server import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def gunicorn(revocation_config, redis_server, redis_client):
+    processes = []
+
+    def start(app: str, extra_env: dict) -> str:
+        port = free_port()
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_server.url,
+               "MYKEY_VAR": str(revocation_config.var_dir), "REVOCATION_URL": revocation_config.base_url,
+               "STATUS_BUCKETS": "1024", "HOLDER_BUCKETS": "1024", "MYKEY_JSON_LOGS": "1", **extra_env}
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", app],
+                                   env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    return url
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise AssertionError(f"gunicorn did not come up: {process.stdout.read() if process.poll() else ''}")
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_revocation_service_under_gunicorn_answers_ocsp_and_crls(gunicorn, issue_card, dev_ca):
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509 import ocsp
+
+    url = gunicorn("revocation.app:create_app()", {})
+    card = issue_card()
+    request = ocsp.OCSPRequestBuilder().add_certificate(card["auth"], dev_ca.auth.certificate, hashes.SHA1()).build()
+    for _ in range(4):  # more than one worker answers
+        answer = requests.post(f"{url}/ocsp", data=request.public_bytes(serialization.Encoding.DER), timeout=10,
+                               headers={"Content-Type": "application/ocsp-request"})
+        assert ocsp.load_der_ocsp_response(answer.content).certificate_status is ocsp.OCSPCertStatus.GOOD
+    assert requests.get(f"{url}/crl/auth/0.crl", timeout=10).headers["Content-Type"] == "application/pkix-crl"
+    assert 'mykey_ocsp_responses_total{status="good"} 4.0' in requests.get(f"{url}/metrics", timeout=10).text
+
+
+def test_idp_under_gunicorn_serves_discovery_with_shared_keys(gunicorn, tmp_path):
+    url = gunicorn("idp.app:create_app()", {"IDP_ISSUER": "http://127.0.0.1:1", "IDP_SECRET_FILE": str(tmp_path / "s")})
+    kids = {tuple(sorted(k["kid"] for k in requests.get(f"{url}/jwks", timeout=10).json()["keys"])) for _ in range(6)}
+    assert len(kids) == 1 and len(next(iter(kids))) == 2  # the same two keys (RS256, ES256) from every worker
+    assert requests.get(f"{url}/.well-known/openid-configuration", timeout=10).json()["issuer"] == "http://127.0.0.1:1"
