@@ -24,9 +24,11 @@ class AuditLog:
         entry_id = self.redis.xadd(self.stream, entry)
         return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
 
-    def read(self, count: int = 50) -> list[dict]:
-        """The newest entries first."""
-        return [_entry(entry_id, fields) for entry_id, fields in self.redis.xrevrange(self.stream, count=count)]
+    def read(self, count: int = 50, before: str | None = None) -> list[dict]:
+        """The newest entries first; with `before` (an entry id), the page of older entries that follows it."""
+        newest = f"({before}" if before else "+"  # "(": exclusive range, so pages do not overlap
+        return [_entry(entry_id, fields)
+                for entry_id, fields in self.redis.xrevrange(self.stream, max=newest, count=count)]
 
     def for_certificate(self, issuer: str, serial: int, scan: int = 10_000) -> list[dict]:
         """Entries that name this certificate, newest first (bounded scan of recent history)."""

@@ -166,7 +166,7 @@ def parse_event_json(raw: bytes | str) -> RevocationEvent:
 
 def parse_event(document: object) -> RevocationEvent:
     """Validate a decoded JSON document against the schema and build the event."""
-    _refuse_my_number_like(document, "")
+    refuse_my_number_like(document, "")
     if isinstance(document, dict) and "type" in document and document["type"] not in EVENT_TYPES:
         raise EventRefused("unknown_event_type", "The event's type is not one this service knows.")
     error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(document))
@@ -175,15 +175,15 @@ def parse_event(document: object) -> RevocationEvent:
     return _build(document)
 
 
-def _refuse_my_number_like(value: object, path: str) -> None:
+def refuse_my_number_like(value: object, path: str) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(key, str) and _MY_NUMBER_LIKE.search(key):
                 raise EventRefused("my_number_refused", "A field name looks like a My Number; refused.")
-            _refuse_my_number_like(item, key if isinstance(key, str) else path)
+            refuse_my_number_like(item, key if isinstance(key, str) else path)
     elif isinstance(value, list):
         for item in value:
-            _refuse_my_number_like(item, path)
+            refuse_my_number_like(item, path)
     elif isinstance(value, str) and path not in _SERIAL_FIELDS and path not in ("occurred_at", "not_after"):
         if _MY_NUMBER_LIKE.search(value):
             raise EventRefused(

@@ -10,7 +10,13 @@ import uuid
 
 from cryptography.x509 import ReasonFlags
 
-from revocation.events import MAX_BATCH, EventRefused, parse_event
+from revocation.events import (
+    MAX_BATCH,
+    EventRefused,
+    RevocationEvent,
+    parse_event,
+    refuse_my_number_like,  # the one My Number check
+)
 from revocation.services import Services
 from revocation.store import CertificateStatus, hold, release, revoke
 
@@ -36,8 +42,22 @@ class OperationError(Exception):
 
 
 def submit_events(services: Services, documents: list, actor: str, consumer: str | None = None) -> list[dict]:
-    """Validate every event first (all or nothing), append them to the stream, apply what is waiting, and
-    report each event's outcome ("queued" when another consumer took it and has not finished yet)."""
+    """Validate every event first (all or nothing), then submit them (`submit_parsed`)."""
+    return submit_parsed(services, parse_batch(documents), actor, consumer)
+
+
+def submit_parsed(services: Services, events: list[RevocationEvent], actor: str,
+                  consumer: str | None = None) -> list[dict]:
+    """Append validated events to the stream, apply what is waiting, audit the submission, and report each
+    event's outcome."""
+    # Audited first: should Redis fail half-way, the log shows an attempt rather than missing a change.
+    services.audit.record(actor, "events_submitted",
+                          {"events": [{"event_id": e.event_id, "type": e.type} for e in events]},
+                          event_id=events[0].event_id if len(events) == 1 else None)
+    return apply_events(services, events, consumer or f"api-{os.getpid()}")
+
+
+def parse_batch(documents: list) -> list[RevocationEvent]:
     if not isinstance(documents, list) or not 1 <= len(documents) <= MAX_BATCH:
         raise OperationError("invalid_batch", f"Send one event or a batch of 1 to {MAX_BATCH} events.")
     events, refused = [], []
@@ -48,14 +68,19 @@ def submit_events(services: Services, documents: list, actor: str, consumer: str
             refused.append({"index": index, "error": error.code, "message": error.message})
     if refused:
         raise OperationError("events_refused", "Some events were refused; none was stored.", 422, refused)
+    return events
+
+
+def apply_events(services: Services, events: list[RevocationEvent], consumer: str,
+                 timeout_s: float = 5) -> list[dict]:
+    """Append validated events to the stream and consume what is waiting as `consumer`. An event that another
+    consumer (a worker) took first reports "queued": it will be applied there."""
     entries = [services.stream.submit(event) for event in events]
-    deliveries = services.stream.drain(consumer or f"api-{os.getpid()}", services.applier,
-                                       limit=len(events) + 100, timeout_s=5)
+    deliveries = services.stream.drain(consumer, services.applier, limit=len(events) + 100, timeout_s=timeout_s)
     outcomes = {d.entry_id: d.outcome for d in deliveries if d.outcome is not None}
-    services.audit.record(actor, "events_submitted", {"count": len(events), "types": sorted({e.type for e in events})},
-                          event_id=events[0].event_id if len(events) == 1 else None)
-    return [outcomes[entry].as_dict() if entry in outcomes else
-            {"event_id": e.event_id, "type": e.type, "queued": True, "summary": "queued"}
+    return [{**outcomes[entry].as_dict(), "queued": False} if entry in outcomes else
+            {"event_id": e.event_id, "type": e.type, "duplicate": False, "changes": {}, "note": None,
+             "summary": "queued for a worker", "queued": True}
             for e, entry in zip(events, entries, strict=True)]
 
 
@@ -93,30 +118,34 @@ def manual_action(services: Services, actor: str, issuer: str, serial_hex: str, 
                   reason: str | None = None) -> dict:
     """Hold, release or revoke one certificate by hand, through the same rules as events."""
     issuer, serial = parse_certificate_ref(issuer, serial_hex)
+    if action not in ("hold", "release", "revoke"):
+        raise OperationError("unknown_action", "The action is hold, release or revoke.")
     if not isinstance(comment, str) or not comment.strip() or len(comment) > MAX_COMMENT:
         raise OperationError("comment_required", f"Say why, in a comment of 1–{MAX_COMMENT} characters.")
+    try:  # the comment goes into the audit log, which must never hold a My Number either
+        refuse_my_number_like(comment, "comment")
+    except EventRefused as error:
+        raise OperationError(error.code, "The comment holds something that looks like a My Number; nothing was "
+                                         "changed. Leave it out.", 422) from None
+    if action == "revoke" and reason not in MANUAL_REASONS:
+        raise OperationError("invalid_reason", "The reason is one of " + ", ".join(MANUAL_REASONS) + ".")
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    if action == "hold":
-        change = _decisive(hold, now)
-    elif action == "release":
-        change = _decisive(release, now)
-    elif action == "revoke":
-        if reason not in MANUAL_REASONS:
-            raise OperationError("invalid_reason", "The reason is one of " + ", ".join(MANUAL_REASONS) + ".")
-        change = revoke(MANUAL_REASONS[reason], now)
-    else:
-        raise OperationError("unknown_action", "The action is hold, release or revoke.")
+    rfc_reason = {"hold": ReasonFlags.certificate_hold, "release": ReasonFlags.remove_from_crl}.get(
+        action, MANUAL_REASONS.get(reason))
+    change = {"hold": lambda: _decisive(hold, now), "release": lambda: _decisive(release, now),
+              "revoke": lambda: revoke(rfc_reason, now)}[action]()
     event_id = f"ops-{uuid.uuid4()}"
-    history = {"at": now.isoformat(), "do": action, "reason": reason or action, "event_id": event_id,
-               "event_type": "operator_action", "source": f"operator:{actor}"}
+    # Same shape as the applier's history entries, so a certificate's history reads as one list.
+    history = {"at": now.isoformat(), "do": action, "reason": rfc_reason.value, "event_id": event_id,
+               "event_type": "operator_action", "source": actor}
     record, changed = services.store.transition(issuer, serial, change, history)
     if record is None:
         raise OperationError("unknown_certificate", "No certificate with that issuer and serial is known.", 404)
     if changed:
         services.applier.notify(issuer, serial, record)
-    services.audit.record(actor, f"certificate_{action}", {"certificate": f"{issuer}:{serial:X}", "reason": reason,
-                                                           "comment": comment.strip(), "changed": changed},
-                          event_id=event_id)
+    services.audit.record(actor, f"certificate_{action}", {"certificate": f"{issuer}:{serial:X}",
+                                                           "reason": rfc_reason.value, "comment": comment.strip(),
+                                                           "changed": changed}, event_id=event_id)
     return {"changed": changed, "status": record.status.name.lower(), "event_id": event_id,
             "message": "Done." if changed else _unchanged(record.status, action)}
 

@@ -36,8 +36,9 @@ class OperatorRegistry:
         """A new operator token; the only time it is ever shown."""
         if not isinstance(name, str) or not NAME.match(name):
             raise OperatorError("invalid_operator_name", "An operator name is 1–64 letters, digits or . _ @ -.")
-        if any(record["name"] == name for record in self.list()):
-            raise OperatorError("operator_exists", "An operator with that name exists; disable it first.")
+        # A disabled name may be added again: that is how an operator's token is rotated.
+        if any(record["name"] == name and not record["disabled"] for record in self.list()):
+            raise OperatorError("operator_exists", "An active operator with that name exists; disable it first.")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         record = {"name": name, "created_at": dt.datetime.now(dt.UTC).isoformat(), "disabled": False}
         self.redis.hset(OPERATORS, _digest(token), json.dumps(record))

@@ -5,12 +5,13 @@
     POST /ops/certificates/<issuer>/<serial>/<action>  hold | release | revoke, with {"comment", "reason"}
     GET  /ops/stream                                   stream length, lag, pending entries, consumers
     GET  /ops/crl                                      CRL shards: number, this/next update, entries, age
-    GET  /ops/audit?count=N                            newest audit entries
+    GET  /ops/audit?count=N[&before=ID]                newest audit entries, or the page older than ID
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from functools import wraps
 
 from flask import Blueprint, current_app, g, jsonify, request
@@ -19,6 +20,7 @@ from revocation.operations import OperationError, lookup, manual_action, submit_
 
 blueprint = Blueprint("ops", __name__)
 log = logging.getLogger(__name__)
+STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
 
 def _services():
@@ -41,12 +43,15 @@ def _operation_error(error: OperationError):
 def operator_required(view):
     @wraps(view)
     def wrapper(*args, **kwargs):
-        header = request.headers.get("Authorization", "")
-        token = header[7:] if header.startswith("Bearer ") else None
-        name = _services().operators.authenticate(token)
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        name = _services().operators.authenticate(token.strip()) if scheme.lower() == "bearer" else None
         if name is None:
-            return _error("unauthorized", "An operator token is required (Authorization: Bearer rvop_…).", 401)
-        g.operator = name
+            log.warning("operator request without a valid token", extra={"code": "unauthorized"})
+            response, status = _error("unauthorized", "An operator token is required (Authorization: Bearer "
+                                                      "rvop_…); this one is missing, unknown or disabled.", 401)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="ops"'  # RFC 6750 §3
+            return response, status
+        g.actor = f"operator:{name}"
         return view(*args, **kwargs)
     return wrapper
 
@@ -65,7 +70,7 @@ def _json_body() -> object:
 def post_events():
     body = _json_body()
     documents = body["events"] if isinstance(body, dict) and set(body) == {"events"} else [body]
-    results = submit_events(_services(), documents, f"api:{g.operator}")
+    results = submit_events(_services(), documents, g.actor)
     return jsonify(results=results)
 
 
@@ -81,7 +86,7 @@ def change_certificate(issuer: str, serial: str, action: str):
     body = _json_body()
     if not isinstance(body, dict) or set(body) - {"comment", "reason"}:
         raise OperationError("invalid_request", "The body takes only 'comment' and 'reason'.")
-    return jsonify(manual_action(_services(), f"api:{g.operator}", issuer, serial, action, body.get("comment"),
+    return jsonify(manual_action(_services(), g.actor, issuer, serial, action, body.get("comment"),
                                  body.get("reason")))
 
 
@@ -101,6 +106,9 @@ def crl_status():
 @operator_required
 def audit():
     count = request.args.get("count", "50")
+    before = request.args.get("before")
     if not count.isdigit() or not 1 <= int(count) <= 1000:
         raise OperationError("invalid_count", "count is a whole number from 1 to 1000.")
-    return jsonify(entries=_services().audit.read(int(count)))
+    if before is not None and not STREAM_ID.match(before):
+        raise OperationError("invalid_before", "before is an audit entry id, as in the 'id' of an entry.")
+    return jsonify(entries=_services().audit.read(int(count), before))

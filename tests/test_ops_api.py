@@ -29,12 +29,29 @@ def event(event_id, type_, holder, **fields):
 
 def test_every_endpoint_needs_an_operator_token(ops, revocation_service):
     for method, path in (("POST", "/events"), ("GET", "/stream"), ("GET", "/audit"), ("GET", "/crl"),
-                         ("GET", "/certificates/auth/AB")):
+                         ("GET", "/certificates/auth/AB"), ("POST", "/certificates/auth/AB/hold")):
         assert ops(method, path, {}, token_=None).status_code == 401
         response = ops(method, path, {}, token_="rvop_wrong")
         assert response.status_code == 401 and response.json()["error"] == "unauthorized"
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert "rvop_wrong" not in response.text
+    assert ops("GET", "/stream").status_code == 200
     revocation_service.services.operators.disable("alice")
     assert ops("GET", "/stream").status_code == 401
+
+
+def test_a_disabled_operator_name_can_be_added_again_with_a_new_token(revocation_services):
+    from revocation.operators import OperatorError
+
+    registry = revocation_services.operators
+    first = registry.add("carol")
+    with pytest.raises(OperatorError, match="active operator"):
+        registry.add("carol")
+    registry.disable("carol")
+    second = registry.add("carol")
+    assert registry.authenticate(first) is None and registry.authenticate(second) == "carol"
+    stored = revocation_services.redis.hgetall("rv:operators")
+    assert not any(token.encode() in key + value for token in (first, second) for key, value in stored.items())
 
 
 def test_a_batch_is_applied_whole_or_not_at_all(ops, issue_card, revocation_services):
@@ -48,7 +65,21 @@ def test_a_batch_is_applied_whole_or_not_at_all(ops, issue_card, revocation_serv
     assert accepted.status_code == 200
     assert accepted.json()["results"][0]["changes"] == {"held": 2}
     again = ops("POST", "/events", good)
-    assert again.json()["results"][0]["duplicate"] is True
+    assert again.json()["results"][0]["duplicate"] is True and again.json()["results"][0]["changes"] == {}
+    history = revocation_services.store.history("auth", card["auth"].serial_number)
+    assert [entry["event_id"] for entry in history] == ["lost-1"]  # applied once
+
+
+def test_a_submission_is_audited_with_its_event_ids_and_types(ops, issue_card):
+    card = issue_card()
+    batch = [event("lost-2", "card_lost", card["holder"], card_id=card["card_id"]),
+             event("ff-2", "four_facts_changed", card["holder"], changed=["name"])]
+    results = ops("POST", "/events", {"events": batch}).json()["results"]
+    assert [(r["event_id"], r["queued"]) for r in results] == [("lost-2", False), ("ff-2", False)]
+    [entry] = [e for e in ops("GET", "/audit?count=10").json()["entries"] if e["action"] == "events_submitted"]
+    assert entry["actor"] == "operator:alice"
+    assert entry["detail"]["events"] == [{"event_id": "lost-2", "type": "card_lost"},
+                                         {"event_id": "ff-2", "type": "four_facts_changed"}]
 
 
 @pytest.mark.parametrize(("body", "code", "status"), [
@@ -56,11 +87,18 @@ def test_a_batch_is_applied_whole_or_not_at_all(ops, issue_card, revocation_serv
      "unknown_event_type", 422),
     ({"event_id": "x", "type": "died", "holder": "123456789012", "occurred_at": "2026-01-01T00:00:00Z",
       "source": "s"}, "my_number_refused", 422),
+    ({"event_id": "x", "type": "died", "holder": "h-1", "occurred_at": "2026-01-01T00:00:00Z",
+      "source": "1234 5678 9012"}, "my_number_refused", 422),
+    ({"event_id": "x", "type": "died", "holder": "h-1", "occurred_at": "2026-01-01T00:00:00Z", "source": "s",
+      "my_number": "h-secret-value"}, "invalid_event", 422),
 ])
-def test_refused_events_name_the_rule_and_never_echo(ops, body, code, status):
+def test_refused_events_name_the_rule_and_never_echo(ops, revocation_services, body, code, status):
     response = ops("POST", "/events", body)
     assert response.status_code == status and response.json()["refused"][0]["error"] == code
-    assert "123456789012" not in response.text
+    assert response.json()["refused"][0]["message"]
+    for value in ("123456789012", "5678", "h-secret-value"):
+        assert value not in response.text
+    assert revocation_services.redis.xlen("rv:events") == 0
 
 
 def test_transport_level_refusals(ops):
@@ -102,9 +140,34 @@ def test_manual_hold_release_revoke_with_comment_and_audit(ops, issue_card):
     final = ops("POST", f"{path}/release", {"comment": "try"}).json()
     assert final["changed"] is False and "final" in final["message"]
     looked = ops("GET", path).json()
-    assert [h["do"] for h in looked["history"]] == ["hold", "release", "revoke"]
-    assert {a["action"] for a in looked["audit"]} >= {"certificate_hold", "certificate_release", "certificate_revoke"}
-    assert all(a["actor"] == "api:alice" for a in looked["audit"])
+    assert [(h["do"], h["reason"], h["source"]) for h in looked["history"]] == [
+        ("hold", "certificateHold", "operator:alice"), ("release", "removeFromCRL", "operator:alice"),
+        ("revoke", "cessationOfOperation", "operator:alice")]
+    audit = {a["action"]: a for a in looked["audit"]}
+    assert audit["certificate_revoke"]["detail"] == {"certificate": f"auth:{serial}", "reason": "cessationOfOperation",
+                                                     "comment": "holder asked", "changed": True}
+    assert audit["certificate_hold"]["detail"]["comment"] == "call centre: card lost"
+    assert audit["certificate_revoke"]["event_id"] == revoked["event_id"]
+    assert all(a["actor"] == "operator:alice" for a in looked["audit"])
+
+
+def test_a_manual_action_signs_a_fresh_ocsp_answer_and_is_refused_whole(ops, issue_card, revocation_services):
+    card = issue_card()
+    serial = card["signing"].serial_number
+    path = f"/certificates/sign/{serial:X}"
+    revocation_services.ocsp.on_status_change("sign", serial, revocation_services.store.get("sign", serial))
+    cache = revocation_services.store.keys.ocsp_cache("sign", serial)
+    before = revocation_services.redis.hgetall(cache)
+    assert before
+    refused = ops("POST", f"{path}/hold", {"comment": "caller gave 1234-5678-9012"})
+    assert refused.status_code == 422 and refused.json()["error"] == "my_number_refused"
+    assert "5678" not in refused.text and revocation_services.redis.hgetall(cache) == before
+    assert ops("POST", f"{path}/hold", {"comment": "x" * 501}).json()["error"] == "comment_required"
+    assert ops("POST", f"{path}/hold", {"comment": "ok", "extra": 1}).json()["error"] == "invalid_request"
+    assert ops("POST", f"{path}/suspend", {"comment": "ok"}).json()["error"] == "unknown_action"
+    assert ops("GET", path).json()["status"] == "good"
+    assert ops("POST", f"{path}/hold", {"comment": "call centre"}).json()["changed"] is True
+    assert revocation_services.redis.hgetall(cache) not in ({}, before)  # re-signed through the applier's listeners
 
 
 def test_stream_crl_and_audit_views(ops, issue_card):
@@ -113,8 +176,16 @@ def test_stream_crl_and_audit_views(ops, issue_card):
     assert {"length", "lag", "pending", "consumers", "refused"} <= set(health)
     shards = ops("GET", "/crl").json()["shards"]
     assert shards and {"issuer", "shard"} <= set(shards[0])
-    assert ops("GET", "/audit?count=5").status_code == 200
     assert ops("GET", "/audit?count=0").json()["error"] == "invalid_count"
+    assert ops("GET", "/audit?before=nope").json()["error"] == "invalid_before"
+
+
+def test_the_audit_log_pages_back_from_the_newest(ops, revocation_services):
+    for n in range(5):
+        revocation_services.audit.record("cli:test", "operator_added", {"operator": f"op{n}"})
+    first = ops("GET", "/audit?count=2").json()["entries"]
+    second = ops("GET", f"/audit?count=2&before={first[-1]['id']}").json()["entries"]
+    assert [e["detail"]["operator"] for e in first + second] == ["op4", "op3", "op2", "op1"]
 
 
 def test_logs_never_carry_serials_or_my_numbers(ops, issue_card, caplog):
@@ -122,7 +193,12 @@ def test_logs_never_carry_serials_or_my_numbers(ops, issue_card, caplog):
     card = issue_card()
     serial = f"{card['auth'].serial_number:X}"
     ops("POST", f"/certificates/auth/{serial}/hold", {"comment": "lost"})
+    ops("GET", f"/certificates/auth/{serial}")
     ops("POST", "/events", event("x1", "died", "1234-5678-9012"))
-    service_lines = " ".join(r.getMessage() for r in caplog.records if not r.name.startswith("urllib3"))
+    ops("POST", "/events", event("x2", "died", "123456789012"))
+    ops("POST", "/events", event("lost-9", "card_lost", card["holder"], card_id=card["card_id"]))
+    service_lines = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records
+                             if not r.name.startswith("urllib3"))
+    assert "event applied" in service_lines  # the service did log
     assert serial not in service_lines and str(card["auth"].serial_number) not in service_lines
-    assert "5678" not in service_lines
+    assert "5678" not in service_lines and card["holder"] not in service_lines

@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,10 +21,11 @@ def cli(revocation_config, revocation_services):
            "STATUS_BUCKETS": str(revocation_config.status_buckets),
            "HOLDER_BUCKETS": str(revocation_config.holder_buckets)}
 
-    def run(*args, stdin=None):
-        return subprocess.run([sys.executable, "-m", "revocation", *map(str, args)], env=env, input=stdin,
-                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+    def run(*args, stdin=None, **overrides):
+        return subprocess.run([sys.executable, "-m", "revocation", *map(str, args)], env=env | overrides,
+                              input=stdin, capture_output=True, text=True, timeout=120, cwd=ROOT)
 
+    run.env = env
     return run
 
 
@@ -34,27 +37,54 @@ def line(event_id, type_, holder, **fields):
 def test_import_reports_applied_duplicate_and_refused_lines(cli, issue_card, tmp_path, revocation_services):
     card = issue_card()
     events = tmp_path / "events.jsonl"
-    events.write_text("\n".join([
+    events.write_bytes("\n".join([
         line("lost-1", "card_lost", card["holder"], card_id=card["card_id"]),
         line("lost-1", "card_lost", card["holder"], card_id=card["card_id"]),
         line("bad-1", "card_lost", "0123-4567-8901", card_id=card["card_id"]),
         "{not json",
+        "",
         line("found-1", "card_found", card["holder"], card_id=card["card_id"]).replace("03-01", "03-02"),
-    ]) + "\n")
+        line("big-1", "died", card["holder"]).replace('"batch"', '"' + "b" * 20_000 + '"'),
+        line("extra-1", "died", card["holder"])[:-1] + ', "note": "secret-note"}',
+    ]).encode() + b"\n\xff\xfe not utf-8\n")
     result = cli("events", "import", events)
     assert result.returncode == 2, result.stderr
-    assert "applied 2, duplicate 1, refused 2" in result.stdout
+    assert result.stdout.strip() == "applied 2, duplicate 1, refused 5"
     assert "line 3: refused (my_number_refused)" in result.stderr
     assert "line 4: refused (malformed_json)" in result.stderr
-    assert "0123-4567-8901" not in result.stderr + result.stdout
-    assert "events" in result.stderr  # progress
+    assert "line 7: refused (event_too_large)" in result.stderr
+    assert "line 8: refused (invalid_event)" in result.stderr
+    assert "line 9: refused (malformed_json)" in result.stderr
+    output = result.stderr + result.stdout
+    assert "0123-4567-8901" not in output and "secret-note" not in output and "Traceback" not in output
+    assert "100%" in result.stderr and "3 events submitted" in result.stderr  # progress, not a terminal
+    serial = card["auth"].serial_number
+    assert revocation_services.store.get("auth", serial).status.name == "GOOD"
+    assert [h["event_id"] for h in revocation_services.store.history("auth", serial)] == ["lost-1", "found-1"]
+    [audit] = [e for e in revocation_services.audit.read(10) if e["action"] == "events_imported"]
+    assert audit["actor"].startswith("cli:") and audit["detail"]["refused"] == 5
+    assert cli("events", "import", tmp_path / "missing.jsonl").returncode == 1
+
+
+def test_usage_and_connection_errors_are_one_sentence_and_exit_1(cli):
+    usage = cli("hold", "auth", "AB")
+    assert usage.returncode == 1 and "error (usage):" in usage.stderr
+    issuer = cli("status", "other", "AB")
+    assert issuer.returncode == 1 and "error (unknown_issuer):" in issuer.stderr
+    down = cli("stream", REDIS_URL="redis://:hunter2@127.0.0.1:1/0")
+    assert down.returncode == 1 and "error (redis_unavailable):" in down.stderr
+    assert "Traceback" not in down.stderr and "hunter2" not in down.stderr
 
 
 def test_single_event_and_manual_actions(cli, issue_card):
     card = issue_card()
     serial = f"{card['signing'].serial_number:X}"
     result = cli("event", line("ff-1", "four_facts_changed", card["holder"], changed=["address"]))
-    assert result.returncode == 0 and "1 revoked" in result.stdout
+    assert result.returncode == 0 and result.stdout.strip() == "ff-1: 1 revoked"
+    assert "duplicate" in cli("event", line("ff-1", "four_facts_changed", card["holder"], changed=["address"])).stdout
+    refused = cli("event", line("ff-2", "died", "123456789012"))
+    assert refused.returncode == 1 and refused.stderr.startswith("error (my_number_refused):")
+    assert "123456789012" not in refused.stderr
     status = json.loads(cli("status", "sign", serial).stdout)
     assert status["status"] == "revoked" and status["reason"] == "affiliationChanged"
     auth = f"{card['auth'].serial_number:X}"
@@ -62,6 +92,11 @@ def test_single_event_and_manual_actions(cli, issue_card):
     assert held.returncode == 0 and "on_hold" in held.stdout
     missing = cli("hold", "auth", "ABC", "--comment", "x")
     assert missing.returncode == 1 and "unknown_certificate" in missing.stderr
+    revoked = cli("revoke", "auth", auth, "--reason", "keyCompromise", "--comment", "card broken")
+    assert revoked.returncode == 0 and "revoked" in revoked.stdout
+    looked = json.loads(cli("status", "auth", auth).stdout)
+    assert looked["reason"] == "keyCompromise" and looked["audit"][0]["actor"].startswith("cli:")
+    assert looked["audit"][0]["detail"]["comment"] == "card broken"
 
 
 def test_operator_token_from_the_cli_works_against_the_api(cli, revocation_service):
@@ -73,12 +108,40 @@ def test_operator_token_from_the_cli_works_against_the_api(cli, revocation_servi
                             timeout=10)
     assert response.status_code == 200
     assert "bob" in cli("operators", "list").stdout
+    assert "shown only now" in added.stdout
+    again = cli("operators", "add", "bob")
+    assert again.returncode == 1 and "error (operator_exists)" in again.stderr
     assert cli("operators", "disable", "bob").returncode == 0
     assert requests.get(f"{revocation_service.url}/ops/stream", headers={"Authorization": f"Bearer {token}"},
                         timeout=10).status_code == 401
+    assert "disabled" in cli("operators", "list").stdout
+    assert cli("operators", "disable", "nobody").returncode == 1
 
 
 def test_stream_and_crl_rebuild(cli):
     assert json.loads(cli("stream").stdout)["pending"] == 0
     rebuilt = cli("crl", "rebuild")
     assert rebuilt.returncode == 0 and "Published 32 CRL shards" in rebuilt.stdout
+
+
+def test_worker_applies_events_and_stops_cleanly_on_sigterm(cli, issue_card, revocation_services):
+    from revocation.events import parse_event
+
+    card = issue_card()
+    worker = subprocess.Popen([sys.executable, "-m", "revocation", "worker"], env=cli.env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        revocation_services.stream.submit(parse_event(json.loads(
+            line("lost-w", "card_lost", card["holder"], card_id=card["card_id"]))))
+        deadline = time.monotonic() + 30
+        while revocation_services.store.get("sign", card["signing"].serial_number).status.name != "ON_HOLD":
+            assert time.monotonic() < deadline and worker.poll() is None, "the worker did not apply the event"
+            time.sleep(0.1)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        stdout, stderr = worker.communicate(timeout=30)
+    assert worker.returncode == 0 and "worker: stopped" in stderr
+    assert '"event_id": "lost-w"' in stderr  # its JSON log line
+    for serial in (card["auth"].serial_number, card["signing"].serial_number):
+        assert f"{serial:X}" not in stdout + stderr and str(serial) not in stdout + stderr
+    assert card["holder"] not in stdout + stderr
