@@ -18,8 +18,9 @@ test: setup
 lint: setup
 	@$(PYTHON) -m ruff check --no-cache .
 
-bench: setup
-	@$(PYTHON) -m bench
+bench:
+	@BOOTSTRAP_BENCH=1 scripts/bootstrap.sh
+	@$(PYTHON) -m bench $(BENCH)
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache .hypothesis test-artifacts

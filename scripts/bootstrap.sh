@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # swig: builds pyscard where no wheel fits; libusb-1.0-0: nfcpy's USB readers; openssl: the independent client;
 # chromium + fonts-noto-cjk: the browser tests (Playwright drives Debian's chromium; the font renders Japanese).
 DEBIAN_PACKAGES=(redis-server pcscd libpcsclite-dev vsmartcard-vpcd swig libusb-1.0-0 openssl chromium fonts-noto-cjk)
+# `make bench` (BOOTSTRAP_BENCH=1) adds wrk, the load generator that runs in its own process.
+[ "${BOOTSTRAP_BENCH:-0}" = 1 ] && DEBIAN_PACKAGES+=(wrk)
 PYTHON=${PYTHON:-python3.11}
 
 missing=()

@@ -1,0 +1,191 @@
+"""What every benchmark shares: the machine's facts, servers on loopback, wrk as the load generator, results.
+
+A benchmark module (bench/<name>.py) exposes `run(workdir: Path) -> list[Result]`; bench/__main__.py runs them,
+writes bench/results.json and bench/report.md. Every server binds 127.0.0.1 on a free port, every load loop is
+bounded in time, and every process started here is stopped when its `with` block ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import requests
+
+from devstack.redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["ROOT", "Gunicorn", "RedisServer", "Result", "free_port", "machine", "percentiles", "wrk"]
+
+
+@dataclass
+class Result:
+    """One benchmark's outcome. `figures` maps a side ("ours", "peer", "floor", …) to its measured numbers."""
+
+    id: str
+    title: str
+    figures: dict[str, dict[str, float | int | str]]
+    ratio: float | None = None
+    ratio_meaning: str = ""
+    goal: str = ""
+    met: bool | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def machine() -> dict:
+    def version(command: list[str]) -> str:
+        try:
+            return subprocess.run(command, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.SubprocessError):
+            return "missing"
+
+    memory_kb = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemTotal:")), 0)
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    packages = {name: metadata.version(name) for name in
+                ("cryptography", "flask", "authlib", "redis", "gunicorn")}
+    return {
+        "cores": os.cpu_count(), "cpu": cpu, "memory_gb": round(memory_kb / 1024 / 1024, 1),
+        "os": platform.platform(), "python": sys.version.split()[0], "packages": packages,
+        "openssl": version(["openssl", "version"]), "redis_server": version(["redis-server", "--version"]),
+        "wrk": version(["wrk", "--version"]),
+    }
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    """p50 and p99 (nearest rank) of latencies in milliseconds."""
+    ordered = sorted(samples_ms)
+    if not ordered:
+        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "samples": 0}
+
+    def rank(p: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+    return {"p50_ms": round(rank(50), 3), "p99_ms": round(rank(99), 3), "samples": len(ordered)}
+
+
+class Gunicorn:
+    """`with Gunicorn("revocation.app:create_app()", env) as url:` — gunicorn with `workers` sync workers."""
+
+    def __init__(self, app: str, env: dict[str, str], workers: int = 2, extra_args: list[str] | None = None,
+                 health_path: str = "/healthz"):
+        self.app, self.env, self.workers = app, env, workers
+        self.extra_args = extra_args or []
+        self.health_path = health_path
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        self.log = tempfile.TemporaryFile()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> str:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-w", str(self.workers), "-b", f"127.0.0.1:{self.port}",
+             "--backlog", "2048", *self.extra_args, self.app],
+            env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                if requests.get(self.url + self.health_path, timeout=2).status_code == 200:
+                    return self.url
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        self.__exit__()
+        raise RuntimeError(f"gunicorn {self.app} did not come up")
+
+    def __exit__(self, *exc) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+# wrk's Lua: cycle through pre-built request bodies (hex lines in a file) or paths, then print the latency
+# distribution as one JSON line. wrk reports latency in microseconds.
+_WRK_SCRIPT = r"""
+local bodies, paths, i = {}, {}, 0
+local method = os.getenv("WRK_METHOD") or "GET"
+local ctype = os.getenv("WRK_CONTENT_TYPE")
+local function unhex(s) return (s:gsub("..", function(h) return string.char(tonumber(h, 16)) end)) end
+local f = io.open(os.getenv("WRK_REQUESTS"), "r")
+for line in f:lines() do
+  if method == "POST" then bodies[#bodies + 1] = unhex(line) else paths[#paths + 1] = line end
+end
+f:close()
+local headers = {}
+if ctype then headers["Content-Type"] = ctype end
+for k, v in string.gmatch(os.getenv("WRK_HEADERS") or "", "([^:;]+):([^;]*)") do headers[k] = v end
+request = function()
+  i = i + 1
+  if method == "POST" then
+    return wrk.format("POST", nil, headers, bodies[(i % #bodies) + 1])
+  end
+  return wrk.format("GET", paths[(i % #paths) + 1], headers, nil)
+end
+done = function(summary, latency, requests)
+  local errors = summary.errors
+  io.write(string.format(
+    '\nWRK_JSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "max_us": %d, ' ..
+    '"connect_errors": %d, "read_errors": %d, "write_errors": %d, "status_errors": %d, "timeouts": %d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.max,
+    errors.connect, errors.read, errors.write, errors.status, errors.timeout))
+end
+"""
+
+
+def wrk(base_url: str, requests_: list[bytes] | list[str], *, method: str = "POST",
+        content_type: str | None = None, headers: dict[str, str] | None = None, path: str = "/",
+        seconds: int = 10, connections: int = 16, threads: int = 2, timeout_s: int = 5) -> dict:
+    """Load `base_url` from a separate wrk process for `seconds`; bodies (POST) or paths (GET) are cycled.
+
+    Returns requests/s, p50/p99/max latency in ms and error counts (non-2xx/3xx responses count as status errors).
+    """
+    if not shutil.which("wrk"):
+        raise RuntimeError("wrk is missing: `make bench` installs it (Debian package wrk)")
+    with tempfile.TemporaryDirectory() as scratch:
+        script, listing = Path(scratch) / "load.lua", Path(scratch) / "requests.txt"
+        script.write_text(_WRK_SCRIPT)
+        lines = [item.hex() if isinstance(item, bytes) else item for item in requests_]
+        listing.write_text("\n".join(lines) + "\n")
+        env = {**os.environ, "WRK_REQUESTS": str(listing), "WRK_METHOD": method}
+        if content_type:
+            env["WRK_CONTENT_TYPE"] = content_type
+        if headers:
+            env["WRK_HEADERS"] = ";".join(f"{k}:{v}" for k, v in headers.items())
+        completed = subprocess.run(
+            ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", f"{timeout_s}s",
+             "-s", str(script), base_url.rstrip("/") + path],
+            env=env, capture_output=True, text=True, timeout=seconds + 60)
+    match = re.search(r"^WRK_JSON (\{.*\})$", completed.stdout, re.MULTILINE)
+    if not match:
+        raise RuntimeError(f"wrk gave no summary: {completed.stdout[-500:]} {completed.stderr[-500:]}")
+    raw = json.loads(match.group(1))
+    seconds_run = raw["duration_us"] / 1e6
+    errors = sum(raw[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"))
+    return {
+        "rps": round(raw["requests"] / seconds_run, 1), "p50_ms": raw["p50_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000, "max_ms": raw["max_us"] / 1000, "requests": raw["requests"],
+        "errors": errors, "seconds": round(seconds_run, 2), "connections": connections,
+    }
