@@ -48,6 +48,8 @@ def main() -> int:
     os.environ.setdefault("IDP_ISSUER", f"http://127.0.0.1:{idp_port}")
     os.environ.setdefault("IDP_INSECURE_DEV_COOKIES", "1")  # plain http on 127.0.0.1, development only
     os.environ.setdefault("IDP_DEV_CARD", str(var / "cards" / "demo.json"))
+    os.environ.setdefault("CONSOLE_INSECURE_DEV_COOKIES", "1")  # the operator console, same development rule
+    os.environ.setdefault("CONSOLE_PEER_URL", f"{os.environ['IDP_ISSUER']}/operator/clients")
 
     from observability.logs import use_json_logs
 
@@ -102,7 +104,20 @@ def start_revocation(stack: contextlib.ExitStack, port: int, stopping: threading
     worker.start()
     stack.callback(worker.join, 5)
     say("worker", "applying resident-register events and publishing CRL shards")
+    token_file = ensure_dev_operator(services, config.var_dir / "operator-token")
+    say("console", f"{live.url}/operator/ (operator login: the token in {token_file})")
     return services
+
+
+def ensure_dev_operator(services, token_file: Path) -> Path:
+    """A development operator, `dev`, whose token is kept in var/ (0600) for the console and the /ops API."""
+    if token_file.exists() and services.operators.authenticate(token_file.read_text().strip()):
+        return token_file
+    services.operators.disable("dev")
+    token = services.operators.add("dev")
+    with os.fdopen(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(token + "\n")
+    return token_file
 
 
 def start_idp(stack: contextlib.ExitStack, port: int) -> str:

@@ -16,6 +16,20 @@ from observability import logs
 from observability.metrics import metrics_response
 
 
+def _operator_console(app: Flask, config: IdpConfig, services: IdpServices) -> None:
+    """The operator console's RP clients page, logged in like the revocation service's console."""
+    from idp.operator_pages import blueprint as operator_pages
+    from revocation import console
+    from revocation.operators import OperatorRegistry
+
+    console.install(app, console.Console(
+        services.redis, OperatorRegistry(services.redis), secure_cookies=not config.insecure_dev_cookies,
+        links=(("RP clients", "/operator/clients"), ("Revocation", f"{config.revocation_url}/operator/"))),
+        home="operator_clients.clients")
+    app.register_blueprint(console.blueprint, url_prefix=console.PREFIX)
+    app.register_blueprint(operator_pages, url_prefix=console.PREFIX)
+
+
 def create_app(config: IdpConfig | None = None, services: IdpServices | None = None) -> Flask:
     from idp.oidc import build_authorization_server
 
@@ -37,6 +51,7 @@ def create_app(config: IdpConfig | None = None, services: IdpServices | None = N
     app.register_blueprint(oidc)
     app.register_blueprint(login_api)
     app.register_blueprint(pages)
+    _operator_console(app, config, services)
 
     @app.get("/metrics")
     def metrics():

@@ -27,13 +27,22 @@ def create_app(config: RevocationConfig | None = None, services: Services | None
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["revocation"] = services
 
+    from revocation import console
     from revocation.crl_http import blueprint as crl_blueprint
     from revocation.ocsp_http import blueprint as ocsp_blueprint
     from revocation.ops import blueprint as ops_blueprint
+    from revocation.pages import blueprint as pages_blueprint
 
     app.register_blueprint(ocsp_blueprint)
     app.register_blueprint(crl_blueprint)
     app.register_blueprint(ops_blueprint, url_prefix="/ops")
+    console.install(app, console.Console(
+        services.redis, services.operators, secure_cookies=not config.console_insecure_dev_cookies,
+        links=(("Status", "/operator/"), ("Certificate", "/operator/certificate"), ("Audit", "/operator/audit"),
+               *((("RP clients", config.console_peer_url),) if config.console_peer_url else ()))),
+        home="operator_pages.dashboard")
+    app.register_blueprint(console.blueprint, url_prefix=console.PREFIX)
+    app.register_blueprint(pages_blueprint, url_prefix=console.PREFIX)
 
     @app.get("/metrics")
     def metrics():

@@ -13,6 +13,8 @@
 | CRL_VALIDITY_SECONDS | nextUpdate − thisUpdate of CRLs | 86400 |
 | CRL_MIN_INTERVAL_MS | a shard is republished at most this often | 50 |
 | STATUS_BUCKETS / HOLDER_BUCKETS | fixed for a deployment's life: changing them moves keys | 1048576 |
+| CONSOLE_INSECURE_DEV_COOKIES | 1: the operator console's cookie over plain http on 127.0.0.1 (development) | 0 |
+| CONSOLE_PEER_URL | the IdP's console page (RP clients), linked from this console's menu | none |
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import datetime as dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -45,7 +48,13 @@ class RevocationConfig:
     status_buckets: int = 1 << 20
     holder_buckets: int = 1 << 20
     max_body_bytes: int = 1 << 20
+    console_insecure_dev_cookies: bool = False
+    console_peer_url: str | None = None
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.console_insecure_dev_cookies and urlsplit(self.base_url).hostname not in ("127.0.0.1", "localhost"):
+            raise ValueError("CONSOLE_INSECURE_DEV_COOKIES is only allowed for a service on 127.0.0.1")
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> RevocationConfig:
@@ -63,6 +72,8 @@ class RevocationConfig:
             crl_min_interval=dt.timedelta(milliseconds=int(env.get("CRL_MIN_INTERVAL_MS", "50"))),
             status_buckets=int(env.get("STATUS_BUCKETS", str(1 << 20))),
             holder_buckets=int(env.get("HOLDER_BUCKETS", str(1 << 20))),
+            console_insecure_dev_cookies=env.get("CONSOLE_INSECURE_DEV_COOKIES", "0") == "1",
+            console_peer_url=env.get("CONSOLE_PEER_URL") or None,
         )
 
     @property

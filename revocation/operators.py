@@ -46,9 +46,21 @@ class OperatorRegistry:
 
     def authenticate(self, token: str | None) -> str | None:
         """The operator's name for a valid, enabled token; else None."""
+        found = self.identify(token)
+        return found[0] if found else None
+
+    def identify(self, token: str | None) -> tuple[str, str] | None:
+        """(name, token digest) for a valid, enabled token; the console's sessions keep the digest so that
+        disabling the token ends them."""
         if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 100:
             return None
-        raw = self.redis.hget(OPERATORS, _digest(token))
+        digest = _digest(token)
+        name = self.active(digest)
+        return (name, digest) if name else None
+
+    def active(self, digest: str) -> str | None:
+        """The operator's name while the token with this digest is enabled; else None."""
+        raw = self.redis.hget(OPERATORS, digest)
         if raw is None:
             return None
         record = json.loads(raw)

@@ -15,6 +15,7 @@ import pytest
 from revocation.events import parse_event
 from tests.idp_flow import bridge_login
 from tests.test_demo_rp import demo_rp  # noqa: F401 - the fixture
+from tests.test_operator_console import console  # noqa: F401 - the fixture
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "browser"
@@ -115,3 +116,22 @@ def test_the_login_page_speaks_both_languages(page, idp_service, demo_rp, lang, 
     page.goto(f"{idp_service.url}/login?lang={lang}")
     assert heading in page.inner_text("h1")
     page.shoot(lang)
+
+
+def test_operator_console_login_lookup_and_hold(page, console, issue_card):  # noqa: F811
+    card = issue_card()
+    page.goto(f"{console.url}/operator/")
+    page.wait_for_url(f"{console.url}/operator/login")
+    page.fill("#token", console.token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{console.url}/operator/")
+    assert page.get_by_role("heading", name="Event stream").is_visible()
+    page.shoot("1-dashboard")
+    page.click("text=Certificate")
+    page.fill("input[name=serial]", f"{card['auth'].serial_number:X}")
+    page.click("text=Look up")
+    page.fill("form.action:has(input[value=hold]) textarea", "holder reported the card missing by phone")
+    page.click("form.action button:text('Hold')")
+    assert page.inner_text("[role=status]") == "Done."
+    assert "on hold" in page.inner_text("table")
+    page.shoot("2-held")

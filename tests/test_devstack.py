@@ -1,6 +1,7 @@
 """`make run`'s program: starts a private redis-server under var/, the dev CA and a demo card; stops cleanly."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 
 import redis
+import requests
 
 from devstack.redis_server import RedisServer, free_port
 
@@ -52,6 +54,12 @@ def test_devstack_starts_says_what_it_started_and_stops(tmp_path):
         assert "demo rp     http://127.0.0.1:" in output and "--reader virtual --card" in output
         assert (tmp_path / "var" / "pki" / "ca.json").exists()
         assert (tmp_path / "var" / "cards" / "demo.json").exists()
+        # The operator console works with the development operator's token, kept private under var/.
+        token_file = tmp_path / "var" / "operator-token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        console = re.search(r"^console\s+(http://\S+/operator/)", output, re.MULTILINE).group(1)
+        page = requests.post(f"{console}login", data={"token": token_file.read_text().strip()}, timeout=30)
+        assert page.status_code == 200 and "Event stream" in page.text and "RP clients" in page.text
     finally:
         process.send_signal(signal.SIGTERM)
         rest, _ = process.communicate(timeout=30)

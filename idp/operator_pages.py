@@ -1,0 +1,20 @@
+"""The IdP's page in the operator console: registered relying-party clients (what `python -m idp clients list`
+prints). Operators log in with the same tokens and sessions as on the revocation service's console
+(revocation/console.py); registering and removing clients stays on the CLI, where secrets are shown once.
+
+    GET /operator/clients
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app
+
+from revocation.console import operator_page, render
+
+blueprint = Blueprint("operator_clients", __name__)
+
+
+@blueprint.get("/clients")
+@operator_page
+def clients():
+    return render("operator/clients.html", clients=current_app.extensions["idp"].clients.list())

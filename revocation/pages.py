@@ -1,0 +1,88 @@
+"""The operator console's revocation pages, over the same operations as the JSON API (revocation/operations.py).
+
+    GET  /operator/                       event stream health (lag, pending, consumers) and CRL shard status
+    GET  /operator/certificate            the lookup form
+    POST /operator/certificate            a certificate's status, links, history and audit, with hold / release /
+                                          revoke forms (the serial travels in form bodies, never in a URL, so
+                                          no access log or proxy records it)
+    POST /operator/certificate/action     hold | release | revoke with a comment (revoke: and a reason)
+    GET  /operator/audit[?before=ID]      the audit log, newest first, 50 a page
+
+Logging in and out: revocation/console.py.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, request
+
+from revocation.console import operator_page, render
+from revocation.operations import ISSUERS, MANUAL_REASONS, OperationError, lookup, manual_action
+from revocation.ops import STREAM_ID
+
+blueprint = Blueprint("operator_pages", __name__)
+AUDIT_PAGE = 50
+STALLED_MS = 60_000  # a consumer holding entries this long without reading is shown as stalled
+
+
+def _services():
+    return current_app.extensions["revocation"]
+
+
+@blueprint.get("/")
+@operator_page
+def dashboard():
+    services = _services()
+    stream = services.stream.health()
+    for consumer in stream["consumers"]:
+        consumer["stalled"] = consumer["pending"] > 0 and consumer["idle_ms"] > STALLED_MS
+    shards = services.crl.status()
+    overdue = [s for s in shards if s.next_update is None or s.age_seconds is None
+               or s.age_seconds > (s.next_update - s.this_update).total_seconds()]
+    return render("operator/dashboard.html", stream=stream, shards=shards, overdue=len(overdue))
+
+
+@blueprint.get("/certificate")
+@operator_page
+def certificate_form():
+    return render("operator/certificate.html", issuers=ISSUERS, reasons=MANUAL_REASONS, found=None)
+
+
+@blueprint.post("/certificate")
+@operator_page
+def certificate():
+    return _certificate_page(request.form.get("issuer", ""), request.form.get("serial", "").strip())
+
+
+@blueprint.post("/certificate/action")
+@operator_page
+def certificate_action():
+    issuer, serial = request.form.get("issuer", ""), request.form.get("serial", "").strip()
+    try:
+        outcome = manual_action(_services(), g.actor, issuer, serial, request.form.get("action", ""),
+                                request.form.get("comment", ""), request.form.get("reason") or None)
+    except OperationError as error:
+        return _certificate_page(issuer, serial, error=error)
+    return _certificate_page(issuer, serial, notice=outcome["message"], changed=outcome["changed"])
+
+
+def _certificate_page(issuer: str, serial: str, error: OperationError | None = None, **notice):
+    found, status = None, 200
+    try:
+        found = lookup(_services(), issuer, serial)
+    except OperationError as lookup_error:
+        error = error or lookup_error
+    if error is not None:
+        status = error.status
+    return render("operator/certificate.html", status, issuers=ISSUERS, reasons=MANUAL_REASONS, found=found,
+                  error=error, asked={"issuer": issuer, "serial": serial}, **notice)
+
+
+@blueprint.get("/audit")
+@operator_page
+def audit():
+    before = request.args.get("before")
+    if before is not None and not STREAM_ID.match(before):
+        return render("operator/audit.html", 400, entries=[], error="That is not an audit entry id.", older=None)
+    entries = _services().audit.read(AUDIT_PAGE, before)
+    older = entries[-1]["id"] if len(entries) == AUDIT_PAGE else None
+    return render("operator/audit.html", entries=entries, older=older, error=None)
