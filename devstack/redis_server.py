@@ -23,10 +23,12 @@ def free_port() -> int:
 class RedisServer:
     """`with RedisServer(data_dir) as server: server.url` — started on enter, stopped on exit."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, persist: bool = False):
+    def __init__(self, data_dir: Path, port: int | None = None, persist: bool = False,
+                 extra_args: list[str] | None = None):
         self.data_dir = Path(data_dir).resolve()  # redis-server changes into --dir before it opens the log
         self.port = port or free_port()
         self.persist = persist
+        self.extra_args = extra_args or []
         self.process: subprocess.Popen | None = None
 
     @property
@@ -42,6 +44,7 @@ class RedisServer:
         ]
         # Development state survives restarts through the append-only file; tests keep nothing.
         args += ["--appendonly", "yes", "--save", ""] if self.persist else ["--appendonly", "no", "--save", ""]
+        args += self.extra_args
         # Its own session: a Ctrl-C in the terminal reaches only us, and we stop redis after everything using it.
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         start_new_session=True)
