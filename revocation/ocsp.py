@@ -18,11 +18,12 @@ The status store is the truth; a signed response is only a cache of it. Per requ
   past the cap, after a short wait, the answer is `tryLater`.
 - Without a nonce the answer comes from a pre-signed response cached in Redis next to the status record
   (`KeySpace.ocsp_cache`, same hash slot): a hash holding the SHA-1 and the SHA-256 CertID forms, signed
-  together, because a response's CertID must use the request's hash algorithm. The store's compare-and-set
-  deletes that key on every status change; `on_status_change` (an applier listener) re-signs at once; a miss
-  signs lazily. The cache is written only if the status record is still the one that was signed (a Lua
-  compare-and-set), so a slow request can never put back a response for an older status. The key expires a
-  while before nextUpdate, so no periodic refresh job is needed: the first request after expiry re-signs.
+  together, because a response's CertID must use the request's hash algorithm, and their times and status, so
+  that a hit is served without parsing the DER. The store's compare-and-set deletes that key on every status
+  change; `on_status_change` (an applier listener) re-signs at once; a miss signs lazily. The cache is written
+  only if the status record is still the one that was signed (a Lua compare-and-set), so a slow request can
+  never put back a response for an older status. The key expires a while before nextUpdate, so no periodic
+  refresh job is needed: the first request after expiry re-signs.
 
 Responses are signed by the issuer's delegated responder (RFC 6960 §4.2.2.2), which is included in the response
 and named by key hash (RFC 5019 §2.2.3). Nothing here logs serials, nonces or request bytes.
@@ -57,6 +58,7 @@ MAX_NONCE_BYTES = 128  # RFC 9654 §2.1
 NONCE_WAIT_SECONDS = 0.1  # how long a live signature waits for a free slot before `tryLater`
 UNISSUED_VALIDITY = dt.timedelta(minutes=5)
 CERT_ID_HASHES: dict[str, hashes.HashAlgorithm] = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}  # noqa: S303
+_ABOUT = "about"  # cache field next to the responses: "<thisUpdate>:<nextUpdate>:<status label>" (epoch seconds)
 
 # Store the pre-signed responses only if the status record is still the one they were signed for.
 # KEYS: status bucket, OCSP cache.  ARGV: record field, packed record, ttl (ms), then hash name / DER pairs.
@@ -200,13 +202,9 @@ class OcspResponder:
 
     def _cached(self, query: _Query) -> OcspAnswer:
         key = self.store.keys.ocsp_cache(query.issuer, query.serial)
-        der = self.store.redis.hget(key, query.algorithm)
+        der, about = self.store.redis.hmget(key, [query.algorithm, _ABOUT])
         if der is not None:
-            response = ocsp.load_der_ocsp_response(der)
-            return OcspAnswer(der, OCSPResponseStatus.SUCCESSFUL, response.this_update_utc,
-                              response.next_update_utc, cacheable=True,
-                              certificate_status=_label(response.certificate_status, response.revocation_reason,
-                                                        issued=True))
+            return _from_cache(der, about)
         record = self.store.get(query.issuer, query.serial)
         if record is None:
             return self._live(query, None)
@@ -218,6 +216,7 @@ class OcspResponder:
         ttl = next(iter(answers.values())).next_update - self.cache_margin - now
         if ttl > dt.timedelta(seconds=1):
             pairs = [item for name, answer in answers.items() for item in (name, answer.der)]
+            pairs += [_ABOUT, _describe(next(iter(answers.values())))]
             keys = self.store.keys
             self._cache_if_current(keys=[keys.status(issuer, serial), keys.ocsp_cache(issuer, serial)],
                                    args=[serial_field(serial), record.pack(), int(ttl.total_seconds() * 1000),
@@ -254,6 +253,22 @@ class OcspResponder:
     @staticmethod
     def _now() -> dt.datetime:
         return dt.datetime.now(dt.UTC).replace(microsecond=0)  # GeneralizedTime without fractions (RFC 5280)
+
+
+def _describe(answer: OcspAnswer) -> str:
+    """What HTTP and metrics need to know of a cached response, so that a cache hit never parses its DER."""
+    return f"{int(answer.this_update.timestamp())}:{int(answer.next_update.timestamp())}:{answer.certificate_status}"
+
+
+def _from_cache(der: bytes, about: bytes | None) -> OcspAnswer:
+    if about is None:  # cached before the description was kept alongside: read it from the response
+        response = ocsp.load_der_ocsp_response(der)
+        return OcspAnswer(der, OCSPResponseStatus.SUCCESSFUL, response.this_update_utc, response.next_update_utc,
+                          cacheable=True, certificate_status=_label(response.certificate_status,
+                                                                    response.revocation_reason, issued=True))
+    this_update, next_update, label = about.decode().split(":")
+    return OcspAnswer(der, OCSPResponseStatus.SUCCESSFUL, dt.datetime.fromtimestamp(int(this_update), dt.UTC),
+                      dt.datetime.fromtimestamp(int(next_update), dt.UTC), cacheable=True, certificate_status=label)
 
 
 def _label(status: OCSPCertStatus, reason: x509.ReasonFlags | None, issued: bool) -> str:

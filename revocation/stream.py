@@ -1,8 +1,9 @@
 """The resident-register event stream: a Redis Stream with one consumer group of appliers.
 
-At-least-once: an entry is acknowledged only after the applier finished with it, so a consumer that dies
-between read and ack loses nothing — its pending entries are claimed by another consumer once they have been
-idle long enough (XAUTOCLAIM), and the applier's idempotency by `event_id` makes the second delivery harmless.
+At-least-once: an entry is acknowledged only after the applier finished with it (one XACK per batch, naming the
+entries finished), so a consumer that dies between read and ack loses nothing — its pending entries are claimed
+by another consumer once they have been idle long enough (XAUTOCLAIM), and the applier's idempotency by
+`event_id` makes the second delivery harmless.
 """
 
 from __future__ import annotations
@@ -60,7 +61,14 @@ class EventStream:
                                            block=block_ms)
             for _, items in answer or []:
                 entries += items
-        return [self._handle(entry_id, fields, applier) for entry_id, fields in entries]
+        done: list[Delivery] = []
+        try:
+            for entry_id, fields in entries:
+                done.append(self._handle(entry_id, fields, applier))
+        finally:
+            if done:  # one acknowledgement for the batch, of exactly the entries finished with
+                self.redis.xack(self.stream, self.group, *(delivery.entry_id for delivery in done))
+        return done
 
     def _reclaim(self, consumer: str, count: int, idle_ms: int) -> list:
         _, entries, *_ = self.redis.xautoclaim(self.stream, self.group, consumer, min_idle_time=idle_ms,
@@ -76,10 +84,8 @@ class EventStream:
             # Never reached for events submitted through this service (validated before XADD); kept for hand-made
             # entries. The entry moves to a dead-letter stream so that an operator can see it.
             self.redis.xadd(DEAD_LETTERS, {"entry": entry_id, "code": refused.code})
-            self.redis.xack(self.stream, self.group, entry_id)
             return Delivery(entry_id, None, refused)
         outcome = applier.apply(event)
-        self.redis.xack(self.stream, self.group, entry_id)
         log.info("event applied", extra={"event_id": event.event_id, "type": event.type,
                                           "result": outcome.summary()})
         return Delivery(entry_id, outcome)
