@@ -67,10 +67,28 @@ return 1
 _STATUS_FIELDS = ["number", "this", "next", "entries", "delta_base", "delta_entries"]
 
 
+class CrlVersion(NamedTuple):
+    """Which publication a shard's CRL is, without its bytes: enough to answer a conditional GET."""
+
+    number: int
+    this_update: dt.datetime
+    next_update: dt.datetime
+
+    @property
+    def tag(self) -> str:
+        """Changes with every publication: the CRL number, and thisUpdate in case a store was ever reset."""
+        return f"{self.number}-{_epoch(self.this_update)}"
+
+
 class PublishedCrl(NamedTuple):
     der: bytes
     this_update: dt.datetime
     next_update: dt.datetime
+    number: int | None = None
+
+    @property
+    def version(self) -> CrlVersion:
+        return CrlVersion(self.number or 0, self.this_update, self.next_update)
 
 
 @dataclass(frozen=True)
@@ -230,11 +248,23 @@ class CrlPublisher:
             return None
         key = self.keys.crl_published(slug, shard)
         for _ in range(3):
-            der, this_update, next_update = self.redis.hmget(key, ["delta" if delta else "full", "this", "next"])
+            der, this_update, next_update, number = self.redis.hmget(
+                key, ["delta" if delta else "full", "this", "next", "number"])
             if der:
-                return PublishedCrl(der, _moment(this_update), _moment(next_update))
+                return PublishedCrl(der, _moment(this_update), _moment(next_update), int(number))
             self.publish(slug, shard)
         return None
+
+    def version(self, slug: str, shard: int, delta: bool = False) -> CrlVersion | None:
+        """The shard's latest publication without reading the CRL itself (which can be tens of MB); None for an
+        unknown shard, one never published, or a delta not issued yet."""
+        if not self.knows(slug, shard):
+            return None
+        number, this_update, next_update, delta_base = self.redis.hmget(
+            self.keys.crl_published(slug, shard), ["number", "this", "next", "delta_base"])
+        if not number or (delta and not delta_base):
+            return None
+        return CrlVersion(int(number), _moment(this_update), _moment(next_update))
 
     def status(self, now: dt.datetime | None = None) -> list[ShardStatus]:
         now = now or self.clock()
