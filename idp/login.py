@@ -16,7 +16,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import redis
 
@@ -98,7 +98,7 @@ class LoginStore:
             created_at=now.isoformat(), expires_at=(now + self.ttl).isoformat(),
         )
         seconds = int(self.ttl.total_seconds()) + 30
-        self.redis.set(self._key(txn.id), json.dumps(asdict(txn)), ex=seconds)
+        self.redis.set(self._key(txn.id), json.dumps(vars(txn)), ex=seconds)
         self.redis.set(self._handle_key(txn.handle), txn.id, ex=seconds)
         return txn
 
@@ -141,5 +141,5 @@ class LoginStore:
         self.redis.delete(self._key(txn.id), self._handle_key(txn.handle))
 
     def _save(self, txn: LoginTransaction) -> LoginTransaction:
-        self.redis.set(self._key(txn.id), json.dumps(asdict(txn)), keepttl=True)
+        self.redis.set(self._key(txn.id), json.dumps(vars(txn)), keepttl=True)
         return txn

@@ -27,7 +27,7 @@ from authlib.oidc.core import OpenIDCode, UserInfo, UserInfoEndpoint
 from joserfc.jwk import KeySet
 
 from idp.clients import FOUR_FACTS_SCOPES
-from idp.tokens import REPLAYED, AuthorizationCode, Token, token_digest
+from idp.tokens import REPLAYED, AuthorizationCode, Token, new_token_value, token_digest
 
 FACTS_CONTEXT = "four-facts"  # associated data of every sealed four-facts value
 
@@ -259,7 +259,8 @@ def time_now():
 
 def build_authorization_server(app, services) -> tuple[AuthorizationServer, ResourceProtector]:
     app.config.update(
-        OAUTH2_REFRESH_TOKEN_GENERATOR=True,
+        OAUTH2_ACCESS_TOKEN_GENERATOR=new_token_value,
+        OAUTH2_REFRESH_TOKEN_GENERATOR=new_token_value,
         OAUTH2_TOKEN_EXPIRES_IN={
             "authorization_code": int(services.config.access_token_ttl.total_seconds()),
             "refresh_token": int(services.config.access_token_ttl.total_seconds()),

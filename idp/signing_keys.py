@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass
 
 import redis
@@ -22,6 +23,9 @@ from idp.config import IdpConfig
 
 KEYS_HASH = "idp:signing-keys"
 ALGORITHMS = ("RS256", "ES256")
+# How long a process may sign from the keys it last read. A rotation made elsewhere is seen this much later; that is
+# harmless, as a new key is published `key_rotation_overlap` before it signs and a retired one stays published.
+READ_CACHE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -45,19 +49,32 @@ class SigningKeys:
         self.redis = client
         self.config = config
         self._aead = AESGCM(config.subkey("signing-keys"))
+        self._imported: dict[str, RSAKey | ECKey] = {}  # kid → the key imported for signing
+        self._read: tuple[float, list[SigningKey]] | None = None  # (monotonic time, keys) of the last read
 
     # --- storage -------------------------------------------------------------------------------------------
 
     def all(self) -> list[SigningKey]:
+        """Every stored key, read now."""
         keys = []
         for kid, blob in self.redis.hgetall(KEYS_HASH).items():
             record = json.loads(self._aead.decrypt(blob[:12], blob[12:], kid))
             keys.append(SigningKey(kid.decode(), record["alg"], record["jwk"],
                                    dt.datetime.fromisoformat(record["signs_from"]),
                                    dt.datetime.fromisoformat(record["retired_at"]) if record["retired_at"] else None))
-        return sorted(keys, key=lambda k: k.signs_from)
+        keys.sort(key=lambda k: k.signs_from)
+        self._read = (time.monotonic(), keys)
+        return list(keys)
+
+    def _recent(self) -> list[SigningKey]:
+        """The stored keys as read at most READ_CACHE_SECONDS ago: every token signed needs them twice (header and
+        key), and each read decrypts every key."""
+        if self._read is None or time.monotonic() - self._read[0] > READ_CACHE_SECONDS:
+            return self.all()
+        return list(self._read[1])
 
     def _save(self, key: SigningKey) -> None:
+        self._read = None
         record = json.dumps({"alg": key.alg, "jwk": key.private_jwk, "signs_from": key.signs_from.isoformat(),
                              "retired_at": key.retired_at.isoformat() if key.retired_at else None}).encode()
         nonce = os.urandom(12)
@@ -88,7 +105,7 @@ class SigningKeys:
     def current(self, alg: str, now: dt.datetime | None = None) -> SigningKey:
         """The newest key of `alg` that may sign now."""
         now = now or dt.datetime.now(dt.UTC)
-        usable = [k for k in self.all() if k.alg == alg and k.signs_from <= now and (k.retired_at is None or
+        usable = [k for k in self._recent() if k.alg == alg and k.signs_from <= now and (k.retired_at is None or
                                                                                         now < k.retired_at)]
         if not usable:
             raise LookupError(f"no {alg} signing key is active")
@@ -98,7 +115,7 @@ class SigningKeys:
         """Published keys: upcoming ones, current ones, and retired ones whose tokens may still be in use."""
         now = now or dt.datetime.now(dt.UTC)
         keep_after_retiring = max(self.config.id_token_ttl, self.config.access_token_ttl)
-        published = [k for k in self.all() if k.retired_at is None or now < k.retired_at + keep_after_retiring]
+        published = [k for k in self._recent() if k.retired_at is None or now < k.retired_at + keep_after_retiring]
         return {"keys": [k.public_jwk() for k in published]}
 
     def prune(self, now: dt.datetime | None = None) -> int:
@@ -107,14 +124,23 @@ class SigningKeys:
         keep_after_retiring = max(self.config.id_token_ttl, self.config.access_token_ttl)
         gone = [k.kid for k in self.all() if k.retired_at and now >= k.retired_at + keep_after_retiring]
         if gone:
+            self._read = None
             self.redis.hdel(KEYS_HASH, *gone)
         return len(gone)
 
     def key_set(self, alg: str, now: dt.datetime | None = None) -> KeySet:
         """A one-key set with the current key of `alg`, in the shape Authlib's id_token encoder takes."""
-        key = self.current(alg, now)
-        imported = (RSAKey if alg == "RS256" else ECKey).import_key(key.private_jwk, {"kid": key.kid, "alg": alg})
-        return KeySet([imported])
+        return KeySet([self._imported_key(self.current(alg, now))])
+
+    def _imported_key(self, key: SigningKey) -> RSAKey | ECKey:
+        """Importing a private RSA JWK checks the key, which takes tens of milliseconds: do it once per key. A kid
+        names one key material for its whole life (rotation makes a new kid), so the kid is a safe cache key."""
+        imported = self._imported.get(key.kid)
+        if imported is None:
+            imported = (RSAKey if key.alg == "RS256" else ECKey).import_key(key.private_jwk,
+                                                                           {"kid": key.kid, "alg": key.alg})
+            self._imported[key.kid] = imported
+        return imported
 
 
 def _generate(alg: str, signs_from: dt.datetime) -> SigningKey:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import secrets
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -24,6 +25,12 @@ AMR = ["hwk", "pin", "sc"]  # RFC 8176: hardware key, PIN, smart card
 
 def token_digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+def new_token_value(*_args, **_kwargs) -> str:
+    """An access or refresh token value (Authlib's generator hook): 256 random bits, base64url, which is RFC 6750
+    §2.1's b64token alphabet. Authlib's default draws each of 42 characters separately, at ten times the cost."""
+    return secrets.token_urlsafe(32)
 
 
 @dataclass
@@ -168,11 +175,13 @@ class TokenStore:
 
     def save_token(self, value: str, token: Token) -> None:
         digest = token_digest(value)
-        self.redis.set(self._token_key(digest), json.dumps(asdict(token)), ex=max(1, token.expires_in))
+        pipe = self.redis.pipeline(transaction=False)  # one round trip; the keys may sit in different slots
+        pipe.set(self._token_key(digest), json.dumps(asdict(token)), ex=max(1, token.expires_in))
         if token.code_digest:
             family = self._family_key(token.code_digest)
-            self.redis.sadd(family, digest)
-            self.redis.expire(family, int(self.refresh_ttl.total_seconds()))
+            pipe.sadd(family, digest)
+            pipe.expire(family, int(self.refresh_ttl.total_seconds()))
+        pipe.execute()
 
     def get(self, value: str | None) -> Token | None:
         if not isinstance(value, str) or not value or len(value) > 256:
