@@ -189,3 +189,103 @@ def wrk(base_url: str, requests_: list[bytes] | list[str], *, method: str = "POS
         "p99_ms": raw["p99_us"] / 1000, "max_ms": raw["max_us"] / 1000, "requests": raw["requests"],
         "errors": errors, "seconds": round(seconds_run, 2), "connections": connections,
     }
+
+
+# --- CPU used by others ------------------------------------------------------------------------------------
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy since boot (/proc/stat: user, nice, system, irq, softirq, steal)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree_seconds(root: int) -> float:
+    """CPU seconds of a process and every descendant, including the reaped ones (their parents' cutime)."""
+    parents, seconds = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        seconds[pid] = sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier += children
+    return sum(seconds.get(pid, 0.0) for pid in tree)
+
+
+def _own_tree_seconds() -> float:
+    return process_tree_seconds(os.getpid())
+
+
+class CpuElsewhere:
+    """`with CpuElsewhere() as other: …; other.cores` — the cores' worth of CPU that processes outside this
+    benchmark's process tree used during the block: the share of the machine a measurement did not have."""
+
+    def __enter__(self) -> CpuElsewhere:
+        self.began = time.monotonic()
+        self.machine, self.own = _machine_busy_seconds(), _own_tree_seconds()
+        self.cores = float("nan")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        elapsed = time.monotonic() - self.began
+        used = (_machine_busy_seconds() - self.machine) - (_own_tree_seconds() - self.own)
+        self.cores = round(max(0.0, used) / elapsed, 2) if elapsed > 0 else float("nan")
+
+
+class CpuByProcess:
+    """`with CpuByProcess({"idp": pid, …}) as cpu: …; cpu.seconds["idp"]` — CPU seconds each process tree used."""
+
+    def __init__(self, roots: dict[str, int]):
+        self.roots = roots
+        self.seconds: dict[str, float] = {}
+
+    def __enter__(self) -> CpuByProcess:
+        self.before = {name: process_tree_seconds(pid) for name, pid in self.roots.items()}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = {name: process_tree_seconds(pid) - self.before[name] for name, pid in self.roots.items()}
+
+
+def concurrent_benchmarks() -> list[str]:
+    """Other `python -m bench …` runs on this machine now (their command lines): they share the cores with us."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) in (os.getpid(), os.getppid()):
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [arg.decode(errors="replace") for arg in args if arg]
+        if "-m" in words and any(word == "bench" or word.startswith("bench.") for word in words):
+            found.append(" ".join(words[words.index("-m"):]))
+    return found
+
+
+def contention_note(seen: list[str]) -> list[str]:
+    """A note for a Result when another benchmark ran alongside (its figures and ours are both affected)."""
+    if not seen:
+        return []
+    return [f"Measured while another benchmark ran on the same cores ({'; '.join(sorted(set(seen)))}): "
+            "figures are lower than on an idle machine."]
+
+
+def wait_for_quiet(max_wait_s: float = 30, below_cores: float = 0.2, probe_s: float = 1.0) -> float:
+    """Wait (at most `max_wait_s`) until processes outside this benchmark use less than `below_cores` of CPU over
+    `probe_s`; returns the last reading. A benchmark run on a shared machine says what it could not avoid."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        with CpuElsewhere() as elsewhere:
+            time.sleep(probe_s)
+        if elsewhere.cores < below_cores or time.monotonic() >= deadline:
+            return elsewhere.cores
