@@ -94,7 +94,7 @@ def parse_certificate(der: bytes) -> JpkiCertificate:
         return _parse(bytes(der))
     except CertificateError:
         raise
-    except (ValueError, UnsupportedAlgorithm) as exc:  # cryptography parses fields lazily
+    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:  # cryptography parses fields lazily
         raise MalformedCertificate("The data is not a well-formed X.509 certificate.") from exc
 
 

@@ -149,3 +149,12 @@ def test_truncated_certificate_is_malformed(dev_ca, holder_key):
     good = der(dev_ca.issue_auth(holder_key.public_key(), FACTS.birthdate))
     with pytest.raises(MalformedCertificate):
         parse_certificate(good[:-10])
+
+
+def test_a_certificate_with_an_invalid_version_is_malformed_not_a_crash(dev_ca, holder_key):
+    # Found by the fuzzer: cryptography raises InvalidVersion (not a ValueError) for X.509 version 2 (v2 = 1).
+    good = der(dev_ca.issue_auth(holder_key.public_key(), FACTS.birthdate))
+    version_v3 = b"\xa0\x03\x02\x01\x02"
+    assert good.count(version_v3) == 1
+    with pytest.raises(MalformedCertificate):
+        parse_certificate(good.replace(version_v3, b"\xa0\x03\x02\x01\x01"))
