@@ -50,8 +50,10 @@ def new_rsa_key() -> rsa.RSAPrivateKey:
 
 
 def new_serial() -> int:
-    # 63 random bits: unique in practice and small enough to keep per-certificate storage small.
-    return secrets.randbits(63) | 1
+    # 63 random bits, never zero (RFC 5280 §4.1.2.2: positive): unique in practice and small enough to keep
+    # per-certificate storage small. Every bit random, the low ones too: status buckets and CRL shards are taken
+    # from the serial modulo a power of two.
+    return 1 + secrets.randbelow((1 << 63) - 1)
 
 
 def age_on(birthdate: dt.date, day: dt.date) -> int:

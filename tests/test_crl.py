@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ReasonFlags
 
-from jpki.devca import DevCA
+from jpki.devca import DevCA, new_serial
 from jpki.profile import CRL_SHARD_COUNT, crl_shard
 from revocation.crl import CrlPublisher, delta_url
 from revocation.crl_der import build_crl, encode_entries, entry_serial, revoked_entries
@@ -375,7 +375,7 @@ def test_twenty_thousand_entries_parse_back_with_cryptography():
     start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     reasons = [None, ReasonFlags.key_compromise, ReasonFlags.certificate_hold, ReasonFlags.superseded,
                ReasonFlags.affiliation_changed, ReasonFlags.cessation_of_operation]
-    rows = [(secrets.randbits(63) | 1, reasons[i % len(reasons)], start + dt.timedelta(seconds=i))
+    rows = [(new_serial(), reasons[i % len(reasons)], start + dt.timedelta(seconds=i))
             for i in range(20_000)]
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     der = build_crl(issuer.certificate, issuer.key, encode_entries(rows), number=7, this_update=now,

@@ -9,7 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from jpki.devca import DEVELOPMENT_MARKER, RESPONDER_LIFETIME, DevCA, new_rsa_key
+from jpki.devca import DEVELOPMENT_MARKER, RESPONDER_LIFETIME, DevCA, new_rsa_key, new_serial
 from jpki.profile import JLIS_OU, CertificateKind
 
 
@@ -90,3 +90,10 @@ def test_serials_are_positive_and_distinct(dev_ca, kind):
              else (lambda: dev_ca.issue_signing(key.public_key(), facts)))
     serials = {issue().serial_number for _ in range(5)}
     assert len(serials) == 5 and all(0 < s < 2**63 for s in serials)
+
+
+def test_serials_are_positive_and_random_in_every_bit_so_they_spread_over_buckets_and_shards():
+    serials = [new_serial() for _ in range(256)]
+    assert all(0 < serial < 1 << 63 for serial in serials)
+    assert {serial % 2 for serial in serials} == {0, 1}  # the CRL shard and status bucket come from the low bits
+    assert len({serial % 16 for serial in serials}) == 16
