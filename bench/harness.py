@@ -78,7 +78,8 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
 
 
 class Gunicorn:
-    """`with Gunicorn("revocation.app:create_app()", env) as url:` — gunicorn with `workers` sync workers."""
+    """`with Gunicorn("revocation.app:create_app()", env) as url:` — gunicorn with `workers` workers, otherwise
+    as configured for production in the repository's gunicorn.conf.py (threaded workers, keep-alive)."""
 
     def __init__(self, app: str, env: dict[str, str], workers: int = 2, extra_args: list[str] | None = None,
                  health_path: str = "/healthz"):
