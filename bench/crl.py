@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ReasonFlags
 
 from bench.harness import ROOT, CpuElsewhere, Gunicorn, RedisServer, Result, percentiles, wait_for_quiet
-from jpki.devca import DevCA, Issuer
+from jpki.devca import DevCA, Issuer, new_serial
 from jpki.profile import CRL_SHARD_COUNT, crl_shard
 from revocation.config import RevocationConfig
 from revocation.crl_der import build_crl, encode_entries, encode_entry
@@ -82,7 +82,7 @@ def million_rows(count: int = ENTRIES) -> list[Row]:
     rng = random.Random(20260101)  # noqa: S311 - test data, reproducible on purpose
     serials: dict[int, None] = {}
     while len(serials) < count:
-        serials[rng.getrandbits(63) | 1] = None
+        serials[1 + rng.randrange((1 << 63) - 1)] = None
     start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     return [(serial, REASONS[i % len(REASONS)], start + dt.timedelta(seconds=i * 7))
             for i, serial in enumerate(serials)]
@@ -308,7 +308,7 @@ def register_cards(services, count: int) -> list[dict]:
     """Cards whose auth certificate sits in shard 0, recorded as issued through the applier."""
     cards = []
     for _ in range(count):
-        auth, signing = (secrets.randbits(59) | 1) << 4, secrets.randbits(63) | 1
+        auth, signing = (1 + secrets.randbelow((1 << 59) - 1)) << 4, new_serial()
         assert crl_shard(auth, CRL_SHARD_COUNT) == 0
         card = {"holder": f"bench-{secrets.token_hex(4)}x", "card_id": f"card-{secrets.token_hex(4)}x",
                 "auth": auth}

@@ -132,7 +132,8 @@ def load_store(client: redis.Redis, population: Population) -> dict[str, float]:
 
 
 def measure_ours(workdir: Path, redis_url: str, population: Population, cluster: bool = False) -> dict[str, dict]:
-    """Our responder (gunicorn, 2 sync workers) over `redis_url`, already loaded: nonce-less and nonce figures."""
+    """Our responder (gunicorn, 2 workers as in gunicorn.conf.py) over `redis_url`, already loaded: nonce-less
+    and nonce figures."""
     var_dir = workdir / "var"
     population.ca.save(var_dir / "pki")
     env = service_env(var_dir, redis_url, cluster, population.ca)
@@ -285,8 +286,9 @@ def result(prefix: str, case: str, ours: dict, peer: dict | None, loading: dict 
     notes = [
         f"{POPULATION:,} issued, {REVOKED:,} revoked; {REQUESTS:,} distinct requests cycled by wrk "
         f"({CONNECTIONS} connections, {THREADS} threads, {TIMED_SECONDS} s after a {WARMUP_SECONDS} s warm-up).",
-        "Ours: gunicorn -w 2 sync workers, Flask, Redis; nonce-less answers come from pre-signed responses "
-        "cached in Redis, nonce answers are signed live. Both sides sign with ECDSA P-256 / SHA-256.",
+        "Ours: gunicorn -w 2 with gunicorn.conf.py (gthread, 4 threads, keep-alive), Flask, Redis with hiredis; "
+        "nonce-less answers come from pre-signed responses cached in Redis, nonce answers are signed live. "
+        "Both sides sign with ECDSA P-256 / SHA-256.",
     ]
     figures = {"ours": ours}
     ratio, met = None, None

@@ -36,8 +36,7 @@ LOAD_CAP_S = 420.0
 REQUESTS = 4_000
 WARMUP_SECONDS, TIMED_SECONDS = 4, 10
 GOAL_BYTES = 64
-# Uniform 63-bit serials. Not the dev CA's `randbits(63) | 1`: always odd, so `serial % 2**20` would fill only the
-# odd half of the buckets (and of the 16 CRL shards).
+# Uniform 63-bit serials, like the dev CA's (`jpki.devca.new_serial`), but reproducible.
 SERIAL_LIMIT = 1 << 63
 ENCODING_COUNT, ENCODING_BUCKETS = 400_000, 2_048  # ~195 certificates a bucket: past the listpack limit
 
