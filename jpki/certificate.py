@@ -100,6 +100,8 @@ def parse_certificate(der: bytes) -> JpkiCertificate:
 
 def _parse(der: bytes) -> JpkiCertificate:
     cert = x509.load_der_x509_certificate(der)
+    if cert.serial_number <= 0:  # RFC 5280 §4.1.2.2; cryptography still parses them, with a warning
+        raise MalformedCertificate("The certificate's serial number is not positive.")
     extensions = cert.extensions
     policy_oid, kind = _jpki_policy(extensions)
     public_key = cert.public_key()

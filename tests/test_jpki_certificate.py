@@ -158,3 +158,15 @@ def test_a_certificate_with_an_invalid_version_is_malformed_not_a_crash(dev_ca, 
     assert good.count(version_v3) == 1
     with pytest.raises(MalformedCertificate):
         parse_certificate(good.replace(version_v3, b"\xa0\x03\x02\x01\x01"))
+
+
+@pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")
+def test_a_certificate_with_a_negative_serial_is_malformed(dev_ca, holder_key):
+    cert = dev_ca.issue_auth(holder_key.public_key(), FACTS.birthdate)
+    good = der(cert)
+    encoded = cert.serial_number.to_bytes(cert.serial_number.bit_length() // 8 + 1, "big")  # DER: minimal, signed
+    field = bytes([0x02, len(encoded)]) + encoded
+    assert good.count(field) == 1
+    negative = bytes([0x02, len(encoded), 0x80 | encoded[0]]) + encoded[1:]
+    with pytest.raises(MalformedCertificate, match="not positive"):
+        parse_certificate(good.replace(field, negative))
