@@ -24,14 +24,10 @@ entries (50), and with 10,000 and 100,000 background entries written straight in
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
 import secrets
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -40,7 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ReasonFlags
 
-from bench.harness import ROOT, CpuElsewhere, Gunicorn, RedisServer, Result, percentiles, wait_for_quiet
+from bench.harness import CpuElsewhere, Gunicorn, RedisServer, Result, percentiles, revocation_worker, wait_for_quiet
 from jpki.devca import DevCA, Issuer, new_serial
 from jpki.profile import CRL_SHARD_COUNT, crl_shard
 from revocation.config import RevocationConfig
@@ -242,7 +238,8 @@ def republish_result(workdir: Path) -> Result:
         client = redis.Redis.from_url(server.url)
         services = build_services(RevocationConfig(redis_url=server.url, var_dir=var, base_url=BASE_URL), client)
         env = {"REDIS_URL": server.url, "MYKEY_VAR": str(var), "REVOCATION_URL": BASE_URL}
-        with Gunicorn("revocation.app:create_app()", env) as url, revocation_worker(env, workdir):
+        worker = revocation_worker(env, log_path=workdir / "worker.log")
+        with Gunicorn("revocation.app:create_app()", env) as url, worker:
             wait_for_first_publication(services.crl)
             for background in BACKGROUND_SIZES:
                 cards = register_cards(services, REPUBLISH_ROUNDS)
@@ -284,24 +281,6 @@ def wait_for_first_publication(publisher, timeout_s: float = 60) -> None:
             return
         time.sleep(0.1)
     raise RuntimeError("the worker did not publish every CRL shard")
-
-
-@contextmanager
-def revocation_worker(env: dict[str, str], workdir: Path) -> Iterator[subprocess.Popen]:
-    """`python -m revocation worker` as in production, stopped (SIGTERM) when the block ends."""
-    log = open(workdir / "worker.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "revocation", "worker"], cwd=ROOT, stdout=log,
-                               stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def register_cards(services, count: int) -> list[dict]:

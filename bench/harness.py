@@ -7,6 +7,7 @@ bounded in time, and every process started here is stopped when its `with` block
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -290,3 +291,23 @@ def wait_for_quiet(max_wait_s: float = 30, below_cores: float = 0.2, probe_s: fl
             time.sleep(probe_s)
         if elsewhere.cores < below_cores or time.monotonic() >= deadline:
             return elsewhere.cores
+
+
+@contextlib.contextmanager
+def revocation_worker(env: dict[str, str], only: str | None = None, log_path: Path | None = None):
+    """`python -m revocation worker [--only events|crl]` as its own process, as in production; SIGTERM at the end."""
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    process = subprocess.Popen([sys.executable, "-m", "revocation", "worker", *(["--only", only] if only else [])],
+                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if log_path:
+            log.close()

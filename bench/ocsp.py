@@ -267,15 +267,16 @@ def run(workdir: Path) -> list[Result]:
 
 
 GOALS = {"nonce_less": 3.0, "nonce": 1.0}
-_PROFILE = ("What limits ours (py-spy of a gunicorn worker under this load): a TCP connection per request (sync "
-            "workers do not keep alive; gunicorn's graceful close waits for the client, ~11 % of worker time), "
-            "Flask dispatch, and two Redis round trips per request: the response cache and the metrics counter "
-            "(one HINCRBY per response, ~15 %). Signing is < 2 % nonce-less; a cache hit no longer parses its DER.")
+_PROFILE = ("What limits ours (py-spy of a gunicorn worker under this load): per-request Python — gunicorn's HTTP "
+            "parsing, Flask dispatch, decoding the request with cryptography — and two Redis round trips per "
+            "request: the response cache and the metrics counter (one HINCRBY per response, ~15 %). Signing is "
+            "< 2 % nonce-less, and a cache hit no longer parses its DER. Threaded workers with keep-alive "
+            "(gunicorn.conf.py) and hiredis were worth +10-45 % in side runs (run-to-run noise here is ±25 %).")
 LIMITS = {
-    "nonce_less": [_PROFILE, "What would move it: gthread workers with keep-alive (-k gthread --threads 4: about "
-                   "+20-60 % nonce-less in side runs here), counting metrics in-process instead of a round trip per "
-                   "response, and above all an HTTP cache in front for nonce-less GETs (the RFC 5019 §6.2 headers "
-                   "are set). A Python WSGI responder on these two shared cores will not reach 3× a C one."],
+    "nonce_less": [_PROFILE, "What would move it: above all an HTTP cache in front for nonce-less GETs (RFC 5019 "
+                   "§6.2's headers are set, so nginx or a CDN can answer from memory, as Let's Encrypt's responders "
+                   "are served), counting metrics in-process instead of a round trip per response, and more cores. "
+                   "A Python WSGI responder on these two shared cores will not reach 3× a C one."],
     "nonce": [_PROFILE, "With a nonce both sides sign every response; openssl does it in C in one process, ours "
               "pays the same per-request HTTP, Flask and Redis costs as nonce-less, plus the signature."],
 }

@@ -1,7 +1,7 @@
 """`python -m revocation`: the revocation service's command line (configuration from the environment).
 
     serve [--host 127.0.0.1] [--port 8081]     development server (production: gunicorn 'revocation.app:create_app()')
-    worker                                      apply stream events and publish CRL shards until SIGTERM or Ctrl-C
+    worker [--only events|crl]                  apply stream events and publish CRL shards until SIGTERM or Ctrl-C
     event '<json>'                              submit one event and apply it
     events import FILE.jsonl                    submit a file of events, one per line
     operators add NAME | list | disable NAME    operator API tokens (a new token is printed once)
@@ -32,6 +32,7 @@ from revocation.event_import import import_events
 from revocation.events import EventRefused, parse_event_json
 from revocation.operations import MANUAL_REASONS, OperationError, lookup, manual_action, submit_parsed
 from revocation.operators import OperatorError
+from revocation.worker import ROLES
 
 EPILOG = ("Configuration comes from the environment (REDIS_URL, MYKEY_VAR, REVOCATION_URL, …; see "
           "revocation/config.py). Exit status: 0 done, 1 failed, 2 `events import` refused some lines.")
@@ -52,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                                               "gunicorn -w 2 -b HOST:PORT 'revocation.app:create_app()'")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8081)
-    commands.add_parser("worker", help="apply events and publish CRLs until SIGTERM or Ctrl-C (run one or more)")
+    commands.add_parser("worker", help="apply events and publish CRLs until SIGTERM or Ctrl-C (run one or more)"
+                        ).add_argument("--only", choices=["events", "crl"],
+                                       help="take one role: apply events, or publish CRL shards")
     event = commands.add_parser("event", help="submit one event (JSON) and apply it")
     event.add_argument("json", help="the event, as one JSON object")
     events = commands.add_parser("events", help="event files").add_subparsers(dest="action", required=True)
@@ -122,7 +125,7 @@ def run(args, config: RevocationConfig) -> int:
     services = build_services(config)
     actor = f"cli:{getpass.getuser()}"
     if args.command == "worker":
-        return worker(services)
+        return worker(services, (args.only,) if args.only else ROLES)
     if args.command == "event":
         [result] = submit_parsed(services, [parse_event_json(args.json.encode())], actor, cli_consumer())
         print(f"{result['event_id']}: {result['summary']}")
@@ -153,7 +156,7 @@ def cli_consumer() -> str:
     return f"cli-{getpass.getuser()}@{socket.gethostname()}"
 
 
-def worker(services) -> int:
+def worker(services, roles: tuple[str, ...]) -> int:
     from observability import logs
     from revocation.worker import run_worker
 
@@ -161,8 +164,10 @@ def worker(services) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print("worker: applying events and publishing CRLs; SIGTERM or Ctrl-C stops it", file=sys.stderr, flush=True)
-    run_worker(services, stop)
+    doing = {("events", "crl"): "applying events and publishing CRLs", ("events",): "applying events",
+             ("crl",): "publishing CRLs"}[roles]
+    print(f"worker: {doing}; SIGTERM or Ctrl-C stops it", file=sys.stderr, flush=True)
+    run_worker(services, stop, roles=roles)
     print("worker: stopped", file=sys.stderr, flush=True)
     return 0
 

@@ -2,6 +2,10 @@
 
 One loop, every step bounded: each round blocks at most `block_ms` for new events, applies at most `batch`,
 then publishes the CRL shards that are due. Run as many workers as you like; the consumer group shares the work.
+
+A worker may take one role only (`python -m revocation worker --only events|crl`): publishing a large shard takes
+a while, and an events-only worker never makes an event wait behind it. Publication is safe from any number of
+processes at once (a CRL built against a base that moved meanwhile is built again).
 """
 
 from __future__ import annotations
@@ -20,13 +24,22 @@ def consumer_name() -> str:
     return f"worker-{socket.gethostname()}-{os.getpid()}"
 
 
-def run_worker(services: Services, stop: threading.Event, batch: int = 100, block_ms: int = 200) -> None:
+ROLES = ("events", "crl")
+CRL_POLL_SECONDS = 0.01  # a CRL-only worker looks for due shards this often (each shard is rate-bounded anyway)
+
+
+def run_worker(services: Services, stop: threading.Event, batch: int = 100, block_ms: int = 200,
+               roles: tuple[str, ...] = ROLES) -> None:
     name = consumer_name()
     services.stream.ensure_group()
     while not stop.is_set():
         try:
-            services.stream.consume(name, services.applier, count=batch, block_ms=block_ms)
-            services.crl.publish_due()
+            if "events" in roles:
+                services.stream.consume(name, services.applier, count=batch, block_ms=block_ms)
+            if "crl" in roles:
+                services.crl.publish_due()
+                if "events" not in roles:
+                    stop.wait(CRL_POLL_SECONDS)
         except Exception:  # keep the worker alive through a Redis restart; the stream keeps what was not acked
             log.exception("worker round failed; retrying")
             stop.wait(1.0)

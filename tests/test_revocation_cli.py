@@ -145,3 +145,40 @@ def test_worker_applies_events_and_stops_cleanly_on_sigterm(cli, issue_card, rev
     for serial in (card["auth"].serial_number, card["signing"].serial_number):
         assert f"{serial:X}" not in stdout + stderr and str(serial) not in stdout + stderr
     assert card["holder"] not in stdout + stderr
+
+
+def test_workers_can_split_event_application_from_crl_publication(issue_card, revocation_services):
+    import threading
+
+    from cryptography import x509
+
+    from jpki.profile import crl_shard
+    from revocation.events import parse_event
+    from revocation.worker import run_worker
+
+    card = issue_card()
+    revocation_services.crl.rebuild_all()
+    shard = crl_shard(card["auth"].serial_number)
+
+    def run(roles, until, timeout_s=30):
+        stop = threading.Event()
+        thread = threading.Thread(target=run_worker, args=(revocation_services, stop),
+                                  kwargs={"roles": roles, "block_ms": 50}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not until():
+            assert time.monotonic() < deadline, f"the {roles} worker did not get there"
+            time.sleep(0.02)
+        stop.set()
+        thread.join(timeout=10)
+
+    def published_entry():
+        crl = x509.load_der_x509_crl(revocation_services.crl.get("auth", shard).der)
+        return crl.get_revoked_certificate_by_serial_number(card["auth"].serial_number)
+
+    revocation_services.stream.submit(parse_event(json.loads(
+        line("lost-split", "card_lost", card["holder"], card_id=card["card_id"]))))
+    run(("events",), lambda: revocation_services.store.get("auth", card["auth"].serial_number).status.name
+        == "ON_HOLD")
+    assert published_entry() is None  # applied, not yet published: that is the CRL worker's part
+    run(("crl",), lambda: published_entry() is not None)
