@@ -78,9 +78,15 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
     return {"p50_ms": round(rank(50), 3), "p99_ms": round(rank(99), 3), "samples": len(ordered)}
 
 
+def production_settings(app: str) -> list[str]:
+    """`-c deploy/gunicorn-<service>.conf.py` for "<service>.app:create_app()", when that file exists."""
+    config = ROOT / "deploy" / f"gunicorn-{app.split('.', 1)[0]}.conf.py"
+    return ["-c", str(config)] if config.exists() else []
+
+
 class Gunicorn:
     """`with Gunicorn("revocation.app:create_app()", env) as url:` — gunicorn with `workers` workers, otherwise
-    as configured for production in the repository's gunicorn.conf.py (threaded workers, keep-alive)."""
+    with the service's production settings (deploy/gunicorn-<service>.conf.py)."""
 
     def __init__(self, app: str, env: dict[str, str], workers: int = 2, extra_args: list[str] | None = None,
                  health_path: str = "/healthz"):
@@ -98,8 +104,8 @@ class Gunicorn:
     def __enter__(self) -> str:
         env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-w", str(self.workers), "-b", f"127.0.0.1:{self.port}",
-             "--backlog", "2048", *self.extra_args, self.app],
+            [sys.executable, "-m", "gunicorn", *production_settings(self.app), "-w", str(self.workers),
+             "-b", f"127.0.0.1:{self.port}", "--backlog", "2048", *self.extra_args, self.app],
             env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -132,8 +132,8 @@ def load_store(client: redis.Redis, population: Population) -> dict[str, float]:
 
 
 def measure_ours(workdir: Path, redis_url: str, population: Population, cluster: bool = False) -> dict[str, dict]:
-    """Our responder (gunicorn, 2 workers as in gunicorn.conf.py) over `redis_url`, already loaded: nonce-less
-    and nonce figures."""
+    """Our responder (gunicorn, 2 workers, deploy/gunicorn-revocation.conf.py) over `redis_url`, already loaded:
+    nonce-less and nonce figures."""
     var_dir = workdir / "var"
     population.ca.save(var_dir / "pki")
     env = service_env(var_dir, redis_url, cluster, population.ca)
@@ -270,8 +270,8 @@ GOALS = {"nonce_less": 3.0, "nonce": 1.0}
 _PROFILE = ("What limits ours (py-spy of a gunicorn worker under this load): per-request Python — gunicorn's HTTP "
             "parsing, Flask dispatch, decoding the request with cryptography — and two Redis round trips per "
             "request: the response cache and the metrics counter (one HINCRBY per response, ~15 %). Signing is "
-            "< 2 % nonce-less, and a cache hit no longer parses its DER. Threaded workers with keep-alive "
-            "(gunicorn.conf.py) and hiredis were worth +10-45 % in side runs (run-to-run noise here is ±25 %).")
+            "< 2 % nonce-less, and a cache hit no longer parses its DER. Threaded workers with keep-alive and "
+            "hiredis were worth about +20 % over sync workers (run-to-run noise here is ±25 %).")
 LIMITS = {
     "nonce_less": [_PROFILE, "What would move it: above all an HTTP cache in front for nonce-less GETs (RFC 5019 "
                    "§6.2's headers are set, so nginx or a CDN can answer from memory, as Let's Encrypt's responders "
@@ -287,7 +287,8 @@ def result(prefix: str, case: str, ours: dict, peer: dict | None, loading: dict 
     notes = [
         f"{POPULATION:,} issued, {REVOKED:,} revoked; {REQUESTS:,} distinct requests cycled by wrk "
         f"({CONNECTIONS} connections, {THREADS} threads, {TIMED_SECONDS} s after a {WARMUP_SECONDS} s warm-up).",
-        "Ours: gunicorn -w 2 with gunicorn.conf.py (gthread, 4 threads, keep-alive), Flask, Redis with hiredis; "
+        "Ours: gunicorn -w 2 -c deploy/gunicorn-revocation.conf.py (gthread, 4 threads, keep-alive), Flask, "
+        "Redis with hiredis; "
         "nonce-less answers come from pre-signed responses cached in Redis, nonce answers are signed live. "
         "Both sides sign with ECDSA P-256 / SHA-256.",
     ]

@@ -263,7 +263,8 @@ def result(result_id: str, figures: dict, redis_setup: str) -> Result:
                    "so this is the pipeline's own latency, without queueing."]),
                f"{rate:,} revocation_requested events/s for {SECONDS} s appended by a separate process; "
                f"{WORKERS} event workers (python -m revocation worker --only events) and one CRL publisher "
-               "(--only crl); responder under gunicorn -w 2 (gunicorn.conf.py); all on the same cores.",
+               "(--only crl); responder under gunicorn -w 2 (deploy/gunicorn-revocation.conf.py); all on the same "
+               "cores.",
                f"Every {sample_every(rate)}th event probed with a nonce-less OCSP POST every {POLL_MS} ms (or every "
                f"{RELATIVE_POLL:.0%} of its age once longer): a latency over-states the true one by at most "
                f"max({POLL_MS} ms, {RELATIVE_POLL:.0%}) plus one HTTP exchange.",

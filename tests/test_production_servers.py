@@ -1,4 +1,5 @@
-"""Both services run under gunicorn, as in production: real worker processes, configured by the environment."""
+"""Both services run under gunicorn, as in production: real worker processes with deploy/'s settings, configured
+by the environment."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ def gunicorn(revocation_config, redis_server, redis_client):
         env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_server.url,
                "MYKEY_VAR": str(revocation_config.var_dir), "REVOCATION_URL": revocation_config.base_url,
                "STATUS_BUCKETS": "1024", "HOLDER_BUCKETS": "1024", "MYKEY_JSON_LOGS": "1", **extra_env}
-        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", app],
+        config = ROOT / "deploy" / f"gunicorn-{app.split('.', 1)[0]}.conf.py"  # the production settings
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(config), "-b", f"127.0.0.1:{port}",
+                                    app],
                                    env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         processes.append(process)
         url = f"http://127.0.0.1:{port}"
