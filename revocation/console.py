@@ -47,10 +47,12 @@ class Console:
     def open(self, digest: str, name: str) -> str:
         session_id = secrets.token_urlsafe(32)
         now = dt.datetime.now(dt.UTC)
-        self.redis.hset(self._key(session_id), mapping={
+        pipe = self.redis.pipeline(transaction=True)  # one key: never a session without its expiry
+        pipe.hset(self._key(session_id), mapping={
             "digest": digest, "name": name, "csrf": secrets.token_urlsafe(24),
             "until": (now + LIFETIME).isoformat()})
-        self.redis.expire(self._key(session_id), IDLE)
+        pipe.expire(self._key(session_id), IDLE)
+        pipe.execute()
         return session_id
 
     def current(self, session_id: str | None) -> dict | None:

@@ -27,6 +27,11 @@ from tests.test_ocsp import (  # noqa: F401
     test_nonce_is_echoed_in_a_live_response,
     test_nonceless_answers_come_from_the_cache_which_is_resigned_on_status_change,
 )
+from tests.test_operator_console import (  # noqa: F401
+    console,
+    test_hold_release_and_revoke_from_the_certificate_page,
+    test_logout_and_disabling_the_token_end_the_session,
+)
 from tests.test_ops_api import (  # noqa: F401
     ops,
     test_a_batch_is_applied_whole_or_not_at_all,
