@@ -21,11 +21,9 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-import requests
+from devstack.processes import ROOT, Gunicorn, free_port, stop
+from devstack.redis_server import RedisServer
 
-from devstack.redis_server import RedisServer, free_port
-
-ROOT = Path(__file__).resolve().parents[1]
 __all__ = ["ROOT", "Gunicorn", "RedisServer", "Result", "free_port", "machine", "percentiles", "wrk"]
 
 
@@ -76,58 +74,6 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
     def rank(p: float) -> float:
         return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
     return {"p50_ms": round(rank(50), 3), "p99_ms": round(rank(99), 3), "samples": len(ordered)}
-
-
-def production_settings(app: str) -> list[str]:
-    """`-c deploy/gunicorn-<service>.conf.py` for "<service>.app:create_app()", when that file exists."""
-    config = ROOT / "deploy" / f"gunicorn-{app.split('.', 1)[0]}.conf.py"
-    return ["-c", str(config)] if config.exists() else []
-
-
-class Gunicorn:
-    """`with Gunicorn("revocation.app:create_app()", env) as url:` — gunicorn with `workers` workers, otherwise
-    with the service's production settings (deploy/gunicorn-<service>.conf.py)."""
-
-    def __init__(self, app: str, env: dict[str, str], workers: int = 2, extra_args: list[str] | None = None,
-                 health_path: str = "/healthz"):
-        self.app, self.env, self.workers = app, env, workers
-        self.extra_args = extra_args or []
-        self.health_path = health_path
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-        self.log = tempfile.TemporaryFile()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> str:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", *production_settings(self.app), "-w", str(self.workers),
-             "-b", f"127.0.0.1:{self.port}", "--backlog", "2048", *self.extra_args, self.app],
-            env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                if requests.get(self.url + self.health_path, timeout=2).status_code == 200:
-                    return self.url
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        self.__exit__()
-        raise RuntimeError(f"gunicorn {self.app} did not come up")
-
-    def __exit__(self, *exc) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
 
 
 # wrk's Lua: cycle through pre-built request bodies (hex lines in a file) or paths, then print the latency
@@ -309,11 +255,6 @@ def revocation_worker(env: dict[str, str], only: str | None = None, log_path: Pa
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         if log_path:
             log.close()

@@ -6,18 +6,13 @@ Production points `REDIS_URL` at its own server or cluster and never uses this.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from devstack.processes import free_port, stop
 
 
 class RedisServer:
@@ -65,13 +60,7 @@ class RedisServer:
                 client.close()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process, timeout=10)
         self.process = None
 
     def __enter__(self) -> RedisServer:

@@ -144,7 +144,7 @@ def idp_service(revocation_service, revocation_config, redis_client):
     `.url`, `.services`, `.register_card(path)` (records a virtual card's certificates as issued)."""
     import secrets
 
-    from devstack.redis_server import free_port
+    from devstack.processes import free_port
     from idp.app import create_app
     from idp.config import IdpConfig
     from idp.services import build_services

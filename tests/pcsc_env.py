@@ -28,6 +28,8 @@ from pathlib import Path
 
 from smartcard import scard
 
+from devstack.processes import stop
+
 PCSCD = "/usr/sbin/pcscd"
 VPCD_DRIVER = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
 SYSTEM_PID_FILE = Path("/run/pcscd/pcscd.pid")
@@ -152,13 +154,7 @@ class PrivatePcscd:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process, timeout=5)
         self.process = None
         self.socket_path.unlink(missing_ok=True)
 

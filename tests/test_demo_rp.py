@@ -9,7 +9,7 @@ import requests
 
 from demo_rp.app import create_app
 from devstack.http import LiveServer
-from devstack.redis_server import free_port
+from devstack.processes import free_port
 from tests.idp_flow import bridge_login, handle_url_of
 
 

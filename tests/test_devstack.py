@@ -11,7 +11,8 @@ from pathlib import Path
 import redis
 import requests
 
-from devstack.redis_server import RedisServer, free_port
+from devstack.processes import free_port
+from devstack.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 

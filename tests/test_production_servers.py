@@ -3,48 +3,24 @@ by the environment."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
+import contextlib
 
 import pytest
 import requests
 
-from devstack.redis_server import free_port
-
-ROOT = Path(__file__).resolve().parents[1]
+from devstack.processes import Gunicorn
 
 
 @pytest.fixture
 def gunicorn(revocation_config, redis_server, redis_client):
-    processes = []
+    with contextlib.ExitStack() as servers:
+        def start(app: str, extra_env: dict) -> str:
+            env = {"REDIS_URL": redis_server.url, "MYKEY_VAR": str(revocation_config.var_dir),
+                   "REVOCATION_URL": revocation_config.base_url, "STATUS_BUCKETS": "1024", "HOLDER_BUCKETS": "1024",
+                   "MYKEY_JSON_LOGS": "1", **extra_env}
+            return servers.enter_context(Gunicorn(app, env))
 
-    def start(app: str, extra_env: dict) -> str:
-        port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_server.url,
-               "MYKEY_VAR": str(revocation_config.var_dir), "REVOCATION_URL": revocation_config.base_url,
-               "STATUS_BUCKETS": "1024", "HOLDER_BUCKETS": "1024", "MYKEY_JSON_LOGS": "1", **extra_env}
-        config = ROOT / "deploy" / f"gunicorn-{app.split('.', 1)[0]}.conf.py"  # the production settings
-        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(config), "-b", f"127.0.0.1:{port}",
-                                    app],
-                                   env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        processes.append(process)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    return url
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise AssertionError(f"gunicorn did not come up: {process.stdout.read() if process.poll() else ''}")
-
-    yield start
-    for process in processes:
-        process.terminate()
-        process.wait(timeout=20)
+        yield start
 
 
 def test_revocation_service_under_gunicorn_answers_ocsp_and_crls(gunicorn, issue_card, dev_ca):

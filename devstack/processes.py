@@ -1,0 +1,83 @@
+"""Child processes that the development stack, the tests and the benchmarks start and stop the same way.
+
+    free_port()                            a free TCP port on 127.0.0.1
+    stop(process)                          SIGTERM, then SIGKILL if it has not exited in time
+    with Gunicorn(app, env) as url: …      an app under gunicorn with its production settings (deploy/)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(process: subprocess.Popen | None, timeout: float = 20) -> None:
+    """Ask a child to stop (SIGTERM) and wait; kill it if it is still there after `timeout` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def production_settings(app: str) -> list[str]:
+    """`-c deploy/gunicorn-<service>.conf.py` for "<service>.app:create_app()", when that file exists."""
+    config = ROOT / "deploy" / f"gunicorn-{app.split('.', 1)[0]}.conf.py"
+    return ["-c", str(config)] if config.exists() else []
+
+
+class Gunicorn:
+    """`with Gunicorn("revocation.app:create_app()", env) as url:` — the app under gunicorn on a free loopback
+    port, with the service's production settings (deploy/) and `workers` workers, ready when /healthz answers."""
+
+    def __init__(self, app: str, env: dict[str, str], workers: int = 2, extra_args: list[str] | None = None):
+        self.app, self.env, self.workers = app, env, workers
+        self.extra_args = extra_args or []
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        self.log = tempfile.TemporaryFile()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> str:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", *production_settings(self.app), "-w", str(self.workers),
+             "-b", f"127.0.0.1:{self.port}", *self.extra_args, self.app],
+            env={**os.environ, "PYTHONPATH": str(ROOT), **self.env}, cwd=ROOT, stdout=self.log,
+            stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return self.url
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        self.log.seek(0)
+        output = self.log.read()[-2000:].decode(errors="replace")
+        self.__exit__()
+        raise RuntimeError(f"gunicorn {self.app} did not come up:\n{output}")
+
+    def __exit__(self, *exc) -> None:
+        stop(self.process)
+        self.process = None
+        self.log.close()
