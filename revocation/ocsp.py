@@ -203,7 +203,7 @@ class OcspResponder:
     def _cached(self, query: _Query) -> OcspAnswer:
         key = self.store.keys.ocsp_cache(query.issuer, query.serial)
         der, about = self.store.redis.hmget(key, [query.algorithm, _ABOUT])
-        if der is not None:
+        if der is not None and about is not None:  # an entry from before descriptions were kept is re-signed
             return _from_cache(der, about)
         record = self.store.get(query.issuer, query.serial)
         if record is None:
@@ -260,12 +260,8 @@ def _describe(answer: OcspAnswer) -> str:
     return f"{int(answer.this_update.timestamp())}:{int(answer.next_update.timestamp())}:{answer.certificate_status}"
 
 
-def _from_cache(der: bytes, about: bytes | None) -> OcspAnswer:
-    if about is None:  # cached before the description was kept alongside: read it from the response
-        response = ocsp.load_der_ocsp_response(der)
-        return OcspAnswer(der, OCSPResponseStatus.SUCCESSFUL, response.this_update_utc, response.next_update_utc,
-                          cacheable=True, certificate_status=_label(response.certificate_status,
-                                                                    response.revocation_reason, issued=True))
+def _from_cache(der: bytes, about: bytes) -> OcspAnswer:
+    """A cached response as served, its times and status read from the description kept alongside."""
     this_update, next_update, label = about.decode().split(":")
     return OcspAnswer(der, OCSPResponseStatus.SUCCESSFUL, dt.datetime.fromtimestamp(int(this_update), dt.UTC),
                       dt.datetime.fromtimestamp(int(next_update), dt.UTC), cacheable=True, certificate_status=label)

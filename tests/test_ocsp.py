@@ -292,6 +292,18 @@ def test_nonceless_answers_come_from_the_cache_which_is_resigned_on_status_chang
     assert third == resigned
 
 
+def test_a_cache_entry_without_its_description_is_signed_again(revocation_service, issue_card, dev_ca):
+    card = issue_card()
+    services = revocation_service.services
+    key = services.store.keys.ocsp_cache("auth", card["auth"].serial_number)
+    der = request_der(card["auth"], dev_ca.auth.certificate)
+    _, _, first = http(f"{revocation_service.url}/ocsp", der)
+    services.redis.hdel(key, "about")  # as cached before the description was kept alongside
+    _, _, second = http(f"{revocation_service.url}/ocsp", der)
+    assert second != first and ocsp.load_der_ocsp_response(second).certificate_status is OCSPCertStatus.GOOD
+    assert services.redis.hget(key, "about") is not None and services.redis.hget(key, "sha1") == second
+
+
 def test_cache_never_takes_a_response_for_an_older_status(revocation_service, issue_card, dev_ca):
     card = issue_card()
     services = revocation_service.services
