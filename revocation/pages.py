@@ -13,6 +13,8 @@ Logging in and out: revocation/console.py.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from flask import Blueprint, current_app, g, request
 
 from revocation.console import operator_page, render
@@ -36,9 +38,9 @@ def dashboard():
     for consumer in stream["consumers"]:
         consumer["stalled"] = consumer["pending"] > 0 and consumer["idle_ms"] > STALLED_MS
     shards = services.crl.status()
-    overdue = [s for s in shards if s.next_update is None or s.age_seconds is None
-               or s.age_seconds > (s.next_update - s.this_update).total_seconds()]
-    return render("operator/dashboard.html", stream=stream, shards=shards, overdue=len(overdue))
+    now = dt.datetime.now(dt.UTC)
+    overdue = sum(1 for shard in shards if shard.next_update is None or shard.next_update <= now)
+    return render("operator/dashboard.html", stream=stream, shards=shards, overdue=overdue)
 
 
 @blueprint.get("/certificate")
@@ -74,7 +76,7 @@ def _certificate_page(issuer: str, serial: str, error: OperationError | None = N
     if error is not None:
         status = error.status
     return render("operator/certificate.html", status, issuers=ISSUERS, reasons=MANUAL_REASONS, found=found,
-                  error=error, asked={"issuer": issuer, "serial": serial}, **notice)
+                  error=error, **notice)
 
 
 @blueprint.get("/audit")

@@ -152,9 +152,11 @@ def test_bad_lookups_and_comments_get_a_clear_sentence(console, issue_card):
     unknown = browser.post(f"{console.url}/operator/certificate", timeout=30,
                            data={"csrf": csrf_of(page), "issuer": "auth", "serial": "ABCDEF0123"})
     assert unknown.status_code == 404 and "No certificate with that issuer and serial" in unknown.text
+    assert "ABCDEF0123" not in unknown.text  # a refused serial is not echoed back
     malformed = browser.post(f"{console.url}/operator/certificate", timeout=30,
                              data={"csrf": csrf_of(page), "issuer": "auth", "serial": "not hex"})
     assert malformed.status_code == 400 and "hexadecimal" in malformed.text
+    assert "not hex" not in malformed.text
     my_number_like = act(browser, console, page, card, "hold", comment="holder 123456789018 called")
     assert my_number_like.status_code == 422 and "123456789018" not in my_number_like.text
     empty = act(browser, console, page, card, "hold", comment="  ")
