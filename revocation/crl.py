@@ -84,11 +84,11 @@ class PublishedCrl(NamedTuple):
     der: bytes
     this_update: dt.datetime
     next_update: dt.datetime
-    number: int | None = None
+    number: int
 
     @property
     def version(self) -> CrlVersion:
-        return CrlVersion(self.number or 0, self.this_update, self.next_update)
+        return CrlVersion(self.number, self.this_update, self.next_update)
 
 
 @dataclass(frozen=True)
