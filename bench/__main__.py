@@ -19,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.harness import ROOT, Result, machine
+from bench.harness import ROOT, CpuElsewhere, Result, contention_note, machine
 
 # Run order: the cheap, independent ones first; the cluster run re-uses the OCSP and propagation benchmarks.
 BENCHMARKS = ["ocsp", "crl", "login", "propagation", "token", "scale", "cluster"]
@@ -42,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {name} …", flush=True)
         began = time.monotonic()
         try:
-            with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as workdir:
+            with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as workdir, CpuElsewhere() as elsewhere:
                 results = importlib.import_module(f"bench.{name}").run(Path(workdir))
+            for result in results:
+                result.notes += contention_note(elsewhere.cores)
             report["results"][name] = [result.to_json() for result in results]
             for result in results:
                 print(f"  {_line(result)}", flush=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench import ocsp, propagation
-from bench.harness import Result, concurrent_benchmarks, contention_note
+from bench.harness import Result
 from devstack.redis_cluster import LocalRedisCluster
 from jpki.devca import DevCA
 
@@ -21,7 +21,6 @@ NODES = 3
 
 
 def run(workdir: Path) -> list[Result]:
-    seen = concurrent_benchmarks()
     population = ocsp.make_population(DevCA.generate())
     results = []
     with LocalRedisCluster(workdir / "cluster-ocsp", masters=NODES) as cluster:
@@ -29,12 +28,8 @@ def run(workdir: Path) -> list[Result]:
         loading = ocsp.load_store(ocsp.connect(url, cluster=True), population)
         figures = ocsp.measure_ours(workdir / "ocsp", url, population, cluster=True)
         results += [ocsp.result("cluster.ocsp", case, figures[case], None, loading) for case in ("nonce_less", "nonce")]
-    seen += concurrent_benchmarks()
     with LocalRedisCluster(workdir / "cluster-propagation", masters=NODES) as cluster:
         url = cluster.url
         figures = propagation.measure_propagation(workdir / "propagation", url, cluster=True)
         results.append(propagation.result("cluster.propagation", figures, f"{NODES}-master Redis Cluster"))
-    seen += concurrent_benchmarks()
-    for item in results:
-        item.notes += contention_note(seen)
     return results

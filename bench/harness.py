@@ -179,6 +179,9 @@ def _own_tree_seconds() -> float:
     return process_tree_seconds(os.getpid())
 
 
+CONTENDED_CORES = 0.1  # CPU used elsewhere, in cores, above which a measurement says it was not alone
+
+
 class CpuElsewhere:
     """`with CpuElsewhere() as other: …; other.cores` — the cores' worth of CPU that processes outside this
     benchmark's process tree used during the block: the share of the machine a measurement did not have."""
@@ -210,28 +213,12 @@ class CpuByProcess:
         self.seconds = {name: process_tree_seconds(pid) - self.before[name] for name, pid in self.roots.items()}
 
 
-def concurrent_benchmarks() -> list[str]:
-    """Other `python -m bench …` runs on this machine now (their command lines): they share the cores with us."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) in (os.getpid(), os.getppid()):
-            continue
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        words = [arg.decode(errors="replace") for arg in args if arg]
-        if "-m" in words and any(word == "bench" or word.startswith("bench.") for word in words):
-            found.append(" ".join(words[words.index("-m"):]))
-    return found
-
-
-def contention_note(seen: list[str]) -> list[str]:
-    """A note for a Result when another benchmark ran alongside (its figures and ours are both affected)."""
-    if not seen:
+def contention_note(cores: float) -> list[str]:
+    """A note for the Results of a run during which other processes used CPU (see CpuElsewhere)."""
+    if not cores > CONTENDED_CORES:
         return []
-    return [f"Measured while another benchmark ran on the same cores ({'; '.join(sorted(set(seen)))}): "
-            "figures are lower than on an idle machine."]
+    return [f"Other processes used {cores:.2f} cores on average while this ran: figures are lower than on an idle "
+            "machine."]
 
 
 def wait_for_quiet(max_wait_s: float = 30, below_cores: float = 0.2, probe_s: float = 1.0) -> float:

@@ -24,7 +24,7 @@ import base64
 import json
 import math
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,21 +166,40 @@ def verified_logins(stack: Stack) -> int:
     return int(counter.redis.hget(counter.key, json.dumps(["ok"])) or 0)
 
 
-def submit_load(stack: Stack, bodies: list[bytes], seconds: int) -> dict:
-    """wrk over the single-use bodies; successes are checked against the IdP's counter and the list's end."""
+def measured_load(stack: Stack, requests: list[bytes] | list[str], seconds: int, single_use: bool = True,
+                  **wrk_args) -> dict:
+    """One wrk window at the IdP after the machine is quiet, with the CPU each service spent per successful
+    request. Single-use bodies (submissions, codes) must outlast the window, or the run says so."""
     wait_for_quiet()
-    before = verified_logins(stack)
     with CpuElsewhere() as elsewhere, CpuByProcess(stack.processes) as cpu:
-        figures = wrk(stack.idp_url, bodies, method="POST", content_type=JSON, path="/api/login/submit",
-                      seconds=seconds, connections=CONNECTIONS, threads=THREADS)
+        figures = wrk(stack.idp_url, requests, seconds=seconds, connections=CONNECTIONS, threads=THREADS,
+                      **wrk_args)
+    if single_use and figures["requests"] >= len(requests):
+        raise RuntimeError("wrk reached the end of the prepared requests: the window was not bounded by them")
+    successes = figures["requests"] - figures["errors"]
+    return {**figures, "rps": round(successes / figures["seconds"], 1),
+            **({"prepared": len(requests)} if single_use else {}), **cpu_per_request(cpu, successes),
+            "cpu_elsewhere_cores": elsewhere.cores}
+
+
+def sized_window(prepare: Callable[[int], list[bytes]], load: Callable[[list[bytes], int], dict],
+                 warmup_count: int, max_count: int) -> dict:
+    """Measure single-use requests: a warm-up window predicts the rate, then HEADROOM times the requests the
+    timed window needs are prepared (at most `max_count`) and the window runs over them."""
+    warmup = load(prepare(warmup_count), WARMUP_S)
+    count = min(max_count, math.ceil(max(warmup["rps"], 100) * WINDOW_S * HEADROOM))
+    return {**load(prepare(count), WINDOW_S), "warmup_rps": warmup["rps"]}
+
+
+def submit_load(stack: Stack, bodies: list[bytes], seconds: int) -> dict:
+    """The submissions' window; successes are checked against the IdP's own verified-login counter."""
+    before = verified_logins(stack)
+    figures = measured_load(stack, bodies, seconds, method="POST", content_type=JSON, path="/api/login/submit")
     verified = verified_logins(stack) - before
-    if figures["requests"] >= len(bodies):
-        raise RuntimeError("wrk reached the end of the prepared submissions: the window was not bounded by them")
     successes = figures["requests"] - figures["errors"]
     if verified < successes:
         raise RuntimeError(f"wrk saw {successes} successes but the IdP counted {verified} verified logins")
-    return {**figures, "rps": round(successes / figures["seconds"], 1), "verified": verified,
-            "prepared": len(bodies), **cpu_per_request(cpu, successes), "cpu_elsewhere_cores": elsewhere.cores}
+    return {**figures, "verified": verified}
 
 
 def cpu_per_request(cpu: CpuByProcess, count: int) -> dict[str, float]:
@@ -190,20 +209,15 @@ def cpu_per_request(cpu: CpuByProcess, count: int) -> dict[str, float]:
 
 def floor_load(stack: Stack) -> dict:
     """The framework floor: GET /healthz (Flask + one Redis PING) on the same server, same wrk settings."""
-    wait_for_quiet()
-    with CpuElsewhere() as elsewhere, CpuByProcess(stack.processes) as cpu:
-        figures = wrk(stack.idp_url, ["/healthz"], method="GET", seconds=WINDOW_S, connections=CONNECTIONS,
-                      threads=THREADS)
-    return {**figures, **cpu_per_request(cpu, figures["requests"] - figures["errors"]),
-            "cpu_elsewhere_cores": elsewhere.cores}
+    return measured_load(stack, ["/healthz"], WINDOW_S, single_use=False, method="GET")
 
 
 def run(workdir: Path) -> list[Result]:
     with card_login_stack(workdir) as stack:
         signers = [CardSigner(path) for path in issue_cards(stack)]
-        warmup = submit_load(stack, prepare_submissions(stack, signers, WARMUP_TRANSACTIONS), WARMUP_S)
-        count = min(MAX_TRANSACTIONS, math.ceil(max(warmup["rps"], 100) * WINDOW_S * HEADROOM))
-        ours = submit_load(stack, prepare_submissions(stack, signers, count), WINDOW_S)
+        ours = sized_window(lambda count: prepare_submissions(stack, signers, count),
+                            lambda bodies, seconds: submit_load(stack, bodies, seconds),
+                            WARMUP_TRANSACTIONS, MAX_TRANSACTIONS)
         floor = floor_load(stack)
     ratio = ours["rps"] / floor["rps"]
     return [Result(
@@ -215,7 +229,7 @@ def run(workdir: Path) -> list[Result]:
         notes=[
             f"wrk {THREADS} thread, {CONNECTIONS} connections, {WINDOW_S} s, each prepared submission sent once "
             f"(one thread so no body is sent twice); {ours['prepared']:,} prepared for the window from a "
-            f"{WARMUP_S} s warm-up at {warmup['rps']:,.0f}/s. Only successful verifications count "
+            f"{WARMUP_S} s warm-up at {ours['warmup_rps']:,.0f}/s. Only successful verifications count "
             f"(wrk's non-error responses, checked against the IdP's verified-login counter: {ours['verified']:,}).",
             "Each login: bounded JSON parse, submit-token claim (Redis GETDEL), certificate parse, policy, key "
             "usage, chain (RSA-2048 verify), validity, signature (RSA-2048 verify), OCSP with a nonce over HTTP to "

@@ -39,7 +39,7 @@ from cryptography.x509 import ReasonFlags, ocsp
 from cryptography.x509.ocsp import OCSPCertStatus, OCSPResponseStatus
 from redis.cluster import RedisCluster
 
-from bench.harness import Gunicorn, RedisServer, Result, concurrent_benchmarks, contention_note, free_port, wrk
+from bench.harness import Gunicorn, RedisServer, Result, free_port, wrk
 from jpki.devca import DevCA, Issuer
 from jpki.profile import crl_shard
 from revocation.keys import KeySpace
@@ -252,17 +252,12 @@ def measure_openssl(workdir: Path, population: Population) -> dict[str, dict]:
 
 
 def run(workdir: Path) -> list[Result]:
-    seen = concurrent_benchmarks()
     population = make_population(DevCA.generate())
     with RedisServer(workdir / "redis") as server:
         loading = load_store(redis.Redis.from_url(server.url), population)
         ours = measure_ours(workdir, server.url, population)
-    seen += concurrent_benchmarks()
     peer = measure_openssl(workdir, population)
-    seen += concurrent_benchmarks()
     results = [result("ocsp", case, ours[case], peer[case], loading) for case in ("nonce_less", "nonce")]
-    for item in results:
-        item.notes += contention_note(seen)
     return results
 
 

@@ -39,8 +39,6 @@ from bench.harness import (
     Gunicorn,
     RedisServer,
     Result,
-    concurrent_benchmarks,
-    contention_note,
     percentiles,
     revocation_worker,
 )
@@ -241,14 +239,11 @@ def wait_applied(stream: EventStream, timeout_s: float) -> int:
 
 
 def run(workdir: Path) -> list[Result]:
-    seen = concurrent_benchmarks()
     outcomes = []
     for result_id, rate in (("propagation", RATE), ("propagation.below_capacity", BELOW_CAPACITY_RATE)):
         with RedisServer(workdir / f"redis-{rate}") as server:
             figures = measure_propagation(workdir / str(rate), server.url, rate=rate)
         outcomes.append(result(result_id, figures, "one redis-server"))
-    for outcome in outcomes:
-        outcome.notes += contention_note(seen + concurrent_benchmarks())
     return outcomes
 
 

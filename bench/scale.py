@@ -22,7 +22,7 @@ from pathlib import Path
 
 import redis
 
-from bench.harness import Gunicorn, RedisServer, Result, concurrent_benchmarks, contention_note, wrk
+from bench.harness import Gunicorn, RedisServer, Result, wrk
 from bench.ocsp import CONNECTIONS, NOT_AFTER, OCSP_REQUEST, THREADS, cert_id_hashes, ocsp_request, service_env
 from jpki.devca import DevCA
 from jpki.profile import CRL_SHARD_COUNT
@@ -107,7 +107,6 @@ def encoding_experiment(workdir: Path) -> dict:
 
 
 def run(workdir: Path) -> list[Result]:
-    seen = concurrent_benchmarks()
     ca = DevCA.generate()
     var_dir = workdir / "var"
     ca.save(var_dir / "pki")
@@ -120,10 +119,8 @@ def run(workdir: Path) -> list[Result]:
         with Gunicorn("revocation.app:create_app()", service_env(var_dir, server.url, False, ca)) as url:
             loader.load(min(CHECKPOINT, SCALE_COUNT), deadline)
             at_1m = checkpoint(client, loader, baseline, url, ca)
-            seen += concurrent_benchmarks()
             loader.load(SCALE_COUNT, deadline)
             at_full = checkpoint(client, loader, baseline, url, ca)
-            seen += concurrent_benchmarks()
         sample_key = store.keys.status("auth", loader.sample[0])
         encoding = client.object("encoding", sample_key)
         entries = client.hlen(sample_key)
@@ -132,7 +129,6 @@ def run(workdir: Path) -> list[Result]:
     encodings = encoding_experiment(workdir)
     outcome = result(at_1m, at_full, f"{encoding.decode()} with {entries} entries; this server's "
                      f"hash-max-listpack-entries is {limit}", encodings)
-    outcome.notes += contention_note(seen)
     return [outcome]
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import math
 import secrets
 import time
 from pathlib import Path
@@ -33,19 +32,19 @@ from urllib.parse import urlencode
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from bench.harness import CpuByProcess, CpuElsewhere, Result, wait_for_quiet, wrk
+from bench.harness import Result
 from bench.login import (
     CONNECTIONS,
     CPU_ELSEWHERE_NOTE,
-    HEADROOM,
     THREADS,
     WARMUP_S,
     WINDOW_S,
     Stack,
     card_login_stack,
-    cpu_per_request,
     floor_load,
     issue_cards,
+    measured_load,
+    sized_window,
 )
 from jpki import parse_certificate
 from jpki.profile import CertificateKind
@@ -110,18 +109,6 @@ def prepare_exchanges(stack: Stack, rp: RelyingParty, accounts: list[tuple[str, 
     return bodies
 
 
-def exchange_load(stack: Stack, bodies: list[bytes], seconds: int) -> dict:
-    wait_for_quiet()
-    with CpuElsewhere() as elsewhere, CpuByProcess(stack.processes) as cpu:
-        figures = wrk(stack.idp_url, bodies, method="POST", content_type=FORM, path="/token", seconds=seconds,
-                      connections=CONNECTIONS, threads=THREADS)
-    if figures["requests"] >= len(bodies):
-        raise RuntimeError("wrk reached the end of the prepared codes: the window was not bounded by them")
-    successes = figures["requests"] - figures["errors"]
-    return {**figures, "rps": round(successes / figures["seconds"], 1), "prepared": len(bodies),
-            **cpu_per_request(cpu, successes), "cpu_elsewhere_cores": elsewhere.cores}
-
-
 def check_one_exchange(stack: Stack, rp: RelyingParty, accounts: list[tuple[str, str]]) -> None:
     """One exchange by hand before the load: it must answer with tokens, or the benchmark measures refusals."""
     import requests
@@ -137,9 +124,10 @@ def run(workdir: Path) -> list[Result]:
         rp = RelyingParty(stack)
         accounts = card_accounts(stack)
         check_one_exchange(stack, rp, accounts)
-        warmup = exchange_load(stack, prepare_exchanges(stack, rp, accounts, WARMUP_CODES), WARMUP_S)
-        count = min(MAX_CODES, math.ceil(max(warmup["rps"], 100) * WINDOW_S * HEADROOM))
-        ours = exchange_load(stack, prepare_exchanges(stack, rp, accounts, count), WINDOW_S)
+        ours = sized_window(lambda count: prepare_exchanges(stack, rp, accounts, count),
+                            lambda bodies, seconds: measured_load(stack, bodies, seconds, method="POST",
+                                                                  content_type=FORM, path="/token"),
+                            WARMUP_CODES, MAX_CODES)
         floor = floor_load(stack)
     ratio = ours["rps"] / floor["rps"]
     return [Result(
@@ -149,7 +137,7 @@ def run(workdir: Path) -> list[Result]:
         goal=f"no peer named: absolute figures, and ≥ {GOAL_RATIO} × floor as for logins", met=ratio >= GOAL_RATIO,
         notes=[
             f"wrk {THREADS} thread, {CONNECTIONS} connections, {WINDOW_S} s, each prepared exchange sent once; "
-            f"{ours['prepared']:,} prepared from a {WARMUP_S} s warm-up at {warmup['rps']:,.0f}/s. Only 200 "
+            f"{ours['prepared']:,} prepared from a {WARMUP_S} s warm-up at {ours['warmup_rps']:,.0f}/s. Only 200 "
             "answers count.",
             "Client authentication: private_key_jwt, RS256 assertions with a fresh jti each. Codes issued through "
             "the IdP's code store (TokenStore.save_code, what the authorization code grant calls after a real "
