@@ -14,6 +14,7 @@ from idp.config import IdpConfig
 from idp.services import IdpServices, build_services
 from observability import logs
 from observability.metrics import metrics_response
+from wire.json_input import BoundedJSONProvider
 
 
 def _operator_console(app: Flask, config: IdpConfig, services: IdpServices) -> None:
@@ -39,6 +40,7 @@ def create_app(config: IdpConfig | None = None, services: IdpServices | None = N
         logs.use_json_logs()
     logs.configure()
     app = Flask(__name__)
+    app.json = BoundedJSONProvider(app)  # request.get_json(): depth- and size-bounded, never a crash
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["idp"] = services
     server, _ = build_authorization_server(app, services)

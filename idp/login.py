@@ -1,4 +1,4 @@
-"""Login transactions (ARCHITECTURE.md flow 1, Web eID's challenge rules).
+"""Login transactions (docs/design.md flow 1, Web eID's challenge rules).
 
 A transaction binds one browser (by a secret in a `__Host-` cookie) to one card interaction:
 - a challenge of 32 random bytes, valid at most 5 minutes, usable for one submission only;

@@ -3,7 +3,7 @@
 Authlib does the protocol. This module supplies storage (Redis codes and tokens), the user (a card login), the
 pairwise `sub`, the ID token's keys and claims, and closes what Authlib allows by default but we must not:
 - PKCE is required for every client, and only S256 (RFC 9700 §2.1.1; plain is refused);
-- `nonce` is required (OIDC Core §3.1.2.1 makes it optional for the code flow; JPKI.md §6 requires it);
+- `nonce` is required (OIDC Core §3.1.2.1 makes it optional for the code flow; docs/jpki-profile.md §6 requires it);
 - a code is consumed atomically, and a replayed code revokes the tokens issued from it (RFC 9700 §4.5);
 - `iss` in every authorization response, errors included (RFC 9207);
 - client authentication `private_key_jwt` under its registered name (Authlib calls it "client_assertion_jwt").

@@ -377,7 +377,7 @@ def _crl_paths(cert: x509.Certificate) -> list[str]:
 
 
 def _revoked(reason: x509.ReasonFlags | None, source: str) -> RevocationResult:
-    # certificateHold is the one reversible state (RFC 5280 §5.3.1; JPKI.md §4: card lost, suspension).
+    # certificateHold is the one reversible state (RFC 5280 §5.3.1; docs/jpki-profile.md §4: card lost, suspension).
     if reason is x509.ReasonFlags.certificate_hold:
         return RevocationResult(RevocationStatus.ON_HOLD, reason, source)
     return RevocationResult(RevocationStatus.REVOKED, reason, source)

@@ -1,7 +1,7 @@
 """IdP browser sessions after a card login, and the certificate they came from.
 
 Every use of a session (and of a refresh token) asks the status store whether the certificate is still good:
-a revoked or held certificate ends the sessions and tokens that came from it (issue 4, flow 2's last step).
+a revoked or held certificate ends the sessions and tokens that came from it (docs/design.md, the last step of flow 2).
 Sessions, codes and tokens name that certificate only by a sealed reference (`IdpServices.seal_certificate`):
 no serial is stored in clear outside the revocation service.
 """

@@ -1,8 +1,8 @@
 """The IdP's pinned trust anchors: which root may issue auth certificates and which may issue signing ones.
 
 Roots come only from configuration, never from a card: the card's EF 000B/0002 hold "its" CA certificate, and
-trusting that would let anyone bring their own CA (JPKI.md §1). In production every root must match a pinned
-SHA-256 fingerprint (J-LIS's roots, JPKI.md §3) or the IdP refuses to start.
+trusting that would let anyone bring their own CA (docs/jpki-profile.md §1). In production every root must
+match a pinned SHA-256 fingerprint (J-LIS's roots, docs/jpki-profile.md §3) or the IdP refuses to start.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from jpki.devca import DevCA
 from jpki.profile import JLIS_ROOT_FINGERPRINTS, CertificateKind
 
-# The production profile: J-LIS's own roots, one per generation (JPKI.md §3).
+# The production profile: J-LIS's own roots, one per generation (docs/jpki-profile.md §3).
 PRODUCTION_FINGERPRINTS: Mapping[CertificateKind, Mapping[str, str]] = JLIS_ROOT_FINGERPRINTS
 
 

@@ -6,15 +6,15 @@ failing with a `VerificationError` whose `code` is stable (pages, JSON API, logs
 1. `check_size_and_shape`  — proof_malformed: bounded sizes, a 256-byte signature, a known token type
 2. `check_parses`          — certificate_malformed / not_jpki_certificate (jpki.certificate.parse_certificate)
 3. `check_policy`          — the kind the flow needs: an auth certificate logs in, a signing one releases facts
-4. `check_key_usage`       — key_usage_invalid (JPKI.md §3; an end-entity, never a CA)
+4. `check_key_usage`       — key_usage_invalid (docs/jpki-profile.md §3; an end-entity, never a CA)
 5. `check_chain`           — untrusted_issuer: directly issued by a pinned root (RFC 5280 §6.1)
 6. `check_validity`        — certificate_expired / certificate_not_yet_valid
 7. `check_signature`       — signature_invalid: RSASSA-PKCS1-v1_5/SHA-256 over the expected message
 8. `check_revocation`      — certificate_revoked / certificate_on_hold / revocation_unknown (fail closed)
 
-The signature comes before revocation, unlike the order the checks are listed in issue 4: an auth certificate
-is readable from a card without its PIN, so checking revocation first would let anyone holding a copy learn from
-the error code whether the holder's card is revoked or reported lost. A bad signature also costs no OCSP trip.
+The signature comes before revocation, unlike the order the checks are listed in docs/design.md flow 1: an auth
+certificate is readable from a card without its PIN, so checking revocation first would let anyone holding a copy
+learn from the error code whether the holder's card is revoked or reported lost. A bad signature costs no OCSP trip.
 
 Messages are sentences for a person; they never contain a serial, a signature, a challenge or a fact.
 """
@@ -41,7 +41,7 @@ from jpki.profile import (
 )
 from jpki.signature import login_message, verify_signature
 
-CARD, SMARTPHONE = "card", "smartphone"  # where the JPKI AP lives (JPKI.md §1: token file EF 0006)
+CARD, SMARTPHONE = "card", "smartphone"  # where the JPKI AP lives (docs/jpki-profile.md §1: token file EF 0006)
 TOKEN_TYPES = frozenset({CARD, SMARTPHONE})
 MAX_SIGNED_MESSAGE = 64 * 1024
 
@@ -110,7 +110,7 @@ def check_parses(certificate_der: bytes) -> JpkiCertificate:
 
 
 def check_policy(certificate: JpkiCertificate, expected: CertificateKind) -> None:
-    """The JPKI policy OID decides the kind (JPKI.md §3): login needs auth; releasing facts needs signing."""
+    """The JPKI policy OID decides the kind (docs/jpki-profile.md §3): login needs auth; the four facts, signing."""
     if certificate.kind is not expected:
         if expected is CertificateKind.AUTH:
             raise VerificationError(ErrorCode.SIGNING_CERTIFICATE_USED_FOR_LOGIN,
@@ -127,7 +127,7 @@ def check_policy(certificate: JpkiCertificate, expected: CertificateKind) -> Non
 
 
 def check_key_usage(certificate: JpkiCertificate) -> None:
-    """keyUsage digitalSignature for both kinds (JPKI.md §3); no EKU required. An end entity, never a CA."""
+    """keyUsage digitalSignature for both kinds (docs/jpki-profile.md §3); no EKU required. An end entity only."""
     required = AUTH_KEY_USAGE_REQUIRED if certificate.kind is CertificateKind.AUTH else SIGN_KEY_USAGE_REQUIRED
     if not required <= certificate.key_usage or certificate.key_usage & {"key_cert_sign", "crl_sign"}:
         raise VerificationError(ErrorCode.KEY_USAGE_INVALID, "The certificate is not allowed to make this signature.")

@@ -1,6 +1,6 @@
 """The JPKI profile as code: constants, certificate parsing, what the card signs, and the development CA.
 
-Pure: no state, no network. See ../shared/JPKI.md for the facts behind each constant.
+Pure: no state, no network. See docs/jpki-profile.md for the facts behind each constant.
 """
 
 from jpki.certificate import (

@@ -1,4 +1,4 @@
-"""Parse a DER certificate into what the platform needs to know of it (JPKI.md §3).
+"""Parse a DER certificate into what the platform needs to know of it (docs/jpki-profile.md §3).
 
 `parse_certificate(der)` answers: auth or signing, serial, issuer, validity, policy, public key, and for a
 signing certificate the four basic facts. It checks shape, not trust: chains, revocation and validity
@@ -81,7 +81,7 @@ class JpkiCertificate:
     def fingerprint(self) -> str:
         return hashlib.sha256(self.der).hexdigest()
 
-    def __repr__(self) -> str:  # the serial is personal data (JPKI.md §3)
+    def __repr__(self) -> str:  # the serial is personal data (docs/jpki-profile.md §3)
         return f"JpkiCertificate(kind={self.kind.value}, not_after={self.not_after.isoformat()})"
 
 

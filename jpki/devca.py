@@ -42,7 +42,7 @@ JST = dt.timezone(dt.timedelta(hours=9))
 
 
 class UnderageForSigning(ValueError):
-    """Holders under 15 get no signing certificate (JPKI.md §3)."""
+    """Holders under 15 get no signing certificate (docs/jpki-profile.md §3)."""
 
 
 def new_rsa_key() -> rsa.RSAPrivateKey:
@@ -68,7 +68,7 @@ def _birthday_in(birthdate: dt.date, year: int) -> dt.date:
 
 
 def validity_end(birthdate: dt.date, issued_on: dt.date) -> dt.datetime:
-    """The end of the holder's 5th birthday after issue, 23:59:59 Japan time (JPKI.md §3)."""
+    """The end of the holder's 5th birthday after issue, 23:59:59 Japan time (docs/jpki-profile.md §3)."""
     first = _birthday_in(birthdate, issued_on.year)
     if first <= issued_on:
         first = _birthday_in(birthdate, issued_on.year + 1)
@@ -123,7 +123,7 @@ class DevCA:
     def issue_auth(self, public_key: rsa.RSAPublicKey, birthdate: dt.date,
                    issued_at: dt.datetime | None = None, serial: int | None = None,
                    not_after: dt.datetime | None = None) -> x509.Certificate:
-        """A user-authentication certificate: opaque subject, no personal facts (JPKI.md §3)."""
+        """A user-authentication certificate: opaque subject, no personal facts (docs/jpki-profile.md §3)."""
         issued_at = issued_at or dt.datetime.now(dt.UTC)
         builder = self._leaf(CertificateKind.AUTH, public_key, issued_at, serial,
                              not_after or validity_end(birthdate, issued_at.astimezone(JST).date()))

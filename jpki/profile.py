@@ -1,6 +1,6 @@
-"""The JPKI profile as constants (JPKI.md §1–3). One place; everything else imports from here.
+"""The JPKI profile as constants (docs/jpki-profile.md §1–3). One place; everything else imports from here.
 
-Items JPKI.md marks (uncertain) are single constants here so that one edit changes them.
+Items docs/jpki-profile.md marks (uncertain) are single constants here so that one edit changes them.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def root_name(kind: CertificateKind, marker: str | None = None) -> x509.Name:
     return x509.Name(attrs)
 
 
-# SHA-256 fingerprints of J-LIS's production roots, for pinning (JPKI.md §3).
+# SHA-256 fingerprints of J-LIS's production roots, for pinning (docs/jpki-profile.md §3).
 JLIS_ROOT_FINGERPRINTS = {
     CertificateKind.AUTH: {
         "auth-2015": "4DCFC4CA0AAF9FB2A3081B3F0C991C320B3ACC008667A341EEAEC5AF1D58CA7D",

@@ -1,4 +1,4 @@
-"""What the card signs and how the host checks it (JPKI.md §2, ARCHITECTURE.md flow 1).
+"""What the card signs and how the host checks it (docs/jpki-profile.md §2, docs/design.md flow 1).
 
 The host hashes; the card wraps the DigestInfo in PKCS#1 v1.5 type-1 padding and does RSA-2048. The result is
 an ordinary RSASSA-PKCS1-v1_5 signature over the original message.

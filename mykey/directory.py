@@ -1,4 +1,4 @@
-"""The MyKey directory: certificate serial (keyed hash) → account → MyKey ID (JPKI.md §5).
+"""The MyKey directory: certificate serial (keyed hash) → account → MyKey ID (docs/jpki-profile.md §5).
 
 Three identifiers, each with one job:
 - the certificate serial is never stored: only HMAC-SHA256(secret, "serial:" ‖ issuer ‖ ":" ‖ serial as 20 octets),

@@ -2,13 +2,13 @@
 
 `sub = base64url(HMAC-SHA256(secret, sector ‖ 0x00 ‖ account id))`, without padding: the same person at the same
 sector always gets the same value; at two sectors, two values that nobody without the secret can link, as the
-My Number system's 機関別符号 differ per agency (JPKI.md §5).
+My Number system's 機関別符号 differ per agency (docs/jpki-profile.md §5).
 
 Deliberate deviation: §8.1's example hashes the sector with the OP's "local account id", and the obvious
 candidate here would be the MyKey ID, the account identifier the holder knows. We key on the internal, immutable,
-never-shown account id instead, because the MyKey ID is neither stable nor owned for good (JPKI.md §5): the holder
-may change it or give it up. Keyed on it, every relying party would see a stranger after a change, and worse,
-whoever later took a released ID would *become* its former holder at every site. The account id survives
+never-shown account id instead, because the MyKey ID is neither stable nor owned for good (docs/jpki-profile.md
+§5): the holder may change it or give it up. Keyed on it, every relying party would see a stranger after a change,
+and worse, whoever later took a released ID would *become* its former holder at every site. The account id survives
 renewals, ID changes and give-ups, so relying parties never notice any of them.
 """
 

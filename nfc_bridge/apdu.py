@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 SW_OK = 0x9000
 
-# Short APDUs only (JPKI.md §2): nfcpy refuses extended length and Android's IsoDep defaults to 261 bytes.
+# Short APDUs only (docs/jpki-profile.md §2): nfcpy refuses extended length and Android's IsoDep defaults to 261 bytes.
 MAX_SHORT_DATA = 255
 MAX_SHORT_LE = 256
 
@@ -115,7 +115,7 @@ class InstructionNotSupported(StatusWordError):
         super().__init__(sw, "The card does not support this command.")
 
 
-# Locked PIN: a real card may send any of these (JPKI.md §2, uncertain which); treat them alike.
+# Locked PIN: a real card may send any of these (docs/jpki-profile.md §2, uncertain which); treat them alike.
 PIN_LOCKED_SWS = frozenset({0x63C0, 0x6983, 0x6984})
 
 _BY_SW: dict[int, type[StatusWordError]] = {

@@ -1,4 +1,4 @@
-"""The JPKI application over any transport (JPKI.md §2).
+"""The JPKI application over any transport (docs/jpki-profile.md §2).
 
 `JpkiClient.connect(transport)` selects the JPKI AP and reads the token; then read certificates, ask how many
 PIN tries are left, and sign. PIN safety is built in, not left to callers: the tries left are queried before

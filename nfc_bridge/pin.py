@@ -1,4 +1,4 @@
-"""PIN rules the host enforces before a PIN ever reaches the card (JPKI.md §1–2).
+"""PIN rules the host enforces before a PIN ever reaches the card (docs/jpki-profile.md §1–2).
 
 A PIN of the wrong shape is refused here, so it never costs the holder a try. The PIN itself never appears
 in a message, a log line or an exception.

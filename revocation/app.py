@@ -15,6 +15,7 @@ from observability import logs
 from observability.metrics import gauge, metrics_response
 from revocation.config import RevocationConfig
 from revocation.services import Services, build_services
+from wire.json_input import BoundedJSONProvider
 
 
 def create_app(config: RevocationConfig | None = None, services: Services | None = None) -> Flask:
@@ -24,6 +25,7 @@ def create_app(config: RevocationConfig | None = None, services: Services | None
         logs.use_json_logs()
     logs.configure()
     app = Flask(__name__)
+    app.json = BoundedJSONProvider(app)  # request.get_json(): depth- and size-bounded, never a crash
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["revocation"] = services
 

@@ -7,7 +7,7 @@ change is a compare-and-set that respects per-holder order (store.hold/release/r
 phases loses nothing: the stream redelivers the unacknowledged event, phase 1 answers from the record, phase 2
 completes.
 
-Order (JPKI.md §4, issue 3): events apply by `occurred_at`, not by arrival. Revocation is final whatever the
+Order (docs/jpki-profile.md §4): events apply by `occurred_at`, not by arrival. Revocation is final whatever the
 order; a hold or release older than the certificate's last change does nothing; an event that happened after
 the holder's death revokes nothing new and restores nothing.
 """

@@ -8,7 +8,7 @@ Every publication issues two CRLs at once, both stored in the shard's `crl_publi
 
 - a complete CRL: every revoked or held certificate of the shard;
 - a delta CRL against the shard's *base*, an earlier complete CRL: every entry added or changed since the base,
-  and removeFromCRL for every hold lifted since the base (§5.3.1, JPKI.md §4: lost card found).
+  and removeFromCRL for every hold lifted since the base (§5.3.1, docs/jpki-profile.md §4: lost card found).
 
 Both carry the same CRL number: §5.2.3 requires a complete and a delta CRL of one scope issued at the same time
 to share their number and say the same thing. A relying party may combine the delta with any complete CRL

@@ -1,4 +1,4 @@
-"""Which resident-register event does what to which certificate: JPKI.md §4 as data, in one place.
+"""Which resident-register event does what to which certificate: docs/jpki-profile.md §4 as data, in one place.
 
 The applier reads this table; nothing else decides policy. Issuance and renewal are not rows of the table
 (they register certificates and link them) apart from renewal's revocation of the old certificate, which is.

@@ -1,4 +1,4 @@
-"""Events → certificate status, against a real Redis: every row of JPKI.md §4, order, idempotency, links."""
+"""Events → certificate status, against a real Redis: each row of docs/jpki-profile.md §4, order, idempotency, links."""
 
 import itertools
 

@@ -1,4 +1,4 @@
-"""Every refusal of issue 4, each with its stable code, against the running IdP and revocation service."""
+"""Every refusal of a card login, each with its stable code, against the running IdP and revocation service."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """USB contactless readers driven directly by nfcpy: Sony RC-S380, PN533 and relatives, no pcscd.
 
 `NfcpyTransport.open("usb")` opens the reader, waits a bounded time for an ISO-DEP card (Type 4B first: a My
-Number Card is ISO 14443 Type B, JPKI.md §1; Type 4A for phones and other cards), and then moves APDUs with
+Number Card is ISO 14443 Type B, docs/jpki-profile.md §1; Type 4A for phones and other cards), and then moves APDUs with
 nfcpy's `Type4Tag.transceive`, which handles ISO 14443-4 block numbering, chaining and waiting-time
 extensions and gives back the response data with SW1 SW2, errors included.
 
