@@ -15,7 +15,7 @@ from joserfc.jwk import KeySet
 from jpki import parse_certificate
 from jpki.devca import new_rsa_key
 from jpki.profile import CertificateKind
-from nfc_bridge.virtual_card import VirtualCard, write_card_file
+from nfc_bridge.virtual_card import Holder, VirtualCard, write_card_file
 from revocation.events import parse_event
 from tests.idp_flow import Browser, bridge_login, query_of
 
@@ -55,6 +55,60 @@ def card(make_card, idp_service):
 def serials_of(path) -> dict[CertificateKind, int]:
     card = VirtualCard.load(path)
     return {kind: parse_certificate(card.certificate(kind)).serial for kind in CertificateKind}
+
+
+def stored_values(client) -> dict[bytes, list[bytes]]:
+    """Every key in the database with everything stored under it, as bytes: the key itself, string values, hash
+    fields and values, list, set and sorted-set members (with their scores), and stream entry ids, fields and
+    values. A key of any other type fails the scan: a scan that skipped it would see nothing there."""
+    stored: dict[bytes, list[bytes]] = {}
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        if kind == b"string":
+            values = [client.get(key)]
+        elif kind == b"hash":
+            values = [item for pair in client.hgetall(key).items() for item in pair]
+        elif kind == b"list":
+            values = client.lrange(key, 0, -1)
+        elif kind == b"set":
+            values = list(client.smembers(key))
+        elif kind == b"zset":
+            values = [item for member, score in client.zrange(key, 0, -1, withscores=True)
+                      for item in (member, repr(score).encode())]
+        elif kind == b"stream":
+            values = [item for entry_id, fields in client.xrange(key)
+                      for item in (entry_id, *(part for pair in fields.items() for part in pair))]
+        else:
+            raise AssertionError(f"the privacy scan cannot read a Redis {kind!r} value ({key!r})")
+        stored[key] = [key, *(value or b"" for value in values)]
+    return stored
+
+
+# What one completed login leaves in Redis outside the revocation service: the places where a serial or a fact
+# would land if it leaked. A scan that did not find all of them scanned the wrong database, or too early.
+LOGIN_KEYS = (b"idp:session:", b"idp:token:", b"mk:sn:", b"mk:acct:", b"mk:consent:", b"mk:log:")
+
+
+def assert_scanned_the_login(stored: dict[bytes, list[bytes]]) -> None:
+    missing = [prefix for prefix in LOGIN_KEYS if not any(key.startswith(prefix) for key in stored)]
+    assert not missing, f"the scan found none of these keys a login writes: {missing}"
+    assert sum(len(blobs) for blobs in stored.values()) >= 2 * len(stored)  # every key came with its values
+
+
+def test_the_store_scan_reads_every_kind_of_value_and_misses_nothing_a_login_writes(redis_client):
+    redis_client.set("t:string", "marker-string")
+    redis_client.hset("t:hash", "marker-field", "marker-value")
+    redis_client.rpush("t:list", "x", "marker-list")
+    redis_client.sadd("t:set", "marker-set")
+    redis_client.zadd("t:zset", {"marker-zset": 1})
+    redis_client.xadd("t:stream", {"marker-stream-field": "marker-stream-value"})
+    stored = stored_values(redis_client)
+    for key, marker in [(b"t:string", b"marker-string"), (b"t:hash", b"marker-field"), (b"t:hash", b"marker-value"),
+                        (b"t:list", b"marker-list"), (b"t:set", b"marker-set"), (b"t:zset", b"marker-zset"),
+                        (b"t:stream", b"marker-stream-field"), (b"t:stream", b"marker-stream-value")]:
+        assert marker in stored[key], (key, marker)
+    with pytest.raises(AssertionError, match="the scan found none"):
+        assert_scanned_the_login(stored)  # nothing a login writes is there
 
 
 def test_two_sectors_get_unlinkable_subjects_and_one_sector_a_stable_one(idp_service, card):
@@ -123,13 +177,14 @@ def test_the_four_facts_need_the_signing_pin_and_only_asked_ones_are_released(id
 def test_the_four_facts_are_asked_for_each_time_and_never_stored_in_clear(idp_service, card, redis_client):
     rp = register(idp_service, "Bank", "https://bank.example.com/cb")
     login(idp_service, rp, card[0], scope="openid name address", pins="1234\nABC123\n")
-    for key in redis_client.scan_iter(count=1000):
-        kind = redis_client.type(key)
-        values = [redis_client.get(key)] if kind == b"string" else \
-            list(redis_client.hvals(key)) if kind == b"hash" else []
-        for value in values:
-            text = (value or b"").decode("utf-8", errors="replace")
-            assert "デジタル" not in text and "千代田区" not in text
+    holder = Holder()
+    forms = [form for fact in (holder.name, holder.address, holder.name.split()[0], "千代田区")
+             for form in (fact.encode(), json.dumps(fact).strip('"').encode())]  # UTF-8 and JSON's ASCII escapes
+    stored = stored_values(redis_client)
+    assert_scanned_the_login(stored)
+    for key, blobs in stored.items():
+        for blob in blobs:
+            assert not any(form in blob for form in forms), key
 
 
 def test_the_access_record_lists_each_release(idp_service, card):
@@ -162,13 +217,10 @@ def test_outside_the_revocation_service_no_serial_is_stored_in_clear(idp_service
     for serial in serials_of(card[0]).values():
         forms += [f"{serial:X}".encode(), f"{serial:x}".encode(), str(serial).encode(),
                   serial.to_bytes((serial.bit_length() + 7) // 8, "big")]
-    for key in redis_client.scan_iter(count=1000):
+    stored = stored_values(redis_client)
+    assert_scanned_the_login(stored)
+    for key, blobs in stored.items():
         if key.startswith(b"rv:"):  # the revocation service keeps serials: OCSP and CRLs need them
             continue
-        kind = redis_client.type(key)
-        values = [redis_client.get(key)] if kind == b"string" else \
-            [*redis_client.hkeys(key), *redis_client.hvals(key)] if kind == b"hash" else \
-            list(redis_client.smembers(key)) if kind == b"set" else \
-            list(redis_client.lrange(key, 0, -1)) if kind == b"list" else []
-        for blob in [key, *values]:
-            assert not any(form in (blob or b"") for form in forms), key
+        for blob in blobs:
+            assert not any(form in blob for form in forms), key
