@@ -42,8 +42,14 @@ _ACTIVATE = 'exec 3<&0 </dev/null; LISTEN_PID=$$; LISTEN_FDS=1; export LISTEN_PI
 _private_socket: Path | None = None
 
 
-class PcscdUnavailable(Exception):
-    """This machine cannot run the private pcscd; the message says why (tests skip with it)."""
+class PcscdNotInstalled(RuntimeError):
+    """pcscd or vsmartcard's vpcd driver is missing. scripts/bootstrap.sh installs both, so this is a broken
+    install, and the tests that need them fail with it rather than skip."""
+
+
+class SystemPcscdRunning(Exception):
+    """A system pcscd runs and this process is root: a private one would overwrite its pid file. The tests skip
+    with it: the machine is fine, it is only not ours to disturb."""
 
 
 def use_private_socket() -> Path:
@@ -112,9 +118,10 @@ class PrivatePcscd:
     def start(self, timeout: float = 5.0) -> PrivatePcscd:
         for path in (PCSCD, VPCD_DRIVER):
             if not Path(path).exists():
-                raise PcscdUnavailable(f"{path} is missing: install Debian's pcscd and vsmartcard-vpcd")
+                raise PcscdNotInstalled(f"{path} is missing: scripts/bootstrap.sh installs Debian's pcscd and "
+                                        "vsmartcard-vpcd")
         if os.geteuid() == 0 and (pid := running_system_pcscd()):
-            raise PcscdUnavailable(
+            raise SystemPcscdRunning(
                 f"a system pcscd (pid {pid}) is running; a private one started as root would overwrite its "
                 f"{SYSTEM_PID_FILE}")
         config_dir = self.work_dir / "reader.conf.d"

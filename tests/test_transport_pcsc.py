@@ -22,8 +22,8 @@ from nfc_bridge.vpcd import VpcdLink
 from tests.conftest import AUTH_PIN
 from tests.pcsc_env import (
     READER_NAME,
-    PcscdUnavailable,
     PrivatePcscd,
+    SystemPcscdRunning,
     free_port_block,
     use_private_socket,
     wait_for_card,
@@ -77,7 +77,7 @@ def pcscd(tmp_path):
     try:
         with PrivatePcscd(tmp_path, vpcd_port=free_port_block()) as daemon:
             yield daemon
-    except PcscdUnavailable as reason:
+    except SystemPcscdRunning as reason:
         pytest.skip(str(reason))
 
 
@@ -186,7 +186,7 @@ def test_unknown_reader_name_raises_reader_not_found(stub_card):
 def test_pcscd_without_readers_raises_reader_not_found(tmp_path):
     try:
         daemon = PrivatePcscd(tmp_path, vpcd_port=None).start()
-    except PcscdUnavailable as reason:
+    except SystemPcscdRunning as reason:
         pytest.skip(str(reason))
     try:
         with pytest.raises(ReaderNotFound) as error:
