@@ -22,6 +22,7 @@ import redis
 
 CHALLENGE_BYTES = 32  # ≥ 256 bits (Web eID)
 PREFIX = "idp:login"
+SPENT = b"spent"  # what a submit token's key holds once claimed; a transaction id is 43 base64url characters
 
 
 class LoginError(Exception):
@@ -125,11 +126,19 @@ class LoginStore:
         return self._save(replace(txn, state="fetched", fetched=True)), token
 
     def claim_submission(self, token: str) -> LoginTransaction:
-        """The single submission a challenge allows (Web eID: single use). A second attempt is refused."""
+        """The single submission a challenge allows (Web eID: single use), as docs/bridge-api.yaml promises:
+        a token never handed out is `unknown_submission` (404); a token already spent is `challenge_used` (409).
+
+        One command claims it: SET … XX GET swaps the transaction id for a spent marker only if the token exists
+        and returns what was there, so two concurrent submissions cannot both claim it, and an unknown token
+        leaves nothing behind. The marker keeps the token's expiry.
+        """
         if not isinstance(token, str) or not 10 <= len(token) <= 64:
             raise LoginError("unknown_submission", "This submission is not for a login in progress.", 404)
-        txn_id = self.redis.getdel(self._submit_key(token))
+        txn_id = self.redis.set(self._submit_key(token), SPENT, xx=True, keepttl=True, get=True)
         if txn_id is None:
+            raise LoginError("unknown_submission", "This submission is not for a login in progress.", 404)
+        if txn_id == SPENT:
             raise LoginError("challenge_used", "This challenge was already used; start the login again.", 409)
         return self.get(txn_id.decode())
 
