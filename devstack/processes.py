@@ -70,7 +70,7 @@ class Gunicorn:
             try:
                 if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
                     return self.url
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or no worker has booted
                 time.sleep(0.1)
         self.log.seek(0)
         output = self.log.read()[-2000:].decode(errors="replace")

@@ -1,31 +1,49 @@
 """The IdP's configuration, read from the environment in this one place.
 
+docs/configuration.md is the reference for every variable; in short:
+
 | variable | meaning | default |
 |---|---|---|
-| IDP_ISSUER | the OpenID Provider's issuer URL (also the login origin the card signs) | http://127.0.0.1:8080 |
+| MYKEY_DEV | 1 marks development: the defaults below (loopback URLs, the dev CA's roots) are allowed | unset |
+| IDP_ISSUER | the issuer URL (the login origin the card signs), https in production | http://127.0.0.1:8080 (dev) |
 | REDIS_URL, REDIS_CLUSTER | as for the revocation service (one Redis for both) | redis://127.0.0.1:6390/0 |
 | MYKEY_VAR | state directory (dev CA in `$MYKEY_VAR/pki`, IdP secrets in `$MYKEY_VAR/idp`) | var |
-| REVOCATION_URL | the revocation service: OCSP at `/ocsp`, CRLs at `/crl/...` | http://127.0.0.1:8081 |
-| IDP_TRUST | `dev` (the dev CA's roots) or `production` (J-LIS PEMs in IDP_TRUST_DIR, pinned by fingerprint) | dev |
-| IDP_TRUST_DIR | directory of `auth-*.pem` and `sign-*.pem` J-LIS roots for `production` | — |
-| IDP_INSECURE_DEV_COOKIES | 1 allows plain-http cookies without `__Host-`/Secure, only for a 127.0.0.1 issuer | 0 |
+| REVOCATION_URL | the revocation service: OCSP at `/ocsp`, CRLs at `/crl/...` | http://127.0.0.1:8081 (dev) |
+| IDP_TRUST | `dev` (the dev CA's roots, development only) or `production` (pinned PEMs in IDP_TRUST_DIR) | dev (dev) |
+| IDP_TRUST_DIR | directory of `auth-*.pem` and `sign-*.pem` roots for `production` | — |
+| IDP_TRUST_PINS | more pinned root fingerprints besides J-LIS's: `auth:<SHA-256 hex>,sign:<SHA-256 hex>` | — |
+| IDP_INSECURE_DEV_COOKIES | 1 allows plain-http cookies without `__Host-`/Secure: development, 127.0.0.1 only | 0 |
 | STATUS_BUCKETS / HOLDER_BUCKETS | the revocation store's bucket counts (read-only use here) | 1048576 |
 | IDP_DEV_CARD | development only: a virtual card file whose login command the login page shows too | — |
 | IDP_SECRET_FILE | the platform secret (keys for MyKey, pairwise sub, sealing) | $MYKEY_VAR/idp/secret |
+
+Outside development — no `MYKEY_DEV=1`, or an https issuer — nothing defaults: `from_env` refuses to build a
+configuration without an https IDP_ISSUER, IDP_TRUST=production with IDP_TRUST_DIR, and REVOCATION_URL, and
+refuses the development-only settings, naming each one (`ConfigurationError`). A production IdP thus never
+trusts, or creates, the development CA.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from jpki.devca import DEFAULT_REVOCATION_URL
+from jpki.profile import CertificateKind
 
-DEFAULT_ISSUER = "http://127.0.0.1:8080"
+DEV_FLAG = "MYKEY_DEV"  # `make run` (devstack) and the test suite set it; production never does
+DEFAULT_ISSUER = "http://127.0.0.1:8080"  # development only: devstack's IdP port
+DEFAULT_REVOCATION_URL = "http://127.0.0.1:8081"  # development only: devstack's revocation port
+_PIN_KINDS = {"auth": CertificateKind.AUTH, "sign": CertificateKind.SIGNING}
+_FINGERPRINT = re.compile(r"[0-9A-F]{64}")
+
+
+class ConfigurationError(ValueError):
+    """The environment does not describe an IdP that may start; the message names what to set or unset."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +55,8 @@ class IdpConfig:
     revocation_url: str = DEFAULT_REVOCATION_URL
     trust: str = "dev"
     trust_dir: Path | None = None
+    trust_pins: tuple[tuple[CertificateKind, str], ...] = ()  # extra pinned root fingerprints (IDP_TRUST_PINS)
+    development: bool = True  # False: built by from_env for production; the dev CA is then refused
     insecure_dev_cookies: bool = False
     secret: bytes = b""
     login_ttl: dt.timedelta = dt.timedelta(minutes=5)  # Web eID: a challenge lives at most 5 minutes
@@ -54,15 +74,24 @@ class IdpConfig:
     @classmethod
     def from_env(cls, env: dict | None = None) -> IdpConfig:
         env = os.environ if env is None else env
+        issuer = env.get("IDP_ISSUER", DEFAULT_ISSUER).rstrip("/")
+        development = is_development(env, issuer)
+        if not development:
+            refuse_unless_production_ready(env)
+        trust = env.get("IDP_TRUST", "dev")
+        if trust not in ("dev", "production"):
+            raise ConfigurationError(f"IDP_TRUST must be `dev` or `production`, not {trust!r}.")
         var_dir = Path(env.get("MYKEY_VAR", "var"))
         config = cls(
-            issuer=env.get("IDP_ISSUER", DEFAULT_ISSUER).rstrip("/"),
+            issuer=issuer,
             redis_url=env.get("REDIS_URL", cls.redis_url),
             redis_cluster=env.get("REDIS_CLUSTER", "0") == "1",
             var_dir=var_dir,
             revocation_url=env.get("REVOCATION_URL", DEFAULT_REVOCATION_URL).rstrip("/"),
-            trust=env.get("IDP_TRUST", "dev"),
+            trust=trust,
             trust_dir=Path(env["IDP_TRUST_DIR"]) if env.get("IDP_TRUST_DIR") else None,
+            trust_pins=parse_trust_pins(env.get("IDP_TRUST_PINS", "")),
+            development=development,
             insecure_dev_cookies=env.get("IDP_INSECURE_DEV_COOKIES", "0") == "1",
             dev_card=env.get("IDP_DEV_CARD") or None,
             status_buckets=int(env.get("STATUS_BUCKETS", str(1 << 20))),
@@ -77,6 +106,8 @@ class IdpConfig:
             raise ValueError("the platform secret must be at least 32 bytes")
         if self.insecure_dev_cookies and urlsplit(self.issuer).hostname not in ("127.0.0.1", "localhost"):
             raise ValueError("IDP_INSECURE_DEV_COOKIES is only allowed for an issuer on 127.0.0.1")
+        if not self.development and self.trust == "dev":
+            raise ConfigurationError("The development CA's roots (IDP_TRUST=dev) are trusted only in development.")
 
     @property
     def origin(self) -> str:
@@ -94,6 +125,46 @@ class IdpConfig:
         import hmac
 
         return hmac.new(self.secret, purpose.encode(), hashlib.sha256).digest()
+
+
+def is_development(env, issuer: str) -> bool:
+    """Development is asked for explicitly (MYKEY_DEV=1) and never holds for an https issuer."""
+    return env.get(DEV_FLAG) == "1" and urlsplit(issuer).scheme != "https"
+
+
+def refuse_unless_production_ready(env) -> None:
+    """Outside development every setting that has a development default must be given, and none of the
+    development-only ones may be; one ConfigurationError lists everything that is wrong."""
+    problems = []
+    issuer = env.get("IDP_ISSUER", "")
+    if urlsplit(issuer).scheme != "https":
+        # OpenID Connect Discovery 1.0 §3: the issuer is a URL using the https scheme.
+        problems.append("IDP_ISSUER must be this OpenID Provider's https:// URL"
+                        + (f" (it is {issuer!r})" if issuer else " (it is not set)"))
+    if env.get("IDP_TRUST") != "production" or not env.get("IDP_TRUST_DIR"):
+        problems.append("IDP_TRUST=production and IDP_TRUST_DIR (the directory of pinned auth-*.pem and "
+                        "sign-*.pem roots) must be set; the development CA's roots are never trusted here")
+    if not env.get("REVOCATION_URL"):
+        problems.append("REVOCATION_URL (the revocation service's base URL) must be set")
+    problems += [f"{name} is for development only and must not be set"
+                 for name in ("IDP_INSECURE_DEV_COOKIES", "IDP_DEV_CARD") if env.get(name) not in (None, "", "0")]
+    if problems:
+        raise ConfigurationError(
+            "The IdP will not start outside development: " + "; ".join(problems) + ". For development on "
+            f"127.0.0.1 set {DEV_FLAG}=1 (make run does); see docs/configuration.md.")
+
+
+def parse_trust_pins(value: str) -> tuple[tuple[CertificateKind, str], ...]:
+    """`auth:<SHA-256 hex>,sign:<SHA-256 hex>` (colons inside the hex allowed) → (kind, fingerprint) pairs."""
+    pins = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        kind, _, digest = item.partition(":")
+        digest = digest.replace(":", "").replace(" ", "").upper()
+        if kind not in _PIN_KINDS or not _FINGERPRINT.fullmatch(digest):
+            raise ConfigurationError("IDP_TRUST_PINS must list `auth:<fingerprint>` or `sign:<fingerprint>` "
+                                     "entries, each a SHA-256 fingerprint in hexadecimal, separated by commas.")
+        pins.append((_PIN_KINDS[kind], digest))
+    return tuple(pins)
 
 
 def load_or_create_secret(path: Path) -> bytes:

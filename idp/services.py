@@ -10,7 +10,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from idp.clients import ClientRegistry
-from idp.config import IdpConfig
+from idp.config import ConfigurationError, IdpConfig
 from idp.login import LoginStore
 from idp.revocation_check import RevocationChecker
 from idp.sealing import Sealer
@@ -105,11 +105,13 @@ def build_services(config: IdpConfig, client: redis.Redis | None = None, trust: 
 
 
 def load_trust(config: IdpConfig) -> TrustStore:
+    """The pinned roots: the development CA's only in development, else the files in IDP_TRUST_DIR."""
     if config.trust == "dev":
+        if not config.development:
+            raise ConfigurationError("The development CA's roots (IDP_TRUST=dev) are trusted only in development.")
         from jpki.devca import DevCA
 
         return TrustStore.development(DevCA.load_or_create(config.pki_dir, config.revocation_url))
     if config.trust_dir is None:
-        raise ValueError("IDP_TRUST=production needs IDP_TRUST_DIR with the J-LIS root PEMs")
-    return TrustStore.from_pem_files(auth=sorted(config.trust_dir.glob("auth-*.pem")),
-                                     signing=sorted(config.trust_dir.glob("sign-*.pem")))
+        raise ConfigurationError("IDP_TRUST=production needs IDP_TRUST_DIR, the directory of pinned root PEMs.")
+    return TrustStore.from_directory(config.trust_dir, config.trust_pins)

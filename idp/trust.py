@@ -11,12 +11,15 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from jpki.devca import DevCA
 from jpki.profile import JLIS_ROOT_FINGERPRINTS, CertificateKind
+
+if TYPE_CHECKING:  # only `development` takes one; production never imports the development CA
+    from jpki.devca import DevCA
 
 # The production profile: J-LIS's own roots, one per generation (docs/jpki-profile.md §3).
 PRODUCTION_FINGERPRINTS: Mapping[CertificateKind, Mapping[str, str]] = JLIS_ROOT_FINGERPRINTS
@@ -62,6 +65,18 @@ class TrustStore:
         """The dev CA's roots ("dev J-LIS"). Never used with production fingerprints."""
         return cls({CertificateKind.AUTH: (dev_ca.auth.certificate,),
                     CertificateKind.SIGNING: (dev_ca.signing.certificate,)})
+
+    @classmethod
+    def from_directory(cls, directory: Path, extra_pins: Iterable[tuple[CertificateKind, str]] = ()) -> TrustStore:
+        """The production layout (docs/configuration.md): `auth-*.pem` and `sign-*.pem` in one directory, each
+        root pinned by J-LIS's fingerprints or by one of `extra_pins` that the operator configured deliberately."""
+        if not directory.is_dir():
+            raise TrustStoreError(f"The trust directory {directory} does not exist (IDP_TRUST_DIR).")
+        pins = {kind: dict(fingerprints) for kind, fingerprints in PRODUCTION_FINGERPRINTS.items()}
+        for number, (kind, digest) in enumerate(extra_pins):
+            pins.setdefault(kind, {})[f"configured-{number}"] = digest
+        return cls.from_pem_files(auth=sorted(directory.glob("auth-*.pem")),
+                                  signing=sorted(directory.glob("sign-*.pem")), fingerprints=pins)
 
     @classmethod
     def from_pem_files(cls, auth: Iterable[str | Path], signing: Iterable[str | Path],

@@ -1,20 +1,27 @@
 """The revocation service's configuration, read from the environment in this one place.
 
+docs/configuration.md is the reference for every variable (and for the worker, which reads the same ones):
+
 | variable | meaning | default |
 |---|---|---|
+| MYKEY_DEV | 1 marks development: the dev CA and a loopback REVOCATION_URL are allowed | unset |
 | REDIS_URL | Redis server (`redis://`) or cluster (with REDIS_CLUSTER=1) | redis://127.0.0.1:6390/0 |
 | REDIS_CLUSTER | 1 when REDIS_URL points at a Redis Cluster node | 0 |
 | MYKEY_VAR | state directory; the dev CA lives in `$MYKEY_VAR/pki` | var |
-| REVOCATION_URL | public base URL of this service (in certificates and CRLs) | http://127.0.0.1:8081 |
-| REVOCATION_ISSUERS | `dev` (the dev CA) or a directory of production issuer PEMs | dev |
+| REVOCATION_URL | public base URL of this service (in certificates and CRLs) | http://127.0.0.1:8081 (development) |
+| REVOCATION_ISSUERS | `dev` (the dev CA, development only) or the directory of issuer files | dev (development) |
 | MOVED_ABROAD_REVOKES_AUTH | 1 to revoke auth certificates on a move abroad (pre-2024 rule) | 0 |
 | OCSP_VALIDITY_SECONDS | nextUpdate − thisUpdate of OCSP responses | 14400 |
 | OCSP_NONCE_CONCURRENCY | live (nonce) signatures at once per process | 8 |
 | CRL_VALIDITY_SECONDS | nextUpdate − thisUpdate of CRLs | 86400 |
 | CRL_MIN_INTERVAL_MS | a shard is republished at most this often | 50 |
 | STATUS_BUCKETS / HOLDER_BUCKETS | fixed for a deployment's life: changing them moves keys | 1048576 |
-| CONSOLE_INSECURE_DEV_COOKIES | 1: the operator console's cookie over plain http on 127.0.0.1 (development) | 0 |
+| CONSOLE_INSECURE_DEV_COOKIES | 1: the operator console's cookie over plain http on 127.0.0.1 (development only) | 0 |
 | CONSOLE_PEER_URL | the IdP's console page (RP clients), linked from this console's menu | none |
+
+Outside development — no `MYKEY_DEV=1`, or an https REVOCATION_URL — `from_env` refuses to build a configuration
+without REVOCATION_URL and a REVOCATION_ISSUERS directory, or with CONSOLE_INSECURE_DEV_COOKIES, naming each
+(`ConfigurationError`): a production service never signs with a development CA it made up on first start.
 """
 
 from __future__ import annotations
@@ -28,8 +35,16 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from jpki.devca import DEFAULT_REVOCATION_URL, DevCA, Issuer
+from jpki.devca import Issuer  # the value type only; the development CA itself is imported in development
 from jpki.profile import CRL_ISSUER_SLUG, CRL_SHARD_COUNT, CertificateKind
+
+DEV_FLAG = "MYKEY_DEV"  # `make run` (devstack) and the test suite set it; production never does
+DEFAULT_REVOCATION_URL = "http://127.0.0.1:8081"  # development only: devstack's revocation port
+ISSUER_FILES = ("{slug}-ca.pem", "{slug}-crl-signer.key.pem", "{slug}-ocsp.pem", "{slug}-ocsp.key.pem")
+
+
+class ConfigurationError(ValueError):
+    """The environment does not describe a service that may start; the message names what to set or unset."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,7 @@ class RevocationConfig:
     max_body_bytes: int = 1 << 20
     console_insecure_dev_cookies: bool = False
     console_peer_url: str | None = None
+    development: bool = True  # False: built by from_env for production; the dev CA is then refused
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -59,11 +75,16 @@ class RevocationConfig:
     @classmethod
     def from_env(cls, env: dict | None = None) -> RevocationConfig:
         env = os.environ if env is None else env
+        base_url = env.get("REVOCATION_URL", DEFAULT_REVOCATION_URL).rstrip("/")
+        development = env.get(DEV_FLAG) == "1" and urlsplit(base_url).scheme != "https"
+        if not development:
+            refuse_unless_production_ready(env)
         return cls(
             redis_url=env.get("REDIS_URL", cls.redis_url),
             redis_cluster=env.get("REDIS_CLUSTER", "0") == "1",
             var_dir=Path(env.get("MYKEY_VAR", "var")),
-            base_url=env.get("REVOCATION_URL", DEFAULT_REVOCATION_URL).rstrip("/"),
+            base_url=base_url,
+            development=development,
             issuers_source=env.get("REVOCATION_ISSUERS", "dev"),
             moved_abroad_revokes_auth=env.get("MOVED_ABROAD_REVOKES_AUTH", "0") == "1",
             ocsp_validity=dt.timedelta(seconds=int(env.get("OCSP_VALIDITY_SECONDS", "14400"))),
@@ -81,17 +102,42 @@ class RevocationConfig:
         return self.var_dir / "pki"
 
 
+def refuse_unless_production_ready(env) -> None:
+    """Outside development the settings that have development defaults must be given, and the development-only
+    ones must not be; one ConfigurationError lists everything that is wrong."""
+    problems = []
+    if not env.get("REVOCATION_URL"):
+        problems.append("REVOCATION_URL (this service's public base URL, written into CRLs) must be set")
+    if env.get("REVOCATION_ISSUERS", "dev") == "dev":
+        problems.append("REVOCATION_ISSUERS must name the directory of issuer certificates and signing keys; "
+                        "the development CA is used only in development")
+    if env.get("CONSOLE_INSECURE_DEV_COOKIES") not in (None, "", "0"):
+        problems.append("CONSOLE_INSECURE_DEV_COOKIES is for development only and must not be set")
+    if problems:
+        raise ConfigurationError(
+            "The revocation service will not start outside development: " + "; ".join(problems) + ". For "
+            f"development on 127.0.0.1 set {DEV_FLAG}=1 (make run does); see docs/configuration.md.")
+
+
 def load_issuers(config: RevocationConfig) -> dict[str, Issuer]:
     """Issuer slug ("auth", "sign") → the CA certificate, its key for CRLs, and its OCSP responder.
 
-    `dev`: the development CA under var/pki (created on first use). Otherwise a directory holding, per slug,
-    `<slug>-ca.pem`, `<slug>-crl-signer.key.pem` and `<slug>-ocsp.pem` + `<slug>-ocsp.key.pem` — the platform's
-    delegated responder and CRL signing material for that issuer.
+    `dev` (development only): the development CA under var/pki, created on first use. Otherwise a directory
+    holding, per slug, `<slug>-ca.pem`, `<slug>-crl-signer.key.pem` and `<slug>-ocsp.pem` + `<slug>-ocsp.key.pem`
+    — the platform's delegated responder and CRL signing material for that issuer (docs/configuration.md).
     """
     if config.issuers_source == "dev":
+        if not config.development:
+            raise ConfigurationError("The development CA (REVOCATION_ISSUERS=dev) is used only in development.")
+        from jpki.devca import DevCA
+
         ca = DevCA.load_or_create(config.pki_dir, config.base_url)
         return {CRL_ISSUER_SLUG[kind]: ca.issuer(kind) for kind in CertificateKind}
     directory = Path(config.issuers_source)
+    missing = [name.format(slug=slug) for slug in CRL_ISSUER_SLUG.values() for name in ISSUER_FILES
+               if not (directory / name.format(slug=slug)).is_file()]
+    if missing:
+        raise ConfigurationError(f"REVOCATION_ISSUERS={directory} lacks {', '.join(missing)}.")
     issuers = {}
     for kind, slug in CRL_ISSUER_SLUG.items():
         issuers[slug] = Issuer(

@@ -19,6 +19,15 @@ AUTH_PIN = "1234"
 SIGN_PIN = "ABC123"
 
 @pytest.fixture(scope="session", autouse=True)
+def development_flag():
+    """The suite runs the platform in development, as `make run` does (MYKEY_DEV=1, docs/configuration.md); every
+    child process inherits it. The production-shape tests start their processes with MYKEY_DEV=0."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MYKEY_DEV", "1")
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def collect_every_log_line():
     """Everything the platform logs during the suite, at DEBUG, for the log privacy check."""
     root = logging.getLogger()
