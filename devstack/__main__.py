@@ -8,11 +8,13 @@ Starts, and says what it started:
 - the demo relying party "Example Shop", registered as an OIDC client on first run;
 - a virtual My Number Card in var/cards/demo.json, issued and registered on first run (auth PIN 1234,
   signing PIN ABC123).
-Ctrl-C (or SIGTERM) stops everything; state persists under var/ between runs.
+Ctrl-C (or SIGTERM) stops everything; state persists under var/ between runs. It runs in development
+(MYKEY_DEV=1, set here for every part): loopback URLs and the dev CA, never a production shape.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import secrets
@@ -37,12 +39,29 @@ def say(label: str, text: str) -> None:
     print(f"{label:<12}{text}", flush=True)
 
 
-def main() -> int:
+ENVIRONMENT = """environment (docs/configuration.md has every variable):
+  MYKEY_VAR               state directory (default var)
+  MYKEY_REDIS_PORT        the private redis-server's port (default 6390); REDIS_URL uses yours instead
+  MYKEY_REVOCATION_PORT   the revocation service's port (default 8081)
+  MYKEY_IDP_PORT          the IdP's port (default 8080)
+  MYKEY_DEMO_RP_PORT      the demo relying party's port (default 8082)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    summary, _, details = __doc__.partition("\n\n")
+    return argparse.ArgumentParser(prog="python -m devstack", description=summary,
+                                   epilog=details + "\n" + ENVIRONMENT, formatter_class=argparse.RawTextHelpFormatter)
+
+
+def main(argv: list[str] | None = None) -> int:
+    build_parser().parse_args(argv)  # --help prints and exits before anything starts
     var = Path(os.environ.get("MYKEY_VAR", "var"))
     revocation_port = int(os.environ.get("MYKEY_REVOCATION_PORT", "8081"))
     idp_port = int(os.environ.get("MYKEY_IDP_PORT", "8080"))
     demo_port = int(os.environ.get("MYKEY_DEMO_RP_PORT", "8082"))
     # One environment for every part, set before any configuration is read.
+    os.environ["MYKEY_DEV"] = "1"  # development, whatever the shell says: the dev CA and loopback defaults
     os.environ.setdefault("MYKEY_VAR", str(var))
     os.environ.setdefault("REVOCATION_URL", f"http://127.0.0.1:{revocation_port}")
     os.environ.setdefault("IDP_ISSUER", f"http://127.0.0.1:{idp_port}")

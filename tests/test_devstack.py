@@ -66,3 +66,18 @@ def test_devstack_starts_says_what_it_started_and_stops(tmp_path):
         rest, _ = process.communicate(timeout=30)
     assert process.returncode == 0
     assert "redis       stopped" in rest
+
+
+def test_devstack_help_prints_usage_and_starts_nothing(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MYKEY_VAR": str(tmp_path / "var"),
+           "MYKEY_REDIS_PORT": str(free_port())}
+    try:
+        shown = subprocess.run([sys.executable, "-m", "devstack", "--help"], cwd=ROOT, env=env, text=True,
+                               capture_output=True, timeout=20)
+    finally:
+        # Before --help was understood, the stack started: make sure no redis-server outlives a failure.
+        subprocess.run(["redis-cli", "-p", env["MYKEY_REDIS_PORT"], "shutdown", "nosave"], capture_output=True)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("usage: python -m devstack") and "MYKEY_IDP_PORT" in shown.stdout
+    assert "docs/configuration.md" in shown.stdout
+    assert not (tmp_path / "var").exists()  # nothing was started or created
