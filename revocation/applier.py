@@ -10,6 +10,12 @@ completes.
 Order (docs/jpki-profile.md §4): events apply by `occurred_at`, not by arrival. Revocation is final whatever the
 order; a hold or release older than the certificate's last change does nothing; an event that happened after
 the holder's death revokes nothing new and restores nothing.
+
+One event is refused here rather than applied: a renewal whose old certificate was never registered
+(`unknown_old_serial`, docs/operators.md "Events"). Accepting it would revoke nothing, and should the old
+certificate's issuance arrive afterwards it would be registered good although superseded. The refusal comes
+before phase 1 and records nothing, not even the event id, so the same event can be sent again once the old
+certificate is known.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from jpki.profile import CRL_ISSUER_SLUG, CertificateKind, crl_shard
-from revocation.events import RevocationEvent
+from revocation.events import EventRefused, RevocationEvent
 from revocation.policy import Effect, Rule, Scope, policy_table
 from revocation.store import REASON_CODES, REASONS_BY_CODE, StatusRecord, StatusStore, hold, release, revoke
 
@@ -75,6 +81,7 @@ class Applier:
         self._cas_holder = store.redis.register_script(_CAS_HOLDER)
 
     def apply(self, event: RevocationEvent) -> Outcome:
+        self.refuse_unknown_old_serials(event)
         duplicate, record = self._phase_one(event)
         outcome = Outcome(event.event_id, event.type, duplicate=duplicate, note=record.get("note"))
         for action in record["actions"]:
@@ -82,6 +89,19 @@ class Applier:
             if effect and not duplicate:
                 outcome.changes[effect] = outcome.changes.get(effect, 0) + 1
         return outcome
+
+    def refuse_unknown_old_serials(self, event: RevocationEvent,
+                                   registered_before: frozenset[tuple[str, int]] = frozenset()) -> None:
+        """Raise EventRefused (unknown_old_serial) if `event` renews a certificate that is not registered, nor in
+        `registered_before` (certificates that events ahead of it in the same batch register)."""
+        if event.type != "certificate_renewed":
+            return
+        for cert in event.certificates:
+            issuer = _issuer(cert.kind)
+            if (issuer, cert.old_serial) not in registered_before and self.store.get(issuer, cert.old_serial) is None:
+                raise EventRefused("unknown_old_serial", f"The renewal's {cert.kind.value} old_serial is not a "
+                                                         "certificate this service registered; nothing was changed. "
+                                                         "Send its certificate_issued first, then this event again.")
 
     def notify(self, issuer: str, serial: int, record: StatusRecord) -> None:
         """Tell what derives from status (the OCSP cache) that a certificate changed."""

@@ -3,21 +3,29 @@
 Unknown fields and unknown types are refused, and so is any value that looks like a 12-digit My Number: the
 platform must never receive one (My Number Act). Refusals carry a stable `code` and a sentence that names the
 field but never echoes its value.
+
+Checks that JSON Schema cannot say are made here too, so that whatever parses can be stored: times fall in the
+range the status store records (whole seconds from 1970 in 32 bits), and a renewal's new serial differs from its
+old one. Whether a renewal's old serial was ever issued depends on the status store, so the applier checks that
+(`unknown_old_serial`, revocation/applier.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from dataclasses import dataclass
 
 import jsonschema
 
 from jpki.profile import CertificateKind
+from wire.json_input import JSONInputError, loads
 
 MAX_EVENT_BYTES = 16 * 1024
 MAX_BATCH = 1000
+# The status store keeps times as seconds since 1970 in 32 bits, and 0 means "none" (revocation/store.py).
+EARLIEST_TIME = dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=dt.UTC)
+LATEST_TIME = dt.datetime.fromtimestamp(2**32 - 1, dt.UTC)
 
 EVENT_TYPES = (
     "certificate_issued", "certificate_renewed", "four_facts_changed", "moved_abroad", "died",
@@ -29,7 +37,8 @@ _ID = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[A-Za-z
 _SERIAL = {"type": "string", "minLength": 1, "maxLength": 40, "pattern": "^[0-9A-F]+$",
            "description": "certificate serial number, upper-case hexadecimal without separators"}
 _KIND = {"type": "string", "enum": [k.value for k in CertificateKind]}
-_TIME = {"type": "string", "format": "date-time", "maxLength": 40}
+_TIME = {"type": "string", "format": "date-time", "maxLength": 40,
+         "description": "RFC 3339 with an offset, from 1970-01-01T00:00:01Z to 2106-02-07T06:28:15Z"}
 _KINDS = {"type": "array", "items": _KIND, "minItems": 1, "maxItems": 2, "uniqueItems": True,
           "description": "which certificates of the card; both when absent"}
 
@@ -37,7 +46,8 @@ _COMMON = {
     "event_id": {**_ID, "description": "idempotency key: the same id is applied once"},
     "type": {"type": "string", "enum": list(EVENT_TYPES)},
     "holder": {**_ID, "maxLength": 64, "description": "opaque holder handle from upstream; never a My Number"},
-    "occurred_at": {**_TIME, "description": "when it happened upstream (RFC 3339, with offset)"},
+    "occurred_at": {**_TIME, "description": "when it happened upstream (RFC 3339 with an offset, from "
+                                          "1970-01-01T00:00:01Z to 2106-02-07T06:28:15Z)"},
     "source": {**_ID, "maxLength": 64, "description": "where the event came from (feed, operator, batch file)"},
 }
 
@@ -79,8 +89,15 @@ EVENT_SCHEMA: dict = {
                 "items": {
                     "type": "object", "additionalProperties": False,
                     "required": ["kind", "old_serial", "new_serial", "not_after"],
-                    "properties": {"kind": _KIND, "old_serial": _SERIAL, "new_serial": _SERIAL,
-                                   "not_after": _TIME},
+                    "properties": {
+                        "kind": _KIND,
+                        "old_serial": {**_SERIAL, "description": (
+                            "the certificate this one replaces: it must be registered already (by its "
+                            "certificate_issued or an earlier renewal), else the event is refused "
+                            "(unknown_old_serial); it must differ from new_serial")},
+                        "new_serial": _SERIAL,
+                        "not_after": _TIME,
+                    },
                 },
             },
         }, ("card_id", "renewals")),
@@ -154,13 +171,13 @@ class RevocationEvent:
 
 
 def parse_event_json(raw: bytes | str) -> RevocationEvent:
-    """Parse one event from its JSON text."""
+    """Parse one event from its JSON text (bounded: wire/json_input.py refuses deep nesting before decoding)."""
     if len(raw) > MAX_EVENT_BYTES:
         raise EventRefused("event_too_large", f"An event may be at most {MAX_EVENT_BYTES} bytes.")
     try:
-        document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise EventRefused("malformed_json", "The event is not valid JSON.") from exc
+        document = loads(raw, max_bytes=MAX_EVENT_BYTES)
+    except JSONInputError as exc:  # syntax, encoding, depth or NaN: the sentence says which, never the text
+        raise EventRefused("malformed_json", f"The event is not valid JSON: {exc}") from None
     return parse_event(document)
 
 
@@ -221,7 +238,14 @@ def _time(text: str) -> dt.datetime:
         raise EventRefused("invalid_event", "A time is not an RFC 3339 date-time.") from exc
     if value.tzinfo is None:
         raise EventRefused("invalid_event", "Times must carry a UTC offset.")
-    return value.astimezone(dt.UTC)
+    try:
+        value = value.astimezone(dt.UTC)
+    except OverflowError:  # year 1 or 9999 moved across midnight by its offset
+        value = None
+    if value is None or not EARLIEST_TIME <= value <= LATEST_TIME:
+        raise EventRefused("invalid_event", f"Times must fall between {EARLIEST_TIME:%Y-%m-%d} and "
+                                            f"{LATEST_TIME:%Y-%m-%d} (UTC), the range the service records.")
+    return value
 
 
 def _build(doc: dict) -> RevocationEvent:
@@ -236,6 +260,8 @@ def _build(doc: dict) -> RevocationEvent:
     kinds = [c.kind for c in certificates]
     if len(kinds) != len(set(kinds)):
         raise EventRefused("invalid_event", "A card holds one certificate of each kind; a kind is repeated.")
+    if any(c.old_serial == c.serial for c in certificates):
+        raise EventRefused("invalid_event", "A renewal's new_serial must differ from its old_serial.")
     return RevocationEvent(
         event_id=doc["event_id"],
         type=doc["type"],

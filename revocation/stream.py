@@ -1,9 +1,19 @@
 """The resident-register event stream: a Redis Stream with one consumer group of appliers.
 
-At-least-once: an entry is acknowledged only after the applier finished with it (one XACK per batch, naming the
-entries finished), so a consumer that dies between read and ack loses nothing — its pending entries are claimed
-by another consumer once they have been idle long enough (XAUTOCLAIM), and the applier's idempotency by
+Entry format (docs/operators.md, "The event stream"): one field, `event`, holding one event as JSON
+(docs/event-schema.json). The service's own submissions are validated before XADD; a feed may write entries
+directly, so every entry is checked again when it is read.
+
+At-least-once: an applied entry is acknowledged only after the applier finished with it (one XACK per batch,
+naming the entries applied), so a consumer that dies between read and ack loses nothing — its pending entries are
+claimed by another consumer once they have been idle long enough (XAUTOCLAIM), and the applier's idempotency by
 `event_id` makes the second delivery harmless.
+
+No entry holds back another. An entry that cannot be handled for any reason but Redis itself being unreachable —
+unreadable, refused by the schema, refused by the applier, or the applier raising — is dead-lettered at its first
+failure: one Lua script appends a record with a stable code to the dead-letter stream and acknowledges the entry,
+atomically (the two keys share a hash slot), and the batch goes on. A Redis outage (`TRANSIENT`) is not the
+entry's fault: the batch stops, unacknowledged entries stay pending and are delivered again.
 """
 
 from __future__ import annotations
@@ -14,29 +24,49 @@ import time
 from dataclasses import dataclass
 
 import redis
+from redis.exceptions import ClusterError, OutOfMemoryError, ReadOnlyError, SlotNotCoveredError, TryAgainError
 
 from revocation.applier import Applier, Outcome
-from revocation.events import EventRefused, RevocationEvent, parse_event
+from revocation.events import EventRefused, RevocationEvent, parse_event_json
 from revocation.keys import CONSUMER_GROUP, STREAM
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTERS = f"{STREAM}:refused"
+# Same hash tag as the stream's own slot (a key without braces hashes whole), so the dead-letter record and the
+# acknowledgement can be one script on a Redis Cluster too.
+DEAD_LETTERS = f"{{{STREAM}}}:refused"
 STREAM_MAXLEN = 10_000_000  # approximate trim: the status store, not the stream, is the record of truth
+DEAD_LETTERS_MAXLEN = 1_000_000  # approximate: a feed sending only junk cannot fill Redis
+EVENT_FIELD = b"event"
+
+# Redis unreachable, failing over, or refusing writes: retry later rather than blame the entry.
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ClusterError, TryAgainError, ReadOnlyError,
+             OutOfMemoryError, SlotNotCoveredError)
+
+# KEYS: stream, dead letters. ARGV: group, entry id, '1' to delete the entry, maxlen, then the record's pairs.
+_DEAD_LETTER = """
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[3] == '1' then redis.call('XDEL', KEYS[1], ARGV[2]) end
+return 1
+"""
 
 
 @dataclass(frozen=True)
 class Delivery:
     entry_id: str
     outcome: Outcome | None
-    refused: EventRefused | None = None
+    refused: EventRefused | None = None  # set when the entry was dead-lettered
 
 
 class EventStream:
-    def __init__(self, client: redis.Redis, stream: str = STREAM, group: str = CONSUMER_GROUP):
+    def __init__(self, client: redis.Redis, stream: str = STREAM, group: str = CONSUMER_GROUP,
+                 dead_letters: str = DEAD_LETTERS):
         self.redis = client
         self.stream = stream
         self.group = group
+        self.dead_letters = dead_letters
+        self._dead_letter = client.register_script(_DEAD_LETTER)
 
     def ensure_group(self) -> None:
         try:
@@ -47,13 +77,14 @@ class EventStream:
 
     def submit(self, event: RevocationEvent) -> str:
         """Append a validated event; returns its stream entry id."""
-        entry = self.redis.xadd(self.stream, {"event": json.dumps(event.to_json(), separators=(",", ":"))},
+        entry = self.redis.xadd(self.stream, {EVENT_FIELD: json.dumps(event.to_json(), separators=(",", ":"))},
                                 maxlen=STREAM_MAXLEN, approximate=True)
-        return entry.decode() if isinstance(entry, bytes) else entry
+        return _text(entry)
 
     def consume(self, consumer: str, applier: Applier, count: int = 100, block_ms: int | None = None,
                 reclaim_idle_ms: int = 30_000) -> list[Delivery]:
-        """Apply and acknowledge up to `count` entries: first ones abandoned by dead consumers, then new ones."""
+        """Handle up to `count` entries: first ones abandoned by dead consumers, then new ones. Each is applied and
+        acknowledged, or dead-lettered; only a Redis outage (`TRANSIENT`) ends the batch early, by raising."""
         self.ensure_group()
         entries = self._reclaim(consumer, count, reclaim_idle_ms)
         if len(entries) < count:
@@ -64,31 +95,57 @@ class EventStream:
         done: list[Delivery] = []
         try:
             for entry_id, fields in entries:
-                done.append(self._handle(entry_id, fields, applier))
+                done.append(self._handle(_text(entry_id), fields, applier))
         finally:
-            if done:  # one acknowledgement for the batch, of exactly the entries finished with
-                self.redis.xack(self.stream, self.group, *(delivery.entry_id for delivery in done))
+            applied = [delivery.entry_id for delivery in done if delivery.refused is None]
+            if applied:  # one acknowledgement for the entries applied (dead letters were acknowledged with theirs)
+                self.redis.xack(self.stream, self.group, *applied)
         return done
 
     def _reclaim(self, consumer: str, count: int, idle_ms: int) -> list:
+        # Redis ≥ 7 drops entries deleted while pending from the pending list and reports them apart.
         _, entries, *_ = self.redis.xautoclaim(self.stream, self.group, consumer, min_idle_time=idle_ms,
                                                start_id="0-0", count=count)
         return [entry for entry in entries if entry and entry[1]]
 
-    def _handle(self, entry_id, fields: dict, applier: Applier) -> Delivery:
-        entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    def _handle(self, entry_id: str, fields: dict, applier: Applier) -> Delivery:
+        event = None
         try:
-            event = parse_event(json.loads(fields[b"event"]))
-        except (EventRefused, KeyError, ValueError) as exc:
-            refused = exc if isinstance(exc, EventRefused) else EventRefused("malformed_entry", "Unreadable entry.")
-            # Never reached for events submitted through this service (validated before XADD); kept for hand-made
-            # entries. The entry moves to a dead-letter stream so that an operator can see it.
-            self.redis.xadd(DEAD_LETTERS, {"entry": entry_id, "code": refused.code})
-            return Delivery(entry_id, None, refused)
-        outcome = applier.apply(event)
+            event = entry_event(fields)
+            outcome = applier.apply(event)
+        except TRANSIENT:
+            raise
+        except EventRefused as refusal:
+            return self._refuse(entry_id, refusal, event)
+        except Exception as exc:  # a defect or bad data behind this one event: it must not hold back the others
+            failure = exc.__class__.__name__  # the type only: an exception's text can carry serials or handles
+            known = {"event_id": event.event_id, "type": event.type} if event is not None else {}
+            log.warning("event not applied: %s raised; moved to the dead-letter stream", failure,
+                        extra={"code": "apply_failed", **known})
+            refusal = EventRefused("apply_failed", f"Applying the event failed ({failure}) and it may be partly "
+                                                   "applied. Send it again, with the same event_id, once the cause "
+                                                   "is fixed: what was done is not done twice.")
+            return self._refuse(entry_id, refusal, event, failure)
         log.info("event applied", extra={"event_id": event.event_id, "type": event.type,
                                           "result": outcome.summary()})
         return Delivery(entry_id, outcome)
+
+    def _refuse(self, entry_id: str, refusal: EventRefused, event: RevocationEvent | None,
+                exception: str | None = None) -> Delivery:
+        """Dead-letter the entry and acknowledge it in one step. The record holds codes and the refusal's sentence,
+        never the entry's content; an entry refused for holding a My Number is deleted from the stream as well."""
+        record = {"entry": entry_id, "code": refusal.code, "message": refusal.message}
+        if event is not None:  # parsed, so its id and type passed the schema
+            record |= {"event_id": event.event_id, "type": event.type}
+        if exception is not None:
+            record["exception"] = exception
+        delete = refusal.code == "my_number_refused"
+        self._dead_letter(keys=[self.stream, self.dead_letters],
+                          args=[self.group, entry_id, "1" if delete else "0", DEAD_LETTERS_MAXLEN,
+                                *(item for pair in record.items() for item in pair)])
+        if exception is None:
+            log.info("event refused; moved to the dead-letter stream", extra={"code": refusal.code})
+        return Delivery(entry_id, None, refusal)
 
     def drain(self, consumer: str, applier: Applier, limit: int = 100_000, timeout_s: float = 60.0) -> list[Delivery]:
         """Consume until nothing new is waiting (bounded in count and time)."""
@@ -102,24 +159,33 @@ class EventStream:
         return done
 
     def health(self) -> dict:
-        """Stream length, consumer-group lag and pending entries, and each consumer's idle time."""
+        """Stream length, consumer-group lag and pending entries, each consumer's idle time, dead letters."""
         self.ensure_group()
-        groups = {g["name"].decode() if isinstance(g["name"], bytes) else g["name"]: g
-                  for g in self.redis.xinfo_groups(self.stream)}
+        groups = {_text(g["name"]): g for g in self.redis.xinfo_groups(self.stream)}
         group = groups.get(self.group, {})
-        consumers = [
-            {"name": c["name"].decode() if isinstance(c["name"], bytes) else c["name"],
-             "pending": c["pending"], "idle_ms": c["idle"]}
-            for c in self.redis.xinfo_consumers(self.stream, self.group)
-        ]
+        consumers = [{"name": _text(c["name"]), "pending": c["pending"], "idle_ms": c["idle"]}
+                     for c in self.redis.xinfo_consumers(self.stream, self.group)]
         return {
             "length": self.redis.xlen(self.stream),
             "lag": group.get("lag"),
             "pending": group.get("pending", 0),
             "last_delivered": _text(group.get("last-delivered-id")),
             "consumers": consumers,
-            "refused": self.redis.xlen(DEAD_LETTERS),
+            "refused": self.redis.xlen(self.dead_letters),
         }
+
+
+def entry_event(fields: dict) -> RevocationEvent:
+    """The event of one stream entry: exactly one field, `event`, holding the event's JSON."""
+    if set(map(_bytes, fields)) != {EVENT_FIELD}:
+        raise EventRefused("malformed_entry", "A stream entry has exactly one field, 'event', holding the event as "
+                                              "JSON (docs/operators.md).")
+    [raw] = fields.values()
+    return parse_event_json(raw)
+
+
+def _bytes(value) -> bytes:
+    return value.encode() if isinstance(value, str) else value
 
 
 def _text(value) -> str | None:

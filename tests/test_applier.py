@@ -219,3 +219,31 @@ def test_outcomes_never_mention_serials_or_holders(holder):
     outcome = holder.send("card_lost", "2026-03-01T00:00:00Z", card_id="card-1")
     shown = str(outcome.as_dict())
     assert f"{holder.auth:X}" not in shown and "h1" not in shown.replace("held", "")
+
+
+def test_a_renewal_of_a_certificate_never_issued_is_refused_and_records_nothing(holder, store):
+    from revocation.events import EventRefused
+
+    renewal = {"card_id": "card-1", "renewals": [
+        {"kind": "auth", "old_serial": "AFFF", "new_serial": "A101", "not_after": "2036-01-01T00:00:00Z"}]}
+    with pytest.raises(EventRefused) as info:
+        holder.send("certificate_renewed", "2026-06-01T00:00:00Z", event_id="renew-ghost", **renewal)
+    assert info.value.code == "unknown_old_serial" and "AFFF" not in info.value.message
+    assert store.get("auth", 0xA101) is None and store.links("auth", 0xA101) == (None, None)
+    # Once the old certificate is registered, the same event (same id) applies: the refusal recorded nothing.
+    holder.send("certificate_issued", "2026-01-01T00:00:00Z", card_id="card-0", certificates=[
+        {"serial": "AFFF", "kind": "auth", "not_after": "2031-01-01T00:00:00Z"}])
+    outcome = holder.send("certificate_renewed", "2026-06-01T00:00:00Z", event_id="renew-ghost", **renewal)
+    assert outcome.changes == {"registered": 1, "revoked": 1}
+    assert store.get("auth", 0xAFFF).reason is ReasonFlags.superseded
+
+
+def test_a_renewal_refused_for_one_kind_changes_neither(holder, store):
+    from revocation.events import EventRefused
+
+    with pytest.raises(EventRefused):
+        holder.send("certificate_renewed", "2026-06-01T00:00:00Z", card_id="card-1", renewals=[
+            {"kind": "auth", "old_serial": f"{holder.auth:X}", "new_serial": "A101",
+             "not_after": "2036-01-01T00:00:00Z"},
+            {"kind": "signing", "old_serial": "5FFF", "new_serial": "5101", "not_after": "2036-01-01T00:00:00Z"}])
+    assert holder.status() == ((GOOD, None), (GOOD, None)) and store.get("auth", 0xA101) is None

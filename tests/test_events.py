@@ -131,3 +131,35 @@ def test_schema_is_published_in_docs_and_matches_the_code():
 def test_repr_keeps_holder_out_of_logs():
     parsed = parse_event(ISSUED)
     assert "h-001" not in repr(parsed) and "1A2B" not in repr(parsed)
+
+
+def test_deeply_nested_json_is_refused_as_malformed_not_a_crash():
+    for text in ("[" * 1000 + "]" * 1000, '{"a":' * 1000 + "1" + "}" * 1000, '{"x": NaN}'):
+        with pytest.raises(EventRefused) as info:
+            parse_event_json(text.encode())
+        assert info.value.code == "malformed_json" and info.value.message.endswith(".")
+    with pytest.raises(EventRefused) as info:
+        parse_event_json(b"[" * 1000 + b"]" * 1000)
+    assert "deeper" in info.value.message
+
+
+@pytest.mark.parametrize("moment", [
+    "0001-01-01T00:00:00+09:00", "9999-12-31T23:59:59-09:00",  # overflow when moved to UTC
+    "1960-01-01T00:00:00Z", "1970-01-01T00:00:00Z", "2106-02-07T06:28:16Z", "2200-01-01T00:00:00Z",
+])
+def test_times_outside_what_the_store_records_are_refused(moment):
+    assert refused(event(type="card_lost", card_id="card-1", occurred_at=moment)).code == "invalid_event"
+    late = json.loads(json.dumps(ISSUED))
+    late["certificates"][0]["not_after"] = moment
+    assert refused(late).code == "invalid_event"
+
+
+def test_the_edges_of_the_recorded_range_are_accepted():
+    for moment in ("1970-01-01T00:00:01Z", "2106-02-07T06:28:15Z"):
+        assert parse_event(event(type="card_lost", card_id="card-1", occurred_at=moment))
+
+
+def test_a_renewal_to_the_same_serial_is_refused():
+    same = event(type="certificate_renewed", card_id="card-2", renewals=[
+        {"kind": "auth", "old_serial": "1A2B", "new_serial": "1A2B", "not_after": "2036-01-01T00:00:00Z"}])
+    assert refused(same).code == "invalid_event"
