@@ -3,13 +3,15 @@
 Authlib logs issued tokens at DEBUG, nfcpy dumps APDUs (PINs) at DEBUG, and an HTTP access log would carry
 secrets and personal data in paths: the one-use login handle, certificate serials in operator URLs, OCSP
 requests (serials) in GET URLs, and every query string (state, nonce, codes). These loggers are capped or
-redacted here, once, when an app is created.
+redacted here, once, when an app is created — both access logs included: werkzeug's (`make run`) and gunicorn's
+(`--access-logfile` with deploy/'s settings), which hands its fields over as one mapping rather than in the text.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import MutableMapping
 
 _PATHS = (
     re.compile(r"(/api/login/)(?!submit\b)[A-Za-z0-9_-]+"),  # one-use login handles
@@ -17,13 +19,25 @@ _PATHS = (
     re.compile(r"(/ocsp/)\S+"),  # base64 OCSP requests carry serials
 )
 _QUERY = re.compile(r"\?[^\s\"]*")
+# gunicorn's access-log fields (gunicorn.glogging.Logger.atoms) that are secret whole, whatever their text: the bare
+# query string, and the credentials an operator's access_log_format could name as `{header}i`, `{header}o` or
+# `{environ key}e`. The other fields (request line `r`, path `U`, referer `f` …) are redacted like any text.
+_SECRET_ATOMS = frozenset({"q", "{query_string}e", "{cookie}i", "{authorization}i", "{set-cookie}o",
+                           "{http_cookie}e", "{http_authorization}e"})
+ACCESS_LOGGERS = ("werkzeug", "gunicorn.access")
 
 
 class RedactRequestLines(logging.Filter):
     """Access-log lines keep method, path and status; login handles and query strings are cut."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
+        if isinstance(record.args, MutableMapping):  # gunicorn's atoms, changed in place to keep their lookup rules
+            for key, value in list(record.args.items()):
+                if key in _SECRET_ATOMS and value not in (None, "", "-"):
+                    record.args[key] = "…"
+                elif isinstance(value, str):
+                    record.args[key] = _redact(value)
+        elif record.args:
             record.args = tuple(_redact(a) if isinstance(a, str) else a for a in record.args)
         if isinstance(record.msg, str):
             record.msg = _redact(record.msg)
@@ -41,9 +55,10 @@ def configure() -> None:
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() < logging.INFO:
             logger.setLevel(logging.INFO)
-    werkzeug = logging.getLogger("werkzeug")
-    if not any(isinstance(f, RedactRequestLines) for f in werkzeug.filters):
-        werkzeug.addFilter(RedactRequestLines())
+    for name in ACCESS_LOGGERS:
+        access = logging.getLogger(name)
+        if not any(isinstance(f, RedactRequestLines) for f in access.filters):
+            access.addFilter(RedactRequestLines())
 
 
 # Fields a log record may carry besides its message: codes and identifiers of *events*, never of people.
