@@ -7,9 +7,9 @@ change is a compare-and-set that respects per-holder order (store.hold/release/r
 phases loses nothing: the stream redelivers the unacknowledged event, phase 1 answers from the record, phase 2
 completes.
 
-Order (docs/jpki-profile.md §4): events apply by `occurred_at`, not by arrival. Revocation is final whatever the
-order; a hold or release older than the certificate's last change does nothing; an event that happened after
-the holder's death revokes nothing new and restores nothing.
+Order (docs/operators.md "Events"; finality from docs/jpki-profile.md §4): events apply by `occurred_at`, not by
+arrival. Revocation is final whatever the order; a hold or release older than the certificate's last change does
+nothing; an event that happened after the holder's death revokes nothing new and restores nothing.
 
 One event is refused here rather than applied: a renewal whose old certificate was never registered
 (`unknown_old_serial`, docs/operators.md "Events"). Accepting it would revoke nothing, and should the old
