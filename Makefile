@@ -18,9 +18,10 @@ test: setup
 lint: setup
 	@$(PYTHON) -m ruff check --no-cache .
 
+# The benchmarks run the services on loopback with the development CA: development (docs/configuration.md).
 bench:
 	@BOOTSTRAP_BENCH=1 scripts/bootstrap.sh
-	@$(PYTHON) -m bench $(BENCH)
+	@MYKEY_DEV=1 $(PYTHON) -m bench $(BENCH)
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache .hypothesis test-artifacts

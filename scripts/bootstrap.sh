@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 
 # redis-server: the store; pcscd + libpcsclite-dev + vsmartcard-vpcd: the PC/SC path and its virtual reader;
 # swig: builds pyscard where no wheel fits; libusb-1.0-0: nfcpy's USB readers; openssl: the independent client;
-# chromium + fonts-noto-cjk: the browser tests (Playwright drives Debian's chromium; the font renders Japanese).
-DEBIAN_PACKAGES=(redis-server pcscd libpcsclite-dev vsmartcard-vpcd swig libusb-1.0-0 openssl chromium fonts-noto-cjk)
+# chromium + fonts-noto-cjk: the browser tests (Playwright drives Debian's chromium; the font renders Japanese);
+# nginx: the production-shape test's TLS-terminating proxy (run as a child on loopback, never as a system service).
+DEBIAN_PACKAGES=(redis-server pcscd libpcsclite-dev vsmartcard-vpcd swig libusb-1.0-0 openssl chromium fonts-noto-cjk
+                 nginx)
 # `make bench` (BOOTSTRAP_BENCH=1) adds wrk, the load generator that runs in its own process.
 [ "${BOOTSTRAP_BENCH:-0}" = 1 ] && DEBIAN_PACKAGES+=(wrk)
 PYTHON=${PYTHON:-python3.11}

@@ -4,13 +4,41 @@ issuer keys read from files, `__Host-` cookies — with one card login in Chromi
 
 from __future__ import annotations
 
-import pytest
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import ipaddress
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
 
-from devstack.processes import Gunicorn
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from demo_rp.app import create_app as create_demo_rp
+from devstack.http import LiveServer
+from devstack.processes import Gunicorn, free_port, stop
+from idp.clients import ClientRegistry
 from idp.config import ConfigurationError as IdpConfigurationError
-from idp.config import IdpConfig
+from idp.config import IdpConfig, load_or_create_secret
+from idp.trust import fingerprint
+from jpki.devca import DevCA
+from jpki.profile import CRL_ISSUER_SLUG
+from nfc_bridge.virtual_card import new_card_state, write_card_file
 from revocation.config import ConfigurationError as RevocationConfigurationError
 from revocation.config import RevocationConfig
+from revocation.services import build_services as build_revocation_services
+from tests.conftest import AUTH_PIN, SIGN_PIN, register_virtual_card
+from tests.idp_flow import bridge_login
+from tests.log_registry import register_sensitive
 
 # --- refusing to start without production settings ----------------------------------------------------------
 
@@ -95,3 +123,203 @@ def test_gunicorn_without_production_settings_does_not_come_up_and_says_why(app,
         pass
     assert missing in str(refused.value) and "will not start outside development" in str(refused.value)
     assert not (tmp_path / "pki").exists()
+
+
+# --- the production shape, end to end ----------------------------------------------------------------------
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def write_pem(path: Path, data: bytes, private: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(0o600 if private else 0o644)
+    return path
+
+
+def key_pem(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def cert_pem(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def make_tls_ca(directory: Path) -> tuple[Path, Path, Path, str]:
+    """A CA made here for the proxy's TLS and a certificate for 127.0.0.1 from it: (CA PEM, certificate PEM, key
+    PEM, base64 SHA-256 of the certificate's SubjectPublicKeyInfo, as Chromium's SPKI allow-list takes it)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "MyKey production-shape test TLS CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+          .not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return (write_pem(directory / "ca.pem", cert_pem(ca)), write_pem(directory / "server.pem", cert_pem(leaf)),
+            write_pem(directory / "server.key", key_pem(key), private=True),
+            base64.b64encode(hashlib.sha256(spki).digest()).decode())
+
+
+def write_production_layout(ca: DevCA, trust_dir: Path, issuers_dir: Path) -> str:
+    """The files docs/configuration.md describes, here from the dev CA: the IdP's roots (`auth-*.pem`,
+    `sign-*.pem`) and the revocation service's issuer material per slug. Returns the IDP_TRUST_PINS value."""
+    pins = []
+    for kind, slug in CRL_ISSUER_SLUG.items():
+        issuer = ca.issuer(kind)
+        write_pem(trust_dir / f"{slug}-root.pem", cert_pem(issuer.certificate))
+        write_pem(issuers_dir / f"{slug}-ca.pem", cert_pem(issuer.certificate))
+        write_pem(issuers_dir / f"{slug}-crl-signer.key.pem", key_pem(issuer.key), private=True)
+        write_pem(issuers_dir / f"{slug}-ocsp.pem", cert_pem(issuer.responder_certificate))
+        write_pem(issuers_dir / f"{slug}-ocsp.key.pem", key_pem(issuer.responder_key), private=True)
+        pins.append(f"{slug}:{fingerprint(issuer.certificate)}")
+    return ",".join(pins)
+
+
+NGINX_CONF = """\
+{user}worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;  # the services write the (redacted) access log; a proxy's own log needs the same care
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_certificate {certificate};
+    ssl_certificate_key {key};
+{servers}
+}}
+"""
+NGINX_SERVER = """\
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        location / {{
+            proxy_pass {upstream};
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Proto https;
+        }}
+    }}
+"""
+
+
+@contextlib.contextmanager
+def nginx(prefix: Path, certificate: Path, key: Path, ca: Path, routes: dict[int, str]):
+    """nginx as a non-daemon child terminating TLS on loopback `port → upstream URL`, its files under `prefix`."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    servers = "".join(NGINX_SERVER.format(port=port, upstream=upstream) for port, upstream in routes.items())
+    conf = prefix / "nginx.conf"
+    # As root nginx would hand its workers to `nobody`, who cannot write the temp paths under pytest's tmp_path.
+    conf.write_text(NGINX_CONF.format(user="user root;\n" if os.geteuid() == 0 else "", prefix=prefix,
+                                      certificate=certificate, key=key, servers=servers))
+    process = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        for port in routes:
+            while True:
+                try:
+                    requests.get(f"https://127.0.0.1:{port}/healthz", verify=str(ca), timeout=5)
+                    break
+                except requests.ConnectionError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"nginx did not come up:\n{(prefix / 'error.log').read_text()}") from None
+                    time.sleep(0.1)
+        yield process
+    finally:
+        stop(process)
+
+
+def test_a_card_login_in_chromium_through_nginx_tls_and_gunicorn_with_production_settings(
+        redis_server, redis_client, tmp_path, monkeypatch):
+    assert Path(NGINX).exists(), "nginx is missing: scripts/bootstrap.sh installs Debian's nginx"
+    assert Path(CHROMIUM).exists(), "chromium is missing: scripts/bootstrap.sh installs Debian's chromium"
+    from playwright.sync_api import sync_playwright
+
+    tls_ca, tls_certificate, tls_key, spki = make_tls_ca(tmp_path / "tls")
+    idp_port, revocation_port = free_port(), free_port()
+    idp_url, revocation_url = f"https://127.0.0.1:{idp_port}", f"https://127.0.0.1:{revocation_port}"
+    jpki_ca = DevCA.generate(revocation_url)  # stands in for J-LIS: its certificates name our revocation service
+    pins = write_production_layout(jpki_ca, tmp_path / "trust", tmp_path / "issuers")
+    var = tmp_path / "var"
+    secret_file = var / "idp" / "secret"
+    load_or_create_secret(secret_file)  # before two workers could race to create it
+    base = {"MYKEY_DEV": "0", "REDIS_URL": redis_server.url, "MYKEY_VAR": str(var), "REVOCATION_URL": revocation_url}
+    revocation_env = {**base, "REVOCATION_ISSUERS": str(tmp_path / "issuers")}
+    idp_env = {**base, "IDP_ISSUER": idp_url, "IDP_TRUST": "production", "IDP_TRUST_DIR": str(tmp_path / "trust"),
+               "IDP_TRUST_PINS": pins, "IDP_SECRET_FILE": str(secret_file),
+               "SSL_CERT_FILE": str(tls_ca)}  # the IdP asks the revocation service for OCSP through nginx
+    # The browser side trusts the test CA too: the card bridge (urllib) and the demo RP's Authlib client.
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_ca))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls_ca))
+
+    card = tmp_path / "card.json"
+    state = new_card_state(jpki_ca, AUTH_PIN, SIGN_PIN)
+    write_card_file(card, state)
+    register_sensitive(*(x509.load_der_x509_certificate(bytes.fromhex(state["files"][fid])).serial_number
+                         for fid in ("000A", "0001")))
+    revocation = build_revocation_services(RevocationConfig.from_env(revocation_env), redis_client)
+    register_virtual_card(revocation, card)
+    rp_port = free_port()
+    rp_base = f"http://127.0.0.1:{rp_port}"
+    client, secret = ClientRegistry(redis_client).add("Example Shop", [f"{rp_base}/callback"])
+
+    with contextlib.ExitStack() as stack:
+        revocation_upstream = stack.enter_context(Gunicorn("revocation.app:create_app()", revocation_env, workers=1))
+        idp_upstream = stack.enter_context(Gunicorn("idp.app:create_app()", idp_env, workers=1))
+        stack.enter_context(nginx(tmp_path / "nginx", tls_certificate, tls_key, tls_ca,
+                                  {idp_port: idp_upstream, revocation_port: revocation_upstream}))
+        rp = stack.enter_context(LiveServer(create_demo_rp(idp_url, client.client_id, secret, rp_base), rp_port))
+        assert not (var / "pki").exists()  # no development CA anywhere in this deployment
+        discovery = requests.get(f"{idp_url}/.well-known/openid-configuration", timeout=10).json()
+        assert discovery["issuer"] == idp_url and discovery["jwks_uri"].startswith(idp_url)
+
+        playwright = stack.enter_context(sync_playwright())
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            # Chromium trusts the test CA's server certificate by its public key, and nothing else.
+            args=[f"--ignore-certificate-errors-spki-list={spki}", "--no-sandbox", "--disable-gpu",
+                  "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"])
+        stack.callback(browser.close)
+        context = browser.new_context(locale="en-US")
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(rp.url)
+        page.click("#login")
+        page.wait_for_url(f"{idp_url}/login")
+        handle_url = re.search(r"(https://\S+/api/login/\S+)", page.inner_text("#command")).group(1)
+        assert not page.locator("#dev-command").count()  # no development card command in production
+        assert handle_url.startswith(f"{idp_url}/api/login/")
+        answered = bridge_login(handle_url, card)
+        assert answered.returncode == 0, answered.stderr
+        page.wait_for_selector("#approve")
+        page.click("#approve")
+        page.wait_for_url(f"{rp.url}/")
+        assert page.locator("#welcome").is_visible() and '"acr": "aal3"' in page.inner_text("#claims")
+        # Cookies are per host, not per port (RFC 6265 §8.5): the demo RP's Flask `session` on http://127.0.0.1 shows
+        # up here too. Every cookie of the IdP's is a `__Host-` one: Secure, Path=/, no Domain.
+        idp_cookies = [c for c in context.cookies(idp_url) if c["name"] != "session"]
+        assert "__Host-mykey-session" in {c["name"] for c in idp_cookies}
+        assert all(c["name"].startswith("__Host-") and c["secure"] and c["httpOnly"] and c["path"] == "/"
+                   for c in idp_cookies), idp_cookies
+        assert requests.get(f"{revocation_url}/crl/auth/0.crl", timeout=10).headers["Content-Type"] == \
+            "application/pkix-crl"
