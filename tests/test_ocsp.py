@@ -343,6 +343,7 @@ def test_no_serial_reaches_the_logs(revocation_service, issue_card, dev_ca, capl
     ask(revocation_service, request_der(card["auth"], dev_ca.auth.certificate, nonce=b"secret-nonce-value"))
     apply(revocation_service.services, "card_lost", card)
     ask(revocation_service, request_der(card["auth"], dev_ca.auth.certificate))
+    assert "/ocsp" in caplog.text, "the access lines were not captured: this check would see nothing"
     for form in (str(serial), f"{serial:X}", f"{serial:x}", "secret-nonce-value"):
         assert form not in caplog.text
 
