@@ -4,6 +4,16 @@
                                and a one-use submit token
     POST /api/login/submit     certificate(s), signature(s), token type → verified, or a stable error code
 
+The status of a refusal says whose problem it is (`STATUS_OF`, the same table as docs/bridge-api.yaml): what the
+client sent is a 400, the certificate's own state (revoked, suspended, expired, not yet valid) a 403, and a
+condition on the platform's side — the revocation status cannot be learnt — a 503 with Retry-After
+(RFC 9110 §15.6.4, §10.2.3), so that a bridge or a phone app tells the holder to try again rather than that their
+card is at fault. Transaction problems (unknown, spent, expired) carry their own status (idp.login.LoginError).
+
+The token type the bridge reports goes into the certificate reference that the session, the authorization code
+and the tokens carry, so the ID token's `amr`, the access record and the login metric say whether a card or a
+phone was used (docs/relying-parties.md).
+
 Nothing sensitive is logged: results are logged by code only.
 """
 
@@ -17,15 +27,36 @@ from flask import Blueprint, current_app, jsonify, request
 
 from idp.login import LoginError, LoginTransaction
 from idp.messages import explain
-from idp.verification import VerificationError
+from idp.services import CERTIFICATE_CONTEXT
+from idp.verification import CARD, TOKEN_TYPES, ErrorCode, VerificationError, VerifiedCertificate
 from jpki.certificate import FourFacts
 from jpki.signature import login_message
 
 blueprint = Blueprint("login_api", __name__)
 log = logging.getLogger(__name__)
 
-TOKEN_TYPES = ("card", "smartphone")
 MAX_FIELD = 16 * 1024  # base64 of an 8 KB certificate fits comfortably
+RETRY_AFTER_SECONDS = 30  # long enough for an OCSP responder restart or a CRL republication
+
+STATUS_OF: dict[str, int] = {
+    # what the client sent
+    ErrorCode.PROOF_MALFORMED: 400,
+    ErrorCode.CERTIFICATE_MALFORMED: 400,
+    ErrorCode.NOT_JPKI_CERTIFICATE: 400,
+    ErrorCode.SIGNING_CERTIFICATE_USED_FOR_LOGIN: 400,
+    ErrorCode.AUTH_CERTIFICATE_USED_FOR_SIGNING: 400,
+    ErrorCode.KEY_USAGE_INVALID: 400,
+    ErrorCode.UNTRUSTED_ISSUER: 400,
+    ErrorCode.SIGNATURE_INVALID: 400,
+    ErrorCode.CERTIFICATES_NOT_LINKED: 400,
+    # the certificate's state: understood, and refused
+    ErrorCode.CERTIFICATE_REVOKED: 403,
+    ErrorCode.CERTIFICATE_ON_HOLD: 403,
+    ErrorCode.CERTIFICATE_EXPIRED: 403,
+    ErrorCode.CERTIFICATE_NOT_YET_VALID: 403,
+    # the platform's side
+    ErrorCode.REVOCATION_UNKNOWN: 503,
+}
 
 
 def _services():
@@ -37,7 +68,10 @@ def _b64decode(value: str) -> bytes:
 
 
 def error_response(code: str, status: int):
-    return jsonify(error=code, message=explain(code, "en"), message_ja=explain(code, "ja")), status
+    response = jsonify(error=code, message=explain(code, "en"), message_ja=explain(code, "ja"))
+    if status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response, status
 
 
 @blueprint.errorhandler(LoginError)
@@ -74,15 +108,17 @@ def submit():
                                       for f in fields):
         return error_response("proof_malformed", 400)
     txn = _services().logins.claim_submission(body.get("submit_token") or "")
+    # A label value is one of a few names, never what the client wrote.
+    token_type = body["token_type"] if body.get("token_type") in TOKEN_TYPES else "unknown"
     try:
         result = _verify(txn, body)
     except VerificationError as error:
         _services().logins.finish(txn, error=error.code)
-        _services().logins_total.inc(result=error.code)
+        _services().logins_total.inc(result=error.code, token_type=token_type)
         log.info("card login refused", extra={"code": error.code})
-        return error_response(error.code, 403 if error.code.startswith("certificate_") else 400)
+        return error_response(error.code, STATUS_OF[error.code])
     _services().logins.finish(txn, result=result)
-    _services().logins_total.inc(result="ok")
+    _services().logins_total.inc(result="ok", token_type=token_type)
     log.info("card login verified", extra={"code": "ok"})
     return jsonify(result="ok", message="Verified. Return to your browser to continue.",
                    message_ja="確認できました。ブラウザに戻って続けてください。")
@@ -101,10 +137,9 @@ def _decode(body: dict, name: str) -> bytes:
 def _verify(txn: LoginTransaction, body: dict) -> str:
     """Run the verification pipeline(s), map the certificate to its account, and seal the result."""
     services = _services()
-    if body.get("token_type") not in TOKEN_TYPES:
-        raise VerificationError("proof_malformed", "token_type must be 'card' or 'smartphone'.")
+    token_type = body.get("token_type")  # checked by the verifier (check_size_and_shape)
     verified = services.verifier.verify_login(_decode(body, "certificate"), _decode(body, "signature"),
-                                              txn.origin, _b64decode(txn.challenge))
+                                              txn.origin, _b64decode(txn.challenge), token_type=token_type)
     serial = verified.certificate.serial
     if services.status.get(verified.issuer, serial) is None:
         # The CRL fallback cannot say "never issued"; the status store can (a serial never issued is never good).
@@ -113,7 +148,7 @@ def _verify(txn: LoginTransaction, body: dict) -> str:
     if txn.signing_challenge:
         message = login_message(txn.origin, _b64decode(txn.signing_challenge))
         signing = services.verifier.verify_signing(_decode(body, "signing_certificate"),
-                                                   _decode(body, "signing_signature"), message)
+                                                   _decode(body, "signing_signature"), message, token_type=token_type)
         record = services.status.get(signing.issuer, signing.certificate.serial)
         if record is None or record.auth_serial != serial:  # 紐付け: both certificates from one card
             raise VerificationError("certificates_not_linked",
@@ -122,8 +157,23 @@ def _verify(txn: LoginTransaction, body: dict) -> str:
     now = services.clock()
     account = services.mykey.resolve(verified.issuer, serial, now)
     return services.sealer.seal({"account_id": account.account_id, "auth_time": int(now.timestamp()),
-                                 "certificate": services.seal_certificate(verified.issuer, serial), "facts": facts},
+                                 "certificate": certificate_reference(services, verified), "facts": facts},
                                 "login-result")
+
+
+def certificate_reference(services, verified: VerifiedCertificate) -> str:
+    """`IdpServices.seal_certificate`'s sealed reference, also naming the token the certificate was used from.
+
+    The reference is what the session, the authorization code and the tokens keep of a login, so the token type
+    travels with it to the ID token and the access record. `certificate_good` reads only issuer and serial.
+    """
+    return services.sealer.seal({"issuer": verified.issuer, "serial": verified.certificate.serial,
+                                 "token_type": verified.token_type}, CERTIFICATE_CONTEXT)
+
+
+def token_type_of(services, certificate: str) -> str:
+    """The token type a certificate reference names; a reference sealed before it carried one was a card's."""
+    return services.sealer.open(certificate, CERTIFICATE_CONTEXT).get("token_type", CARD)
 
 
 def _claims_from(facts: FourFacts) -> dict:

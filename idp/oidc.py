@@ -45,6 +45,13 @@ class CardUser:
     def get_user_id(self) -> str:
         return self.sub
 
+    @property
+    def token_type(self) -> str:
+        """"card" or "smartphone": named by the certificate reference, so every way of making a CardUser knows it."""
+        from idp.login_api import token_type_of
+
+        return token_type_of(_services(), self.certificate)
+
     def __repr__(self) -> str:
         return "CardUser(<redacted>)"
 
@@ -185,6 +192,15 @@ class OpenIDCodeExtension(OpenIDCode):
         services = _services()
         return {"iss": services.config.issuer, "aud": [client.client_id],
                 "exp": int(time.time() + services.config.id_token_ttl.total_seconds())}
+
+    def get_authorization_code_claims(self, authorization_code):
+        """Authlib's nonce, auth_time, acr and amr from the code; amr (RFC 8176) for the token the login used."""
+        from idp.login_api import token_type_of
+        from idp.verification import AUTHENTICATION_METHODS
+
+        claims = super().get_authorization_code_claims(authorization_code)
+        claims["amr"] = list(AUTHENTICATION_METHODS[token_type_of(_services(), authorization_code.certificate)])
+        return claims
 
     def generate_user_info(self, user: CardUser, scope):
         return user_claims(_services(), user, scope)

@@ -12,6 +12,11 @@ failing with a `VerificationError` whose `code` is stable (pages, JSON API, logs
 7. `check_signature`       — signature_invalid: RSASSA-PKCS1-v1_5/SHA-256 over the expected message
 8. `check_revocation`      — certificate_revoked / certificate_on_hold / revocation_unknown (fail closed)
 
+The token type ("card" or "smartphone", where the JPKI AP lives) is the bridge's word: a phone's certificate is
+issued by the same J-LIS CA under the same policy as a card's, so nothing in the certificate can contradict it.
+It is checked for shape only, and callers must pass it (no default): it decides the `amr` a relying party sees
+(`AUTHENTICATION_METHODS`), so a caller that forgot it would silently report every login as a card login.
+
 The signature comes before revocation, unlike the order the checks are listed in docs/design.md flow 1: an auth
 certificate is readable from a card without its PIN, so checking revocation first would let anyone holding a copy
 learn from the error code whether the holder's card is revoked or reported lost. A bad signature costs no OCSP trip.
@@ -43,6 +48,12 @@ from jpki.signature import login_message, verify_signature
 
 CARD, SMARTPHONE = "card", "smartphone"  # where the JPKI AP lives (docs/jpki-profile.md §1: token file EF 0006)
 TOKEN_TYPES = frozenset({CARD, SMARTPHONE})
+
+# What a verified login shows about how it was made, as RFC 8176 §2 method values (docs/relying-parties.md).
+# A card: a hardware-secured key ("hwk") on a smart card ("sc"), usable only after its PIN ("pin").
+# A phone: a hardware-secured key in its secure element, unlocked by the PIN or by the phone's biometrics, which
+# the IdP cannot tell apart, so "mfa" (RFC 8176: multiple factors) rather than claiming either.
+AUTHENTICATION_METHODS: dict[str, tuple[str, ...]] = {CARD: ("hwk", "pin", "sc"), SMARTPHONE: ("hwk", "mfa")}
 MAX_SIGNED_MESSAGE = 64 * 1024
 
 
@@ -81,7 +92,7 @@ class VerifiedCertificate:
     certificate: JpkiCertificate
     issuer: str  # "auth" or "sign" (jpki.profile.CRL_ISSUER_SLUG)
     revocation: RevocationResult
-    token_type: str = CARD
+    token_type: str  # CARD or SMARTPHONE, as the bridge said (checked for shape only)
 
     def __repr__(self) -> str:  # JpkiCertificate's repr already keeps the serial out
         return f"VerifiedCertificate({self.certificate!r}, revocation={self.revocation.status.value})"
@@ -225,16 +236,16 @@ class CertificateVerifier:
         self.revocation_checker = revocation_checker
         self.clock = clock
 
-    def verify_login(self, certificate_der: bytes, signature: bytes, origin: str, challenge: bytes,
-                     token_type: str = CARD) -> VerifiedCertificate:
+    def verify_login(self, certificate_der: bytes, signature: bytes, origin: str, challenge: bytes, *,
+                     token_type: str) -> VerifiedCertificate:
         """Flow 1: the auth key signed `SHA-256(origin) ‖ SHA-256(challenge)` (Web eID)."""
         if not isinstance(origin, str) or not origin or not isinstance(challenge, bytes) or not challenge:
             raise ValueError("origin and challenge come from the login transaction and must be set")
         return self._verify(certificate_der, signature, login_message(origin, challenge), token_type,
                             CertificateKind.AUTH)
 
-    def verify_signing(self, certificate_der: bytes, signature: bytes, message: bytes,
-                       token_type: str = CARD) -> VerifiedCertificate:
+    def verify_signing(self, certificate_der: bytes, signature: bytes, message: bytes, *,
+                       token_type: str) -> VerifiedCertificate:
         """The signing key signed `message`; on success the certificate's four basic facts may be released."""
         if not isinstance(message, bytes) or not 0 < len(message) <= MAX_SIGNED_MESSAGE:
             raise ValueError("the message to verify is built by the IdP and must be 1..64 KiB")

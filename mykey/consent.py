@@ -105,6 +105,7 @@ class AccessEntry:
     client_id: str
     claims: tuple[str, ...]
     at: dt.datetime
+    token_type: str | None = None  # "card" or "smartphone": what the holder logged in with; None on older entries
 
 
 class AccessLog:
@@ -116,10 +117,14 @@ class AccessLog:
         self.redis = client
         self.length = length
 
-    def record(self, account_id: str, client_id: str, claims: Iterable[str], at: dt.datetime) -> None:
-        """Note that `client_id` received these claims (names only) about the holder at `at`."""
-        entry = json.dumps({"client_id": client_id, "claims": _names(claims), "at": _epoch(at)},
-                           separators=(",", ":"))
+    def record(self, account_id: str, client_id: str, claims: Iterable[str], at: dt.datetime,
+               token_type: str | None = None) -> None:
+        """Note that `client_id` received these claims (names only) about the holder at `at`, after a login with
+        `token_type` (a card or a phone), so the holder can tell a release they did not make from one they did."""
+        fields = {"client_id": client_id, "claims": _names(claims), "at": _epoch(at)}
+        if token_type is not None:
+            fields["token_type"] = _names([token_type])[0]
+        entry = json.dumps(fields, separators=(",", ":"))
         key = keys.access_log(account_id)
         pipe = self.redis.pipeline(transaction=True)  # one key: push and trim together, on one server or a cluster
         pipe.lpush(key, entry)
@@ -131,4 +136,5 @@ class AccessLog:
         if count <= 0:
             return []
         entries = (json.loads(raw) for raw in self.redis.lrange(keys.access_log(account_id), 0, count - 1))
-        return [AccessEntry(e["client_id"], tuple(e["claims"]), _moment(e["at"])) for e in entries]
+        return [AccessEntry(e["client_id"], tuple(e["claims"]), _moment(e["at"]), e.get("token_type"))
+                for e in entries]

@@ -11,6 +11,7 @@ import threading
 import pytest
 import redis
 
+from mykey import keys
 from mykey.consent import ACCESS_LOG_LENGTH, AccessLog, ConsentStore
 from mykey.directory import (
     GENERATED_ALPHABET,
@@ -459,3 +460,15 @@ def test_access_log_keeps_only_the_latest_entries(redis_client):
     assert len(everything) == ACCESS_LOG_LENGTH
     assert everything[0].client_id == f"rp_{ACCESS_LOG_LENGTH + 4}"
     assert everything[-1].client_id == "rp_5"
+
+
+def test_access_log_says_whether_a_card_or_a_phone_was_used(redis_client):
+    log = AccessLog(redis_client)
+    account = secrets.token_hex(16)
+    log.record(account, "rp_shop", ["openid"], NOW, token_type="card")
+    log.record(account, "rp_bank", ["openid"], NOW + dt.timedelta(minutes=1), token_type="smartphone")
+    redis_client.lpush(keys.access_log(account), '{"client_id":"rp_old","claims":["openid"],"at":0}')  # before
+
+    assert [e.token_type for e in log.list(account)] == [None, "smartphone", "card"]
+    with pytest.raises(ValueError):
+        log.record(account, "rp_shop", ["openid"], NOW, token_type="スマホ")

@@ -118,10 +118,11 @@ def auth_user(dev_ca, revocation_services):
     return {"key": key, "cert": cert, "card_id": card_id, "holder": holder}
 
 
-def login(verifier: CertificateVerifier, user: dict, origin: str = ORIGIN, challenge: bytes | None = None):
+def login(verifier: CertificateVerifier, user: dict, origin: str = ORIGIN, challenge: bytes | None = None,
+          token_type: str = "card"):
     challenge = challenge or secrets.token_bytes(32)
     return verifier.verify_login(der(user["cert"]), sign(user["key"], login_message(origin, challenge)),
-                                 origin, challenge)
+                                 origin, challenge, token_type=token_type)
 
 
 def refused(code: ErrorCode, call, *args, **kwargs) -> VerificationError:
@@ -208,7 +209,7 @@ def test_virtual_card_logs_in(verifier, make_card, revocation_services):
     challenge = secrets.token_bytes(32)
     signature = client.sign(CertificateKind.AUTH, login_message(ORIGIN, challenge), AUTH_PIN)
 
-    verified = verifier.verify_login(certificate, signature, ORIGIN, challenge)
+    verified = verifier.verify_login(certificate, signature, ORIGIN, challenge, token_type="card")
 
     assert verified.issuer == "auth"
     assert verified.certificate.kind is CertificateKind.AUTH
@@ -226,10 +227,22 @@ def test_signing_certificate_releases_the_four_facts(verifier, make_card, revoca
     message = login_message(ORIGIN, secrets.token_bytes(32))
     signature = client.sign(CertificateKind.SIGNING, message, SIGN_PIN)
 
-    verified = verifier.verify_signing(certificate, signature, message)
+    verified = verifier.verify_signing(certificate, signature, message, token_type="card")
 
     assert verified.issuer == "sign"
     assert verified.certificate.four_facts.name == "デジタル 太郎"
+
+
+def test_the_verified_certificate_says_which_token_it_came_from(verifier, auth_user):
+    assert login(verifier, auth_user, token_type="smartphone").token_type == "smartphone"
+    assert login(verifier, auth_user, token_type="card").token_type == "card"
+
+
+def test_the_token_type_cannot_be_left_out(verifier, auth_user):
+    challenge = secrets.token_bytes(32)
+    with pytest.raises(TypeError):  # a default would report every login as a card login
+        verifier.verify_login(der(auth_user["cert"]), sign(auth_user["key"], login_message(ORIGIN, challenge)),
+                              ORIGIN, challenge)
 
 
 # --- signature binding ------------------------------------------------------------------------------------
@@ -238,15 +251,16 @@ def test_signing_certificate_releases_the_four_facts(verifier, make_card, revoca
 def test_signature_for_another_origin_is_refused(verifier, auth_user):
     challenge = secrets.token_bytes(32)
     signature = sign(auth_user["key"], login_message("https://evil.example", challenge))
-    refused(ErrorCode.SIGNATURE_INVALID, verifier.verify_login, der(auth_user["cert"]), signature, ORIGIN, challenge)
+    refused(ErrorCode.SIGNATURE_INVALID, verifier.verify_login, der(auth_user["cert"]), signature, ORIGIN, challenge,
+            token_type="card")
 
 
 def test_replayed_signature_with_a_new_challenge_is_refused(verifier, auth_user):
     challenge = secrets.token_bytes(32)
     signature = sign(auth_user["key"], login_message(ORIGIN, challenge))
-    verifier.verify_login(der(auth_user["cert"]), signature, ORIGIN, challenge)
+    verifier.verify_login(der(auth_user["cert"]), signature, ORIGIN, challenge, token_type="card")
     error = refused(ErrorCode.SIGNATURE_INVALID, verifier.verify_login, der(auth_user["cert"]), signature, ORIGIN,
-                    secrets.token_bytes(32))
+                    secrets.token_bytes(32), token_type="card")
     assert signature.hex() not in error.message and challenge.hex() not in error.message
 
 
@@ -281,12 +295,12 @@ def test_signing_certificate_cannot_log_in(offline, dev_ca):
 def test_auth_certificate_cannot_release_facts(offline, unregistered):
     message = login_message(ORIGIN, secrets.token_bytes(32))
     refused(ErrorCode.AUTH_CERTIFICATE_USED_FOR_SIGNING, offline.verify_signing, der(unregistered["cert"]),
-            sign(unregistered["key"], message), message)
+            sign(unregistered["key"], message), message, token_type="card")
 
 
 def test_certificate_without_a_jpki_policy_is_refused(offline, dev_ca):
     refused(ErrorCode.NOT_JPKI_CERTIFICATE, offline.verify_login, der(dev_ca.auth.certificate), bytes(256), ORIGIN,
-            b"c" * 32)
+            b"c" * 32, token_type="card")
 
 
 def test_certificate_without_digital_signature_is_refused(offline, dev_ca):
@@ -540,11 +554,13 @@ def test_try_later_falls_back_to_the_crl(trust, auth_user, revocation_service):
 
 
 def test_oversized_certificate_is_refused(offline):
-    refused(ErrorCode.PROOF_MALFORMED, offline.verify_login, b"\x30" * 8193, bytes(256), ORIGIN, b"c" * 32)
+    refused(ErrorCode.PROOF_MALFORMED, offline.verify_login, b"\x30" * 8193, bytes(256), ORIGIN, b"c" * 32,
+            token_type="card")
 
 
 def test_short_signature_is_refused(offline, unregistered):
-    refused(ErrorCode.PROOF_MALFORMED, offline.verify_login, der(unregistered["cert"]), bytes(255), ORIGIN, b"c" * 32)
+    refused(ErrorCode.PROOF_MALFORMED, offline.verify_login, der(unregistered["cert"]), bytes(255), ORIGIN, b"c" * 32,
+            token_type="card")
 
 
 def test_unknown_token_type_is_refused(offline, unregistered):
@@ -554,7 +570,7 @@ def test_unknown_token_type_is_refused(offline, unregistered):
 
 def test_garbage_certificate_is_refused(offline):
     refused(ErrorCode.CERTIFICATE_MALFORMED, offline.verify_login, b"\x30\x82\x01\x00" + secrets.token_bytes(256),
-            bytes(256), ORIGIN, b"c" * 32)
+            bytes(256), ORIGIN, b"c" * 32, token_type="card")
 
 
 # --- the trust store --------------------------------------------------------------------------------------
