@@ -2,8 +2,9 @@
 
     serve [--host 127.0.0.1] [--port 8081]     development server (production: gunicorn 'revocation.app:create_app()')
     worker [--only events|crl]                  apply stream events and publish CRL shards until SIGTERM or Ctrl-C
-    event '<json>'                              submit one event and apply it
-    events import FILE.jsonl                    submit a file of events, one per line
+    event '<json>'                              submit one event and apply it (refused: exit 1, its code on stderr)
+    events import FILE.jsonl                    submit a file of events, one per line; a refused line is reported
+                                                by number and skipped, the lines after it are still submitted
     operators add NAME | list | disable NAME    operator API tokens (a new token is printed once)
     status ISSUER SERIAL                        a certificate's status, links, history and audit
     hold|release|revoke ISSUER SERIAL --comment TEXT [--reason R]
@@ -11,7 +12,8 @@
     crl rebuild                                 publish every CRL shard now
 
 Exit status: 0 done; 1 failed, with one sentence on stderr, `error (code): message`, never a traceback;
-2 (`events import` only) some lines were refused, the others were submitted.
+2 (`events import` only) some lines were refused (each named by its number and code on stderr), every other
+line was submitted.
 """
 
 from __future__ import annotations
@@ -127,7 +129,16 @@ def run(args, config: RevocationConfig) -> int:
     if args.command == "worker":
         return worker(services, (args.only,) if args.only else ROLES)
     if args.command == "event":
-        [result] = submit_parsed(services, [parse_event_json(args.json.encode())], actor, cli_consumer())
+        # surrogateescape: bytes that are not UTF-8 reach the JSON decoder, which refuses them as malformed_json
+        event = parse_event_json(args.json.encode(errors="surrogateescape"))
+        try:
+            [result] = submit_parsed(services, [event], actor, cli_consumer())
+        except OperationError as error:
+            if error.detail and len(error.detail) == 1:  # one event: its own code, not the batch's
+                raise EventRefused(error.detail[0]["error"], error.detail[0]["message"]) from None
+            raise
+        if result["refused"]:  # dead-lettered when applied (docs/operators.md, "The event stream")
+            raise EventRefused(result["refused"]["error"], result["refused"]["message"])
         print(f"{result['event_id']}: {result['summary']}")
         return 0
     if args.command == "events":

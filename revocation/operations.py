@@ -10,6 +10,7 @@ import uuid
 
 from cryptography.x509 import ReasonFlags
 
+from jpki.profile import CRL_ISSUER_SLUG
 from revocation.events import (
     MAX_BATCH,
     EventRefused,
@@ -19,6 +20,7 @@ from revocation.events import (
 )
 from revocation.services import Services
 from revocation.store import CertificateStatus, hold, release, revoke
+from revocation.stream import Delivery
 
 ISSUERS = ("auth", "sign")
 SERIAL = re.compile(r"^[0-9A-Fa-f]{1,40}$")
@@ -49,7 +51,9 @@ def submit_events(services: Services, documents: list, actor: str, consumer: str
 def submit_parsed(services: Services, events: list[RevocationEvent], actor: str,
                   consumer: str | None = None) -> list[dict]:
     """Append validated events to the stream, apply what is waiting, audit the submission, and report each
-    event's outcome."""
+    event's outcome. A renewal of a certificate that neither the store nor an event ahead of it in the batch
+    registers refuses the whole batch here (422), before anything reaches the stream."""
+    refuse_unknown_old_serials(services, events)
     # Audited first: should Redis fail half-way, the log shows an attempt rather than missing a change.
     services.audit.record(actor, "events_submitted",
                           {"events": [{"event_id": e.event_id, "type": e.type} for e in events]},
@@ -71,17 +75,40 @@ def parse_batch(documents: list) -> list[RevocationEvent]:
     return events
 
 
+def refuse_unknown_old_serials(services: Services, events: list[RevocationEvent]) -> None:
+    """The applier's unknown_old_serial check, made for a whole batch before it is submitted."""
+    registered: set[tuple[str, int]] = set()
+    refused = []
+    for index, event in enumerate(events):
+        try:
+            services.applier.refuse_unknown_old_serials(event, frozenset(registered))
+        except EventRefused as error:
+            refused.append({"index": index, "error": error.code, "message": error.message})
+        registered |= {(CRL_ISSUER_SLUG[c.kind], c.serial) for c in event.certificates}
+    if refused:
+        raise OperationError("events_refused", "Some events were refused; none was stored.", 422, refused)
+
+
 def apply_events(services: Services, events: list[RevocationEvent], consumer: str,
                  timeout_s: float = 5) -> list[dict]:
     """Append validated events to the stream and consume what is waiting as `consumer`. An event that another
-    consumer (a worker) took first reports "queued": it will be applied there."""
+    consumer (a worker) took first reports "queued": it will be applied there. One that was dead-lettered when
+    applied (apply_failed, or a renewal refused by the applier) reports `refused` with its code and sentence."""
     entries = [services.stream.submit(event) for event in events]
-    deliveries = services.stream.drain(consumer, services.applier, limit=len(events) + 100, timeout_s=timeout_s)
-    outcomes = {d.entry_id: d.outcome for d in deliveries if d.outcome is not None}
-    return [{**outcomes[entry].as_dict(), "queued": False} if entry in outcomes else
-            {"event_id": e.event_id, "type": e.type, "duplicate": False, "changes": {}, "note": None,
-             "summary": "queued for a worker", "queued": True}
-            for e, entry in zip(events, entries, strict=True)]
+    deliveries = {d.entry_id: d for d in services.stream.drain(consumer, services.applier, limit=len(events) + 100,
+                                                               timeout_s=timeout_s)}
+    return [_result(event, deliveries.get(entry)) for event, entry in zip(events, entries, strict=True)]
+
+
+def _result(event: RevocationEvent, delivery: Delivery | None) -> dict:
+    if delivery is not None and delivery.outcome is not None:
+        return {**delivery.outcome.as_dict(), "queued": False, "refused": None}
+    result = {"event_id": event.event_id, "type": event.type, "duplicate": False, "changes": {}, "note": None}
+    if delivery is None:
+        return {**result, "summary": "queued for a worker", "queued": True, "refused": None}
+    refusal = delivery.refused
+    return {**result, "summary": f"not applied ({refusal.code}): {refusal.message}", "queued": False,
+            "refused": {"error": refusal.code, "message": refusal.message}}
 
 
 def parse_certificate_ref(issuer: str, serial_hex: str) -> tuple[str, int]:

@@ -1,6 +1,7 @@
 """The operator JSON API under /ops, authenticated by operator tokens (`Authorization: Bearer rvop_…`).
 
-    POST /ops/events                                   one event or {"events": [...]}: all or nothing
+    POST /ops/events                                   one event or {"events": [...]}: all or nothing (a result says
+                                                       `refused` if its event was dead-lettered when applied)
     GET  /ops/certificates/<issuer>/<serial>           status, renewal links, auth↔signing link, history, audit
     POST /ops/certificates/<issuer>/<serial>/<action>  hold | release | revoke, with {"comment", "reason"}
     GET  /ops/stream                                   stream length, lag, pending entries, consumers
@@ -17,6 +18,7 @@ from functools import wraps
 from flask import Blueprint, current_app, g, jsonify, request
 
 from revocation.operations import OperationError, lookup, manual_action, submit_events
+from wire.json_input import MAX_DEPTH
 
 blueprint = Blueprint("ops", __name__)
 log = logging.getLogger(__name__)
@@ -59,9 +61,10 @@ def operator_required(view):
 def _json_body() -> object:
     if not request.is_json:
         raise OperationError("unsupported_media_type", "Send JSON (Content-Type: application/json).", 415)
-    body = request.get_json(silent=True)
+    body = request.get_json(silent=True)  # the app's bounded decoder (wire/json_input.py): never a crash
     if body is None:
-        raise OperationError("malformed_json", "The body is not valid JSON.")
+        raise OperationError("malformed_json", "The body is not JSON this service accepts: it is invalid, not UTF-8, "
+                                               f"holds NaN or Infinity, or nests deeper than {MAX_DEPTH} levels.")
     return body
 
 

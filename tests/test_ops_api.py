@@ -202,3 +202,37 @@ def test_logs_never_carry_serials_or_my_numbers(ops, issue_card, caplog):
     assert "event applied" in service_lines  # the service did log
     assert serial not in service_lines and str(card["auth"].serial_number) not in service_lines
     assert "5678" not in service_lines and card["holder"] not in service_lines
+
+
+@pytest.mark.parametrize("raw", [
+    "[" * 3000 + "]" * 3000,  # a few KB, deeper than Python's decoder can recurse
+    '{"events": [' + "[" * 2000 + "]" * 2000 + "]}",
+    '{"event_id": "x", "type": "died", "holder": "h", "occurred_at": "2026-01-01T00:00:00Z", "source": NaN}',
+])
+def test_deep_or_non_finite_json_is_a_400_not_a_crash(ops, revocation_services, raw):
+    response = ops("POST", "/events", raw=raw)
+    assert response.status_code == 400 and response.json()["error"] == "malformed_json"
+    assert response.json()["message"].endswith(".")
+    assert revocation_services.redis.xlen("rv:events") == 0
+
+
+def test_a_renewal_of_a_certificate_never_issued_refuses_the_batch(ops, issue_card, revocation_services):
+    card = issue_card()
+    auth = f"{card['auth'].serial_number:X}"
+    ghost = event("renew-ghost", "certificate_renewed", card["holder"], card_id=card["card_id"], renewals=[
+        {"kind": "auth", "old_serial": "7E570001", "new_serial": "7E570002", "not_after": "2036-01-01T00:00:00Z"}])
+    lost = event("lost-g", "card_lost", card["holder"], card_id=card["card_id"])
+    refused = ops("POST", "/events", {"events": [lost, ghost]})
+    assert refused.status_code == 422 and refused.json()["refused"] == [
+        {"index": 1, "error": "unknown_old_serial", "message": refused.json()["refused"][0]["message"]}]
+    assert "7E570001" not in refused.text and revocation_services.redis.xlen("rv:events") == 0
+    # A certificate issued earlier in the same batch is known to a renewal after it.
+    issued = event("issue-b", "certificate_issued", card["holder"], card_id="card-b", certificates=[
+        {"serial": "7E570003", "kind": "auth", "not_after": "2031-01-01T00:00:00Z"}])
+    renewed = event("renew-b", "certificate_renewed", card["holder"], card_id="card-b", renewals=[
+        {"kind": "auth", "old_serial": "7E570003", "new_serial": "7E570004", "not_after": "2036-01-01T00:00:00Z"}])
+    accepted = ops("POST", "/events", {"events": [issued, renewed]})
+    assert accepted.status_code == 200, accepted.text
+    assert [r["refused"] for r in accepted.json()["results"]] == [None, None]
+    assert ops("GET", "/certificates/auth/7E570003").json()["status"] == "revoked"
+    assert ops("GET", f"/certificates/auth/{auth}").json()["status"] == "good"

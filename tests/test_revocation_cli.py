@@ -182,3 +182,70 @@ def test_workers_can_split_event_application_from_crl_publication(issue_card, re
         == "ON_HOLD")
     assert published_entry() is None  # applied, not yet published: that is the CRL worker's part
     run(("crl",), lambda: published_entry() is not None)
+
+
+DEEP = "[" * 3000 + "]" * 3000  # 6 KB: well inside the event size limit, far deeper than any event
+
+
+def test_a_deeply_nested_event_is_refused_in_one_sentence(cli):
+    result = cli("event", DEEP)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error (malformed_json):") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_import_refuses_a_deeply_nested_line_by_number_and_submits_the_lines_after_it(cli, issue_card, tmp_path,
+                                                                                       revocation_services):
+    card = issue_card()
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join([
+        line("lost-d", "card_lost", card["holder"], card_id=card["card_id"]),
+        DEEP,
+        '{"a": ' * 2000 + "1" + "}" * 2000,
+        line("found-d", "card_found", card["holder"], card_id=card["card_id"]).replace("03-01", "03-02"),
+        line("ff-d", "four_facts_changed", card["holder"], changed=["name"]).replace("03-01", "03-03"),
+    ]) + "\n")
+    result = cli("events", "import", events)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "line 2: refused (malformed_json)" in result.stderr and "line 3: refused (malformed_json)" in result.stderr
+    assert result.stdout.strip() == "applied 3, duplicate 0, refused 2"
+    assert [h["event_id"] for h in revocation_services.store.history("auth", card["auth"].serial_number)] == [
+        "lost-d", "found-d"]
+    assert revocation_services.store.get("sign", card["signing"].serial_number).status.name == "REVOKED"
+
+
+def test_a_renewal_of_a_certificate_never_issued_is_refused(cli, issue_card, tmp_path, revocation_services):
+    card = issue_card()
+    ghost = line("renew-ghost", "certificate_renewed", card["holder"], card_id=card["card_id"], renewals=[
+        {"kind": "auth", "old_serial": "7E570001", "new_serial": "7E570002", "not_after": "2036-01-01T00:00:00Z"}])
+    result = cli("event", ghost)
+    assert result.returncode == 1 and "unknown_old_serial" in result.stderr and "7E570001" not in result.stderr
+    assert revocation_services.store.get("auth", 0x7E570002) is None
+    # In a file, an issuance ahead of the renewal makes it known; a renewal of a ghost is refused by line number.
+    issued = line("issue-r", "certificate_issued", card["holder"], card_id="card-r", certificates=[
+        {"serial": "7E570003", "kind": "auth", "not_after": "2031-01-01T00:00:00Z"}])
+    renewed = line("renew-r", "certificate_renewed", card["holder"], card_id="card-r", renewals=[
+        {"kind": "auth", "old_serial": "7E570003", "new_serial": "7E570004", "not_after": "2036-01-01T00:00:00Z"}])
+    events = tmp_path / "renewals.jsonl"
+    events.write_text("\n".join([issued, ghost, renewed]) + "\n")
+    imported = cli("events", "import", events)
+    assert imported.returncode == 2 and "line 2: refused (unknown_old_serial)" in imported.stderr
+    assert imported.stdout.strip() == "applied 2, duplicate 0, refused 1"
+    assert revocation_services.store.get("auth", 0x7E570003).status.name == "REVOKED"
+    assert revocation_services.store.get("auth", 0x7E570004).status.name == "GOOD"
+
+
+def test_an_event_argument_that_is_not_utf8_is_malformed_json(cli):
+    result = subprocess.run([sys.executable, "-m", "revocation", "event", b'{"event_id": "\xff"}'], env=cli.env,
+                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 1 and result.stderr.startswith("error (malformed_json):"), result.stderr
+
+
+def test_an_import_that_loses_redis_says_where_it_stopped(cli, tmp_path):
+    events = tmp_path / "events.jsonl"
+    events.write_text(line("died-x", "died", "h-somebody") + "\n{nope\n")
+    result = cli("events", "import", events, REDIS_URL="redis://127.0.0.1:1/0")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "line 2: refused (malformed_json)" in result.stderr
+    assert "stopped: no line was submitted" in result.stderr and "Running the file again is safe" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error (redis_unavailable):")
