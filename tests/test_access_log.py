@@ -20,7 +20,7 @@ def served(app: str, env: dict, log_file, paths: list[str], headers: dict) -> st
 
 
 def test_gunicorn_access_lines_lose_handles_serials_ocsp_requests_and_queries(revocation_config, redis_server,
-                                                                               tmp_path):
+                                                                               redis_client, tmp_path):
     env = {"REDIS_URL": redis_server.url, "MYKEY_VAR": str(revocation_config.var_dir),
            "REVOCATION_URL": revocation_config.base_url, "STATUS_BUCKETS": "1024", "HOLDER_BUCKETS": "1024",
            "IDP_ISSUER": "http://127.0.0.1:1", "IDP_SECRET_FILE": str(tmp_path / "secret")}
