@@ -1,7 +1,10 @@
 """The IdP's WSGI app: OpenID Provider endpoints, the bridge API, and the cardholder's pages.
 
-    gunicorn -w 2 'idp.app:create_app()'      # production
-    python -m idp serve                        # development
+    gunicorn -c deploy/gunicorn-idp.conf.py 'idp.app:create_app()'    # production
+    MYKEY_DEV=1 python -m idp serve                                   # development
+
+Configuration comes from the environment (docs/configuration.md); outside development the app refuses to
+start without its production settings (idp/config.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """The revocation service's WSGI app: OCSP, CRLs and the operator API. Stateless; all state is in Redis.
 
-    gunicorn -w 2 'revocation.app:create_app()'          # production
-    python -m revocation serve                             # development
+    gunicorn -c deploy/gunicorn-revocation.conf.py 'revocation.app:create_app()'    # production
+    MYKEY_DEV=1 python -m revocation serve                                          # development
+
+Configuration comes from the environment (docs/configuration.md); outside development the app refuses to
+start without its production settings (revocation/config.py).
 """
 
 from __future__ import annotations
