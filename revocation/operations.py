@@ -154,7 +154,7 @@ def manual_action(services: Services, actor: str, issuer: str, serial_hex: str, 
     except EventRefused as error:
         raise OperationError(error.code, "The comment holds something that looks like a My Number; nothing was "
                                          "changed. Leave it out.", 422) from None
-    if action == "revoke" and reason not in MANUAL_REASONS:
+    if (reason is not None and not isinstance(reason, str)) or (action == "revoke" and reason not in MANUAL_REASONS):
         raise OperationError("invalid_reason", "The reason is one of " + ", ".join(MANUAL_REASONS) + ".")
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     rfc_reason = {"hold": ReasonFlags.certificate_hold, "release": ReasonFlags.remove_from_crl}.get(

@@ -22,7 +22,8 @@ from wire.json_input import MAX_DEPTH
 
 blueprint = Blueprint("ops", __name__)
 log = logging.getLogger(__name__)
-STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")  # fullmatch: "$" would let a final newline through
+COUNT = re.compile(r"[0-9]{1,4}")  # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
 
 
 def _services():
@@ -110,8 +111,14 @@ def crl_status():
 def audit():
     count = request.args.get("count", "50")
     before = request.args.get("before")
-    if not count.isdigit() or not 1 <= int(count) <= 1000:
+    if not COUNT.fullmatch(count) or not 1 <= int(count) <= 1000:
         raise OperationError("invalid_count", "count is a whole number from 1 to 1000.")
-    if before is not None and not STREAM_ID.match(before):
+    if before is not None and not _stream_id(before):
         raise OperationError("invalid_before", "before is an audit entry id, as in the 'id' of an entry.")
     return jsonify(entries=_services().audit.read(int(count), before))
+
+
+def _stream_id(text: str) -> bool:
+    """A Redis stream entry id: two 64-bit unsigned numbers joined by '-'."""
+    match = STREAM_ID.fullmatch(text)
+    return match is not None and all(int(part) < 1 << 64 for part in match.groups())

@@ -236,3 +236,23 @@ def test_a_renewal_of_a_certificate_never_issued_refuses_the_batch(ops, issue_ca
     assert [r["refused"] for r in accepted.json()["results"]] == [None, None]
     assert ops("GET", "/certificates/auth/7E570003").json()["status"] == "revoked"
     assert ops("GET", f"/certificates/auth/{auth}").json()["status"] == "good"
+
+
+@pytest.mark.parametrize(("path", "code"), [
+    ("/audit?count=%C2%B2", "invalid_count"),  # "²" is a digit to str.isdigit, not to int()
+    ("/audit?before=1-1%0A", "invalid_before"),  # "$" in a pattern matches before a final newline
+    ("/audit?before=99999999999999999999-1", "invalid_before"),  # beyond a stream id's 64 bits
+])
+def test_odd_query_values_are_refused_not_a_crash(ops, path, code):
+    response = ops("GET", path)
+    assert response.status_code == 400 and response.json()["error"] == code
+
+
+def test_a_reason_or_comment_of_the_wrong_json_type_is_refused(ops, issue_card):
+    card = issue_card()
+    path = f"/certificates/auth/{card['auth'].serial_number:X}"
+    listed = ops("POST", f"{path}/revoke", {"comment": "x", "reason": ["keyCompromise"]})
+    assert listed.status_code == 400 and listed.json()["error"] == "invalid_reason"
+    assert ops("POST", f"{path}/hold", {"comment": ["x"]}).json()["error"] == "comment_required"
+    assert ops("POST", f"{path}/hold", ["comment"]).json()["error"] == "invalid_request"
+    assert ops("GET", path).json()["status"] == "good"
