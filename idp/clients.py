@@ -1,7 +1,21 @@
 """Relying-party clients, registered by the operator and stored in Redis (Authlib's ClientMixin on top).
 
 Client authentication: `private_key_jwt` (what the Digital Agency's app requires; keys given inline as a JWKS
-or by `jwks_uri`) or `client_secret_basic` (the secret is shown once at registration and stored hashed).
+or by `jwks_uri`) or `client_secret_basic` (the secret is shown once at registration and stored hashed). A
+client's keys are public asymmetric keys only: a symmetric (`oct`) key in a JWKS anyone can read would let anyone
+sign its assertions (RFC 7523 §3, RFC 7517 §4.1).
+
+The pairwise sector (OIDC Core §8.1) is the one host all redirect URIs share or, when the client registers a
+`sector_identifier_uri`, that URI's host — but only after the document there, fetched at registration, is a JSON
+array listing every redirect URI of the client. Without that check any client could name another's sector and
+receive the same `sub` values for the same people.
+
+Documents a client publishes (its sector identifier, its `jwks_uri`) are fetched by `ClientDocuments`: https
+(plain http only on the loopback address, and only for a development `jwks_uri`), at most 64 KiB and 5 seconds,
+no redirects (a redirect could lead the fetch to a host the client does not control), no proxy, and decoded with
+`wire.json_input`. The CAs that https trusts are the system's, or the PEM bundle named by `fetch_ca_file`
+(`python -m idp clients add --fetch-ca-file`, or the environment variable IDP_FETCH_CA_FILE); certificate
+verification is never turned off. `jwks_uri` documents are cached per registry, bounded in entries and age.
 """
 
 from __future__ import annotations
@@ -9,24 +23,39 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import http.client
 import json
 import secrets
+import ssl
+import threading
 import time
+import urllib.error
 import urllib.request
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 
 import redis
 from authlib.oauth2.rfc6749 import ClientMixin
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
 
 from mykey.pairwise import sector_of
+from wire.json_input import JSONInputError
+from wire.json_input import loads as json_loads
 
 CLIENTS_HASH = "idp:clients"
 SCOPES = ("openid", "name", "address", "birthdate", "gender")
 FOUR_FACTS_SCOPES = frozenset({"name", "address", "birthdate", "gender"})
 AUTH_METHODS = ("private_key_jwt", "client_secret_basic")
 JWKS_URI_CACHE_SECONDS = 300
-MAX_JWKS_BYTES = 64 * 1024
+JWKS_URI_CACHE_ENTRIES = 256
+JWKS_URI_RETRY_SECONDS = 30  # a failed jwks_uri fetch is not retried sooner, however many assertions arrive
+FETCH_TIMEOUT_SECONDS = 5.0
+MAX_DOCUMENT_BYTES = 64 * 1024
+PUBLIC_KEY_TYPES = frozenset({"RSA", "EC", "OKP"})
+PRIVATE_KEY_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class ClientRegistrationError(ValueError):
@@ -34,6 +63,11 @@ class ClientRegistrationError(ValueError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class ClientDocumentError(ValueError):
+    """A document a client publishes could not be fetched or used; the message is a sentence for the operator
+    (it names the URL's role, never a key or a token)."""
 
 
 @dataclass
@@ -84,13 +118,6 @@ class Client(ClientMixin):
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in self.grant_types
 
-    # --- keys for private_key_jwt -------------------------------------------------------------------------
-
-    def public_jwks(self) -> dict:
-        if self.jwks is not None:
-            return self.jwks
-        return _fetch_jwks(self.jwks_uri)
-
     @property
     def client_metadata(self) -> dict:
         return {}  # no signed or encrypted userinfo responses
@@ -102,19 +129,122 @@ class Client(ClientMixin):
         return f"Client({self.client_id}, {self.name!r})"
 
 
-_jwks_cache: dict[str, tuple[float, dict]] = {}
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises HTTPError with the 3xx status
 
 
-def _fetch_jwks(uri: str | None) -> dict:
-    if not uri:
-        return {"keys": []}
-    cached = _jwks_cache.get(uri)
-    if cached and cached[0] > time.monotonic():
-        return cached[1]
-    with urllib.request.urlopen(uri, timeout=5) as response:  # noqa: S310 - https/http only, checked at registration
-        jwks = json.loads(response.read(MAX_JWKS_BYTES))
-    _jwks_cache[uri] = (time.monotonic() + JWKS_URI_CACHE_SECONDS, jwks)
-    return jwks
+class ClientDocuments:
+    """Fetch a small JSON document a client publishes: bounded, verified, never redirected (module docstring)."""
+
+    def __init__(self, ca_file: str | None = None, timeout: float = FETCH_TIMEOUT_SECONDS,
+                 limit: int = MAX_DOCUMENT_BYTES):
+        self.ca_file = ca_file
+        self.timeout = timeout
+        self.limit = limit
+        context = ssl.create_default_context(cafile=ca_file)  # a missing or unreadable bundle fails here, early
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _RefuseRedirects(),
+                                                   urllib.request.HTTPSHandler(context=context))
+
+    def fetch(self, uri: str, what: str, allow_loopback_http: bool = False):
+        """The decoded JSON at `uri`; ClientDocumentError saying why not. `what` names the URL in messages."""
+        parts = urlsplit(uri)
+        plain_ok = allow_loopback_http and parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+        if not parts.hostname or (parts.scheme != "https" and not plain_ok):
+            raise ClientDocumentError(f"The {what} must be an https URL.")
+        body = self._read(uri, what)
+        try:
+            return json_loads(body, max_bytes=self.limit)
+        except JSONInputError as exc:
+            raise ClientDocumentError(f"The {what} returned a document that is not valid JSON ({exc.reason}).") \
+                from None
+
+    def _read(self, uri: str, what: str) -> bytes:
+        request = urllib.request.Request(uri, headers={"Accept": "application/json"})  # noqa: S310 - scheme checked
+        deadline = time.monotonic() + self.timeout
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                body = bytearray()
+                while chunk := response.read(16 * 1024):
+                    body += chunk
+                    if len(body) > self.limit:
+                        raise ClientDocumentError(f"The {what} returned a document larger than {self.limit} bytes.")
+                    if time.monotonic() > deadline:  # a slow drip must not stretch the bound
+                        raise TimeoutError
+                return bytes(body)
+        except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                raise ClientDocumentError(f"The {what} answered with a redirect (HTTP {exc.code}); redirects are "
+                                          "not followed, so register the final URL.") from None
+            raise ClientDocumentError(f"The {what} answered HTTP {exc.code}.") from None
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, ssl.SSLCertVerificationError):
+                raise ClientDocumentError(f"The {what} has a TLS certificate this IdP does not trust (set "
+                                          "IDP_FETCH_CA_FILE for a private CA).") from None
+            if isinstance(exc.reason, TimeoutError):
+                raise ClientDocumentError(f"The {what} did not answer within {self.timeout:g} seconds.") from None
+            raise ClientDocumentError(f"The {what} could not be reached.") from None
+        except TimeoutError:
+            raise ClientDocumentError(f"The {what} did not answer within {self.timeout:g} seconds.") from None
+        except (OSError, http.client.HTTPException):
+            raise ClientDocumentError(f"The {what} could not be reached.") from None
+
+
+class JwksCache:
+    """Clients' `jwks_uri` documents as key sets, at most `entries` of them, each for at most `seconds`; a failed
+    fetch is remembered for `retry_seconds` so that a flood of assertions naming one client is not a flood of
+    fetches (or of 5-second waits)."""
+
+    def __init__(self, documents: ClientDocuments, entries: int = JWKS_URI_CACHE_ENTRIES,
+                 seconds: float = JWKS_URI_CACHE_SECONDS, retry_seconds: float = JWKS_URI_RETRY_SECONDS,
+                 clock=time.monotonic):
+        self.documents = documents
+        self.entries = entries
+        self.seconds = seconds
+        self.retry_seconds = retry_seconds
+        self.clock = clock
+        self._cached: OrderedDict[str, tuple[float, KeySet | ClientDocumentError]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, uri: str) -> KeySet:
+        now = self.clock()
+        with self._lock:
+            cached = self._cached.get(uri)
+            if cached is not None and cached[0] > now:
+                self._cached.move_to_end(uri)
+                if isinstance(cached[1], ClientDocumentError):
+                    raise cached[1]
+                return cached[1]
+        try:
+            value: KeySet | ClientDocumentError = public_key_set(
+                self.documents.fetch(uri, "jwks_uri", allow_loopback_http=True))
+            expires = now + self.seconds
+        except ClientDocumentError as exc:
+            value, expires = exc, now + self.retry_seconds
+        with self._lock:
+            self._cached[uri] = (expires, value)
+            self._cached.move_to_end(uri)
+            while len(self._cached) > self.entries:
+                self._cached.popitem(last=False)
+        if isinstance(value, ClientDocumentError):
+            raise value
+        return value
+
+    def __len__(self) -> int:
+        return len(self._cached)
+
+
+def public_key_set(jwks) -> KeySet:
+    """A client's JWKS as a joserfc KeySet of public asymmetric keys, or ClientDocumentError."""
+    keys = jwks.get("keys") if isinstance(jwks, dict) else None
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, dict) for k in keys):
+        raise ClientDocumentError("The JWKS must be a JSON object whose \"keys\" is a non-empty array of keys.")
+    if any(k.get("kty") not in PUBLIC_KEY_TYPES or PRIVATE_KEY_MEMBERS & k.keys() for k in keys):
+        raise ClientDocumentError("The JWKS may hold only public RSA, EC or OKP keys (no symmetric or private keys).")
+    try:
+        return KeySet.import_key_set({"keys": keys})
+    except (JoseError, ValueError, TypeError) as exc:
+        raise ClientDocumentError(f"The JWKS holds a key that cannot be used ({exc.__class__.__name__}).") from None
 
 
 def _hash_secret(secret: str) -> str:
@@ -123,8 +253,20 @@ def _hash_secret(secret: str) -> str:
 
 
 class ClientRegistry:
-    def __init__(self, client: redis.Redis):
+    """The registered clients, and the documents they publish (fetched with `fetch_ca_file`'s CAs, if given)."""
+
+    def __init__(self, client: redis.Redis, fetch_ca_file: str | None = None):
         self.redis = client
+        self.documents = ClientDocuments(fetch_ca_file)
+        self.jwks_cache = JwksCache(self.documents)
+
+    def public_keys(self, client: Client) -> KeySet:
+        """The keys that verify the client's private_key_jwt assertions; ClientDocumentError if none can be had."""
+        if client.jwks is not None:
+            return public_key_set(client.jwks)
+        if not client.jwks_uri:
+            raise ClientDocumentError("The client has no keys registered.")
+        return self.jwks_cache.get(client.jwks_uri)
 
     def get(self, client_id: str) -> Client | None:
         if not isinstance(client_id, str) or len(client_id) > 128:
@@ -151,16 +293,16 @@ class ClientRegistry:
             _check_uri(uri)
         if jwks is not None and jwks_uri is not None:
             raise ClientRegistrationError("invalid_client_metadata", "Give either --jwks or --jwks-uri, not both.")
-        if jwks is not None and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list) and jwks["keys"]):
-            raise ClientRegistrationError("invalid_client_metadata", "The JWKS must hold at least one key.")
+        if jwks is not None:
+            try:
+                public_key_set(jwks)
+            except ClientDocumentError as exc:
+                raise ClientRegistrationError("invalid_client_metadata", str(exc)) from None
         if jwks_uri is not None:
             _check_uri(jwks_uri)
         if id_token_alg not in ("RS256", "ES256"):
             raise ClientRegistrationError("invalid_client_metadata", "ID tokens are signed with RS256 or ES256.")
-        try:
-            sector = sector_of(redirect_uris, sector_identifier_uri)
-        except ValueError as exc:
-            raise ClientRegistrationError("invalid_client_metadata", str(exc)) from exc
+        sector = self._sector(redirect_uris, sector_identifier_uri)
         secret = None if (jwks or jwks_uri) else secrets.token_urlsafe(32)
         client = Client(
             client_id=f"rp_{secrets.token_urlsafe(12)}",
@@ -180,9 +322,30 @@ class ClientRegistry:
         return client, secret
 
 
+    def _sector(self, redirect_uris: list[str], sector_identifier_uri: str | None) -> str:
+        """OIDC Core §8.1: the sector identifier document must list every redirect URI of the client."""
+        if sector_identifier_uri is not None:
+            try:
+                listed = self.documents.fetch(sector_identifier_uri, "sector_identifier_uri")
+            except ClientDocumentError as exc:
+                raise ClientRegistrationError("invalid_client_metadata", str(exc)) from None
+            if not isinstance(listed, list) or not all(isinstance(uri, str) for uri in listed):
+                raise ClientRegistrationError("invalid_client_metadata", "The sector_identifier_uri must return a "
+                                              "JSON array of redirect URIs (OIDC Core §8.1).")
+            missing = [uri for uri in redirect_uris if uri not in listed]
+            if missing:
+                raise ClientRegistrationError(
+                    "invalid_client_metadata", f"The sector_identifier_uri does not list {', '.join(missing)}; it "
+                    "must list every redirect URI of the client (OIDC Core §8.1).")
+        try:
+            return sector_of(redirect_uris, sector_identifier_uri)
+        except ValueError as exc:
+            raise ClientRegistrationError("invalid_client_metadata", str(exc)) from None
+
+
 def _check_uri(uri: str) -> None:
     parts = urlsplit(uri)
-    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    local = parts.hostname in LOOPBACK_HOSTS
     if parts.scheme not in ("https", "http") or (parts.scheme == "http" and not local) or not parts.hostname:
         raise ClientRegistrationError("invalid_redirect_uri",
                                       "URIs must be https (plain http only on the loopback address).")
