@@ -6,30 +6,42 @@ pairwise `sub`, the ID token's keys and claims, and closes what Authlib allows b
 - `nonce` is required (OIDC Core §3.1.2.1 makes it optional for the code flow; docs/jpki-profile.md §6 requires it);
 - a code is consumed atomically, and a replayed code revokes the tokens issued from it (RFC 9700 §4.5);
 - `iss` in every authorization response, errors included (RFC 9207);
-- client authentication `private_key_jwt` under its registered name (Authlib calls it "client_assertion_jwt").
+- client authentication `private_key_jwt` under its registered name (Authlib calls it "client_assertion_jwt");
+- the authorization request rules of docs/relying-parties.md §3 that Authlib leaves optional
+  (`AuthorizationRequestRules`, below);
+- a JWT from outside (a client assertion, an ID token hint) is read only after `check_compact_jwt` found its
+  header and payload to be bounded JSON objects: joserfc and Authlib decode them with Python's json, which a few
+  kilobytes of `[[[[` turn into a RecursionError — a 500 instead of the documented OAuth error.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
-from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError
+from authlib.oauth2.rfc6749 import InvalidClientError, InvalidGrantError, InvalidRequestError, InvalidScopeError
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc9101.errors import RequestNotSupportedError, RequestUriNotSupportedError
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode, UserInfo, UserInfoEndpoint
-from joserfc.jwk import KeySet
 
-from idp.clients import FOUR_FACTS_SCOPES
+from idp.clients import FOUR_FACTS_SCOPES, ClientDocumentError
 from idp.tokens import REPLAYED, AuthorizationCode, Token, new_token_value, token_digest
+from wire.json_input import loads as json_loads
+
+log = logging.getLogger(__name__)
 
 FACTS_CONTEXT = "four-facts"  # associated data of every sealed four-facts value
+MAX_COMPACT_JWT = 16 * 1024  # a client assertion or an ID token of ours is well under 4 KiB
 
 
 @dataclass
@@ -81,6 +93,67 @@ def user_claims(services, user: CardUser, scope: str) -> UserInfo:
     return info
 
 
+def check_compact_jwt(token) -> None:
+    """Raise ValueError unless `token` is a compact JWS (RFC 7515 §7.1) of bounded size whose header and payload
+    are JSON objects within wire.json_input's depth and size bounds. The signature is not checked here."""
+    if not isinstance(token, str) or len(token) > MAX_COMPACT_JWT or token.count(".") != 2:
+        raise ValueError("not a compact JWS")
+    for part in token.split(".")[:2]:
+        try:
+            decoded = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        except (binascii.Error, ValueError):
+            raise ValueError("not base64url") from None
+        if not isinstance(json_loads(decoded), dict):  # JSONInputError is a ValueError
+            raise ValueError("not a JSON object")
+
+
+class AuthorizationRequestRules:
+    """The authorization request rules Authlib leaves optional, checked before its own (an Authlib grant
+    extension): each failure goes back to the redirect URI with `state` and `iss`, because by then the client and
+    its redirect URI are known good (RFC 6749 §4.1.2.1).
+
+    1. `check_no_request_object` — request_not_supported / request_uri_not_supported: request objects are not
+       supported (OIDC Core §6, §3.1.2.6; discovery says so), and one is refused unread rather than ignored, so
+       parameters a client signed are never silently replaced by unsigned ones.
+    2. `check_openid_scope` — invalid_scope: this is an OpenID Provider only; `scope` must contain `openid`
+       (OIDC Core §3.1.2.1), or there would be tokens with no ID token.
+    3. `check_state` — invalid_request: `state` is required (docs/relying-parties.md §3; RFC 6749 §10.12 CSRF).
+    4. `check_response_mode` — invalid_request: only `query` (discovery's response_modes_supported).
+    """
+
+    def __call__(self, grant) -> None:
+        grant.register_hook("before_validate_authorization_request_payload", self.check)
+
+    def check(self, grant, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        self.check_no_request_object(data)
+        self.check_openid_scope(data)
+        self.check_state(data)
+        self.check_response_mode(data)
+
+    @staticmethod
+    def check_no_request_object(data) -> None:
+        if "request" in data:
+            raise RequestNotSupportedError("Request objects are not supported; send the parameters in the query.")
+        if "request_uri" in data:
+            raise RequestUriNotSupportedError("request_uri is not supported; send the parameters in the query.")
+
+    @staticmethod
+    def check_openid_scope(data) -> None:
+        if "openid" not in (data.get("scope") or "").split():
+            raise InvalidScopeError("The scope must contain openid: this is an OpenID Provider only.")
+
+    @staticmethod
+    def check_state(data) -> None:
+        if not data.get("state"):
+            raise InvalidRequestError("state is required: send an unguessable value and check it on the callback.")
+
+    @staticmethod
+    def check_response_mode(data) -> None:
+        if data.get("response_mode", "query") != "query":
+            raise InvalidRequestError("Only response_mode=query is supported.")
+
+
 class S256CodeChallenge(CodeChallenge):
     SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
 
@@ -106,8 +179,19 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         ttl = max(60, int(claims.get("exp", time.time()) - time.time()) + 120)
         return bool(_services().redis.set(key, 1, nx=True, ex=ttl))
 
+    def extract_assertion(self, assertion):
+        try:
+            check_compact_jwt(assertion)
+        except ValueError:
+            raise InvalidClientError(description="The client_assertion is not a well-formed JWT.") from None
+        return super().extract_assertion(assertion)
+
     def resolve_client_public_key(self, client):
-        return KeySet.import_key_set(client.public_jwks())
+        try:
+            return _services().clients.public_keys(client)
+        except ClientDocumentError as exc:  # the operator's log says why; the caller learns only that it failed
+            log.warning("private_key_jwt: no usable keys for client %s: %s", client.client_id, exc)
+            raise InvalidClientError(description="The client's public keys could not be read.") from None
 
 
 class CodeGrant(AuthorizationCodeGrant):
@@ -285,7 +369,8 @@ def build_authorization_server(app, services) -> tuple[AuthorizationServer, Reso
     )
     server = AuthorizationServer(app, query_client=services.clients.get, save_token=save_token)
     server.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT())
-    server.register_grant(CodeGrant, [S256CodeChallenge(required=True), OpenIDCodeExtension()])
+    server.register_grant(CodeGrant, [AuthorizationRequestRules(), S256CodeChallenge(required=True),
+                                      OpenIDCodeExtension()])
     server.register_grant(RefreshGrant)
     server.register_extension(Issuer())
     server.register_endpoint(TokenRevocation)

@@ -16,7 +16,7 @@ from joserfc.jwk import KeySet
 from idp.clients import FOUR_FACTS_SCOPES
 from idp.cookies import SESSION_COOKIE, clear_cookie, read_cookie
 from idp.messages import explain
-from idp.oidc import user_for
+from idp.oidc import check_compact_jwt, user_for
 from idp.pages import language, start_login
 
 blueprint = Blueprint("oidc", __name__)
@@ -196,8 +196,9 @@ def logout():
 
 
 def _client_of_id_token(id_token: str) -> str | None:
-    """The audience of an ID token we signed (expired ones are fine for a logout hint)."""
+    """The audience of an ID token we signed (expired ones are fine for a logout hint); None for anything else."""
     try:
+        check_compact_jwt(id_token)  # bounded JSON before joserfc reads it (idp/oidc.py docstring)
         keys = KeySet.import_key_set(_services().signing_keys.jwks())
         claims = jwt.decode(id_token, keys, algorithms=["RS256", "ES256"]).claims
     except (JoseError, ValueError):

@@ -392,3 +392,179 @@ def test_discovery_and_jwks(idp_service):
 
 def test_authlib_session_helper_is_importable():
     assert OAuth2Session  # the RP library the e2e tests use
+
+
+# --- the authorization request rules (docs/relying-parties.md §3) -------------------------------------
+
+
+def test_an_authorization_request_without_state_is_refused_with_or_without_a_session(idp_service, rp, card):
+    for state in (None, ""):
+        response = _authorize(idp_service, rp[0].client_id, state=state)
+        assert response.status_code == 302 and response.headers["Location"].startswith(REDIRECT + "?")
+        params = query_of(response.headers["Location"])
+        assert params["error"] == "invalid_request" and params["iss"] == idp_service.url
+        assert "state" not in params and "code" not in params
+    browser = Browser(idp_service.url)
+    url, _, _ = authorize_url(idp_service, rp[0].client_id)
+    answer(browser.start(url), card)
+    browser.finish()
+    with_session = browser.get(authorize_url(idp_service, rp[0].client_id, state=None)[0])
+    params = query_of(with_session.headers["Location"])
+    assert params["error"] == "invalid_request" and "code" not in params
+    unknown = _authorize(idp_service, "rp_nobody", state=None)
+    assert unknown.status_code == 400 and "Location" not in unknown.headers
+
+
+@pytest.mark.parametrize("scope", ["name", "name address birthdate gender", None])
+def test_a_scope_without_openid_is_invalid_scope(idp_service, rp, scope):
+    response = _authorize(idp_service, rp[0].client_id, scope=scope)
+    assert response.status_code == 302 and response.headers["Location"].startswith(REDIRECT + "?")
+    params = query_of(response.headers["Location"])
+    assert params["error"] == "invalid_scope" and params["state"] == "st-1" and params["iss"] == idp_service.url
+
+
+def _deep_jwt(where: str = "payload") -> str:
+    def part(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    deep = b'{"a":' * 2000 + b"1" + b"}" * 2000
+    header = deep if where == "header" else b'{"alg":"RS256","typ":"JWT"}'
+    payload = deep if where == "payload" else b'{"sub":"x"}'
+    return f"{part(header)}.{part(payload)}.{part(b'not a signature')}"
+
+
+@pytest.mark.parametrize(("parameter", "code"), [("request", "request_not_supported"),
+                                                 ("request_uri", "request_uri_not_supported")])
+@pytest.mark.parametrize("value", ["deep", "garbage.not.jwt", "https://rp.example.jp/request.jwt"])
+def test_request_objects_are_refused_unread(idp_service, rp, parameter, code, value):
+    response = _authorize(idp_service, rp[0].client_id, **{parameter: _deep_jwt() if value == "deep" else value})
+    assert response.status_code == 302
+    params = query_of(response.headers["Location"])
+    assert params["error"] == code and params["state"] == "st-1" and params["iss"] == idp_service.url
+
+
+def test_only_the_query_response_mode_is_served(idp_service, rp):
+    for mode in ("fragment", "form_post"):
+        params = query_of(_authorize(idp_service, rp[0].client_id, response_mode=mode).headers["Location"])
+        assert params["error"] == "invalid_request"
+
+
+# --- JSON inside JWTs and JWKS from outside: the documented OAuth error, never a 500 ------------------
+
+
+@pytest.fixture
+def jwt_rp(idp_service):
+    from joserfc.jwk import RSAKey
+
+    key = RSAKey.generate_key(2048, private=True, parameters={"kid": "rp-1"})
+    client, _ = idp_service.services.clients.add("JWT Shop", [REDIRECT], jwks={"keys": [key.as_dict(private=False)]})
+    return client, key
+
+
+def _assertion(idp_service, client_id: str, key, header: dict | None = None) -> str:
+    import time
+
+    from joserfc import jwt
+
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": f"{idp_service.url}/token", "iat": now, "exp": now + 60,
+              "jti": secrets.token_urlsafe(12)}
+    return jwt.encode({"alg": "RS256", "kid": "rp-1", **(header or {})}, claims, key)
+
+
+def _token_with_assertion(idp_service, assertion: str) -> requests.Response:
+    return requests.post(f"{idp_service.url}/token", timeout=30, data={
+        "grant_type": "authorization_code", "code": "no-such-code", "redirect_uri": REDIRECT,
+        "code_verifier": "v" * 50, "client_assertion": assertion,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"})
+
+
+@pytest.mark.parametrize("assertion", ["deep-payload", "deep-header", "garbage", "a.b.c", "e30.W10.e30",
+                                       "x" * 70_000])
+def test_a_malformed_client_assertion_is_invalid_client(idp_service, jwt_rp, assertion):
+    value = {"deep-payload": _deep_jwt("payload"), "deep-header": _deep_jwt("header")}.get(assertion, assertion)
+    response = _token_with_assertion(idp_service, value)
+    assert response.status_code in (400, 401, 413), response.text
+    if response.status_code != 413:  # 70 kB is over the IdP's body limit before any decoding
+        assert response.json()["error"] == "invalid_client"
+
+
+def test_a_validly_signed_assertion_with_a_deep_payload_is_invalid_client(idp_service, jwt_rp):
+    from joserfc import jws
+
+    client, key = jwt_rp
+    deep = b'{"iss":"' + client.client_id.encode() + b'","x":' + b"[" * 1500 + b"]" * 1500 + b"}"
+    signed = jws.serialize_compact({"alg": "RS256", "kid": "rp-1"}, deep, key)
+    response = _token_with_assertion(idp_service, signed)
+    assert response.status_code in (400, 401) and response.json()["error"] == "invalid_client"
+    good = _token_with_assertion(idp_service, _assertion(idp_service, client.client_id, key))
+    assert good.json()["error"] == "invalid_grant"  # authenticated; only the code is unknown
+
+
+@pytest.mark.parametrize(("body", "status"), [("[" * 2000 + "]" * 2000, 200), ("garbage", 200), ("[]", 200),
+                                              ('{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}', 200),
+                                              ('{"keys": []}', 404), ('{"k": "' + "x" * 70_000 + '"}', 200)])
+def test_an_unusable_jwks_uri_is_invalid_client(idp_service, body, status):
+    from joserfc.jwk import RSAKey
+
+    from tests.document_server import DocumentServer
+
+    key = RSAKey.generate_key(2048, private=True, parameters={"kid": "rp-1"})
+    with DocumentServer() as documents:
+        jwks_uri = documents.put("/jwks.json", body, status=status)
+        client, _ = idp_service.services.clients.add("JWKS Shop", [REDIRECT], jwks_uri=jwks_uri)
+        first = _token_with_assertion(idp_service, _assertion(idp_service, client.client_id, key))
+        assert first.status_code in (400, 401) and first.json()["error"] == "invalid_client"
+        again = _token_with_assertion(idp_service, _assertion(idp_service, client.client_id, key))
+        assert again.json()["error"] == "invalid_client"
+        assert documents.requests == ["/jwks.json"]  # a failure is remembered for a while, not fetched again
+
+
+def test_a_jwks_uri_serves_the_keys_and_is_cached(idp_service):
+    import json
+
+    from joserfc.jwk import RSAKey
+
+    from tests.document_server import DocumentServer
+
+    key = RSAKey.generate_key(2048, private=True, parameters={"kid": "rp-1"})
+    with DocumentServer() as documents:
+        jwks_uri = documents.put("/jwks.json", json.dumps({"keys": [key.as_dict(private=False)]}))
+        client, _ = idp_service.services.clients.add("JWKS Shop", [REDIRECT], jwks_uri=jwks_uri)
+        for _ in range(2):
+            response = _token_with_assertion(idp_service, _assertion(idp_service, client.client_id, key))
+            assert response.json()["error"] == "invalid_grant"  # authenticated; the code is unknown
+        assert documents.requests == ["/jwks.json"]
+
+
+@pytest.mark.parametrize("hint", ["deep-payload", "deep-header", "garbage", "a.b.c", "e30.W10.e30"])
+def test_a_malformed_id_token_hint_ends_the_session_without_a_redirect(idp_service, hint):
+    value = {"deep-payload": _deep_jwt("payload"), "deep-header": _deep_jwt("header")}.get(hint, hint)
+    response = requests.get(f"{idp_service.url}/logout", allow_redirects=False, timeout=10, params={
+        "id_token_hint": value, "post_logout_redirect_uri": "https://rp.example.jp/bye", "state": "x"})
+    assert response.status_code == 200 and "Location" not in response.headers
+
+
+def test_a_symmetric_key_cannot_stand_for_a_clients_public_keys(idp_service):
+    """A JWKS is public: an `oct` key in it would let anyone sign the client's assertions with HS256."""
+    import json
+
+    from joserfc import jwt
+    from joserfc.jwk import OctKey
+
+    from idp.clients import ClientRegistrationError
+    from tests.document_server import DocumentServer
+
+    secret = OctKey.import_key("published-for-everyone-to-read-0123456789")
+    jwks = {"keys": [{**secret.as_dict(), "kid": "rp-1"}]}
+    with pytest.raises(ClientRegistrationError):
+        idp_service.services.clients.add("Oct Shop", [REDIRECT], jwks=jwks)
+    with DocumentServer() as documents:
+        client, _ = idp_service.services.clients.add("Oct Shop", [REDIRECT],
+                                                     jwks_uri=documents.put("/jwks.json", json.dumps(jwks)))
+        now = int(__import__("time").time())
+        forged = jwt.encode({"alg": "HS256", "kid": "rp-1"}, {
+            "iss": client.client_id, "sub": client.client_id, "aud": f"{idp_service.url}/token", "iat": now,
+            "exp": now + 60, "jti": secrets.token_urlsafe(12)}, secret, algorithms=["HS256"])
+        response = _token_with_assertion(idp_service, forged)
+    assert response.json()["error"] == "invalid_client"
