@@ -3,38 +3,72 @@
     serve [--host 127.0.0.1 --port 8080]     development server (production: gunicorn 'idp.app:create_app()')
     clients add --name NAME --redirect-uri URI [--redirect-uri URI ...] [--jwks FILE | --jwks-uri URI]
                 [--sector-identifier-uri URI] [--post-logout-redirect-uri URI] [--id-token-alg RS256|ES256]
+                [--fetch-ca-file PEM]
     clients list
     clients remove CLIENT_ID
     keys rotate --alg RS256|ES256
+
+Every command reads the IdP's environment (idp/config.py): the clients and keys commands write to the Redis at
+REDIS_URL, so they must run with the same REDIS_URL (and REDIS_CLUSTER) as the IdP, and the discovery URL they
+print is IDP_ISSUER's. A failure is one line on stderr, `error (<code>): <sentence>`, and exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
 
 from idp.clients import ClientRegistrationError, ClientRegistry
-from idp.config import IdpConfig
+from idp.config import DEFAULT_ISSUER, IdpConfig
+from wire.json_input import loads as json_loads
+
+ENVIRONMENT = f"""environment (the same as the IdP's):
+  IDP_ISSUER         the issuer URL the IdP serves; printed as the discovery URL (default {DEFAULT_ISSUER}, development)
+  REDIS_URL          the Redis the IdP uses; clients and keys are written there (default redis://127.0.0.1:6390/0)
+  REDIS_CLUSTER      1 if REDIS_URL is a Redis Cluster node
+  MYKEY_VAR          state directory (default var)
+  MYKEY_DEV          1 in development (see idp/config.py for what production requires)
+  IDP_FETCH_CA_FILE  PEM bundle of the CAs trusted when fetching a client's sector_identifier_uri (default:
+                     the system's CAs)"""
+
+
+class CommandFailed(Exception):
+    """A command could not run; `code` and the sentence go to stderr as one line."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m idp", description="MyKey OpenID Provider")
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="python -m idp", description="MyKey OpenID Provider", epilog=ENVIRONMENT,
+                                     formatter_class=raw)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the development server (use gunicorn in production)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
 
-    clients = commands.add_parser("clients", help="relying-party clients").add_subparsers(dest="action",
-                                                                                          required=True)
-    add = clients.add_parser("add", help="register a client")
+    clients = commands.add_parser("clients", help="relying-party clients", epilog=ENVIRONMENT,
+                                  formatter_class=raw).add_subparsers(dest="action", required=True)
+    add = clients.add_parser("add", help="register a client", epilog=ENVIRONMENT, formatter_class=raw)
     add.add_argument("--name", required=True)
     add.add_argument("--redirect-uri", action="append", required=True, dest="redirect_uris")
     keys = add.add_mutually_exclusive_group()
     keys.add_argument("--jwks", type=Path, help="JWKS file with the client's public keys (private_key_jwt)")
     keys.add_argument("--jwks-uri", help="URL of the client's JWKS (private_key_jwt)")
-    add.add_argument("--sector-identifier-uri")
+    add.add_argument("--sector-identifier-uri", help="https URL of a JSON array listing every redirect URI; its "
+                     "host is then the pairwise sector (fetched now, OIDC Core §8.1)")
+    add.add_argument("--fetch-ca-file", default=os.environ.get("IDP_FETCH_CA_FILE") or None,
+                     help="PEM bundle of CAs to trust for the sector_identifier_uri (default: $IDP_FETCH_CA_FILE, "
+                     "else the system's CAs)")
     add.add_argument("--post-logout-redirect-uri", action="append", default=[], dest="post_logout")
     add.add_argument("--id-token-alg", default="RS256", choices=("RS256", "ES256"))
     add.add_argument("--json", action="store_true", help="print the registration as JSON")
@@ -42,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     remove = clients.add_parser("remove", help="remove a client")
     remove.add_argument("client_id")
 
-    key_commands = commands.add_parser("keys", help="ID token signing keys").add_subparsers(dest="action",
-                                                                                            required=True)
+    key_commands = commands.add_parser("keys", help="ID token signing keys", epilog=ENVIRONMENT,
+                                       formatter_class=raw).add_subparsers(dest="action", required=True)
     rotate = key_commands.add_parser("rotate", help="publish a new key; it signs after the overlap")
     rotate.add_argument("--alg", default="RS256", choices=("RS256", "ES256"))
     return parser
@@ -51,12 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = IdpConfig.from_env()
+    try:
+        config = IdpConfig.from_env()
+    except ValueError as exc:
+        return _fail(CommandFailed("configuration", str(exc)))
     if args.command == "serve":
         from idp.app import create_app
 
         create_app(config).run(host=args.host, port=args.port, threaded=True)
         return 0
+    try:
+        return _run(args, config)
+    except CommandFailed as exc:
+        return _fail(exc)
+    except redis.RedisError:
+        return _fail(CommandFailed("redis_unreachable", f"Cannot use the Redis at {_redacted(config.redis_url)}; "
+                                   "start it, or set REDIS_URL (and REDIS_CLUSTER) to the Redis the IdP uses."))
+
+
+def _run(args, config: IdpConfig) -> int:
     from idp.services import connect_redis
 
     client = connect_redis(config)
@@ -66,7 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         key = SigningKeys(client, config).rotate(args.alg)
         print(f"Published {key.alg} key {key.kid}; it starts signing at {key.signs_from:%Y-%m-%d %H:%M:%S} UTC.")
         return 0
-    registry = ClientRegistry(client)
+    fetch_ca_file = getattr(args, "fetch_ca_file", None)
+    try:
+        registry = ClientRegistry(client, fetch_ca_file=fetch_ca_file)
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        raise CommandFailed("configuration", f"The CA bundle IDP_FETCH_CA_FILE / --fetch-ca-file "
+                            f"({fetch_ca_file}) cannot be read as PEM ({exc.__class__.__name__}).") from None
     if args.action == "list":
         for c in registry.list():
             print(f"{c.client_id}  {c.name}  auth={c.token_endpoint_auth_method}  sector={c.sector}  "
@@ -74,22 +126,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.action == "remove":
         if not registry.remove(args.client_id):
-            print(f"error (unknown_client): no client {args.client_id}", file=sys.stderr)
-            return 1
+            raise CommandFailed("unknown_client", f"There is no client {args.client_id}.")
         print(f"Removed {args.client_id}.")
         return 0
+    return _add(args, config, registry)
+
+
+def _add(args, config: IdpConfig, registry: ClientRegistry) -> int:
     try:
-        jwks = json.loads(args.jwks.read_text()) if args.jwks else None
+        jwks = json_loads(args.jwks.read_bytes()) if args.jwks else None
+    except (OSError, ValueError) as exc:
+        raise CommandFailed("invalid_client_metadata", f"The JWKS file could not be read as JSON "
+                            f"({getattr(exc, 'reason', exc.__class__.__name__)}).") from None
+    try:
         registered, secret = registry.add(args.name, args.redirect_uris, jwks=jwks, jwks_uri=args.jwks_uri,
                                           sector_identifier_uri=args.sector_identifier_uri,
                                           id_token_alg=args.id_token_alg, post_logout_redirect_uris=args.post_logout)
     except ClientRegistrationError as exc:
-        print(f"error ({exc.code}): {exc.message}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError) as exc:
-        print(f"error (invalid_client_metadata): the JWKS file could not be read ({exc.__class__.__name__})",
-              file=sys.stderr)
-        return 1
+        raise CommandFailed(exc.code, exc.message) from None
     if args.json:
         print(json.dumps({"client_id": registered.client_id, "client_secret": secret,
                           "token_endpoint_auth_method": registered.token_endpoint_auth_method,
@@ -101,4 +155,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"client_secret {secret}")
         print("The secret is shown only now; store it safely.")
     print(f"Discovery: {config.issuer}/.well-known/openid-configuration")
+    if "IDP_ISSUER" not in os.environ:
+        print("IDP_ISSUER is not set, so that is the development default; give relying parties the issuer your "
+              "IdP serves.")
     return 0
+
+
+def _fail(error: CommandFailed) -> int:
+    print(f"error ({error.code}): {error.message}", file=sys.stderr)
+    return 1
+
+
+def _redacted(url: str) -> str:
+    """The Redis URL without its password (it may carry one: redis://:password@host)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))

@@ -80,6 +80,51 @@ def test_clients_cli_adds_lists_and_removes(redis_server, tmp_path):
     assert idp("clients", "remove", client_id).returncode == 1
 
 
+def test_the_clients_cli_says_what_it_needs_from_the_environment(tmp_path):
+    from devstack.processes import free_port
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MYKEY_VAR": str(tmp_path),
+           "REDIS_URL": f"redis://:hunter2secret@127.0.0.1:{free_port()}/0"}
+    env.pop("IDP_ISSUER", None)
+
+    def idp(*args):
+        return subprocess.run([sys.executable, "-m", "idp", *args], env=env, capture_output=True, text=True,
+                              timeout=60, cwd=ROOT)
+
+    for command in ([], ["clients"], ["clients", "add"]):
+        helped = idp(*command, "--help")
+        assert helped.returncode == 0
+        assert all(name in helped.stdout for name in ("REDIS_URL", "IDP_ISSUER", "MYKEY_VAR")), command
+    assert "IDP_FETCH_CA_FILE" in idp("clients", "add", "--help").stdout
+    for command in (["clients", "add", "--name", "Shop", "--redirect-uri", "https://shop.example.jp/cb"],
+                    ["clients", "list"], ["keys", "rotate"]):
+        failed = idp(*command)
+        assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+        lines = failed.stderr.strip().splitlines()
+        assert len(lines) == 1 and "REDIS_URL" in lines[0] and f"127.0.0.1:{env['REDIS_URL'].rsplit(':', 1)[1][:-2]}" \
+            in lines[0]
+        assert "hunter2secret" not in failed.stderr
+    env["IDP_FETCH_CA_FILE"] = str(tmp_path / "no-such-ca.pem")
+    missing_ca = idp("clients", "add", "--name", "Shop", "--redirect-uri", "https://shop.example.jp/cb")
+    assert missing_ca.returncode == 1 and "IDP_FETCH_CA_FILE" in missing_ca.stderr
+    assert "Traceback" not in missing_ca.stderr
+
+
+def test_the_clients_cli_names_the_issuer_it_prints_and_where_it_came_from(redis_server, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_server.url, "MYKEY_VAR": str(tmp_path)}
+    env.pop("IDP_ISSUER", None)
+    command = [sys.executable, "-m", "idp", "clients", "add", "--name", "Shop", "--redirect-uri",
+               "https://shop.example.jp/cb"]
+    added = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert added.returncode == 0 and "IDP_ISSUER is not set" in added.stdout
+    deep_jwks = tmp_path / "deep.jwks"
+    deep_jwks.write_text("[" * 5000 + "]" * 5000)
+    refused = subprocess.run([*command, "--jwks", str(deep_jwks)], env=env, capture_output=True, text=True,
+                             timeout=60, cwd=ROOT)
+    assert refused.returncode == 1 and "invalid_client_metadata" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 @pytest.fixture
 def logged_in(idp_service, make_card):
     """A browser with an IdP session and a consented relying party; returns (browser, client, secret, card)."""
