@@ -114,7 +114,7 @@ def connect(url: str, cluster: bool) -> redis.Redis:
 def service_env(var_dir: Path, redis_url: str, cluster: bool, ca: DevCA) -> dict[str, str]:
     """The revocation service's environment, production bucket settings (STATUS_BUCKETS left at its default)."""
     return {"REDIS_URL": redis_url, "REDIS_CLUSTER": "1" if cluster else "0", "MYKEY_VAR": str(var_dir),
-            "REVOCATION_URL": ca.revocation_url, "MYKEY_JSON_LOGS": "1"}
+            "REVOCATION_URL": ca.revocation_url, "MYKEY_JSON_LOGS": "1", "MYKEY_DEV": "1"}
 
 
 def load_store(client: redis.Redis, population: Population) -> dict[str, float]:
