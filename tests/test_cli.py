@@ -7,8 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from jpki import parse_certificate
+from jpki.profile import CertificateKind
+from nfc_bridge.virtual_card import VirtualCard
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,3 +82,49 @@ def test_card_show_on_a_smartphone_asks_for_the_pin(make_card):
 def test_card_show_without_a_card_file_explains(tmp_path):
     result = bridge("card", "show", "--reader", "virtual", "--card", tmp_path / "none.json")
     assert result.returncode == 1 and "card_file_missing" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_card_export_writes_the_auth_certificate_as_pem_without_a_pin(card_file):
+    result = bridge("card", "export", "--reader", "virtual", "--card", card_file)
+    assert result.returncode == 0, result.stderr
+    exported = x509.load_pem_x509_certificate(result.stdout.encode())
+    on_card = bytes.fromhex(json.loads(card_file.read_text())["files"]["000A"])
+    assert exported.public_bytes(Encoding.DER) == on_card
+
+
+def test_card_export_of_the_signing_certificate_needs_the_signing_pin(card_file, tmp_path):
+    out = tmp_path / "signing.pem"
+    wrong = bridge("card", "export", "--reader", "virtual", "--card", card_file, "--signing", "--pin-stdin",
+                   "--out", out, stdin="ZZZ999\n")
+    assert wrong.returncode == 1 and "wrong_pin" in wrong.stderr and not out.exists()
+    assert "ZZZ999" not in wrong.stderr + wrong.stdout
+    ok = bridge("card", "export", "--reader", "virtual", "--card", card_file, "--signing", "--pin-stdin",
+                "--out", out, stdin="ABC123\n")
+    assert ok.returncode == 0, ok.stderr
+    assert parse_certificate(x509.load_pem_x509_certificate(out.read_bytes()).public_bytes(Encoding.DER)).kind \
+        is CertificateKind.SIGNING
+    assert out.stat().st_mode & 0o077 == 0 and "date of birth" in ok.stderr
+    again = bridge("card", "export", "--reader", "virtual", "--card", card_file, "--signing", "--pin-stdin",
+                   "--out", out, stdin="ABC123\n")
+    assert again.returncode == 1 and "exists" in again.stderr
+
+
+def test_card_export_keeps_the_signing_pins_last_try_without_use_last_try(card_file):
+    for _ in range(4):  # the signing PIN has 5 tries
+        bridge("card", "export", "--reader", "virtual", "--card", card_file, "--signing", "--pin-stdin",
+               stdin="ZZZ999\n")
+    assert VirtualCard.load(card_file).tries_left(CertificateKind.SIGNING) == 1
+    kept = bridge("card", "export", "--reader", "virtual", "--card", card_file, "--signing", "--pin-stdin",
+                  stdin="ABC123\n")
+    assert kept.returncode == 1 and "last_try_not_confirmed" in kept.stderr and "--use-last-try" in kept.stderr
+    assert VirtualCard.load(card_file).tries_left(CertificateKind.SIGNING) == 1
+    used = bridge("card", "export", "--reader", "virtual", "--card", card_file, "--signing", "--pin-stdin",
+                  "--use-last-try", stdin="ABC123\n")
+    assert used.returncode == 0 and "BEGIN CERTIFICATE" in used.stdout
+    assert VirtualCard.load(card_file).tries_left(CertificateKind.SIGNING) == 5
+
+
+def test_card_export_from_a_phone_needs_its_pin_first(make_card):
+    phone = make_card(smartphone=True)
+    result = bridge("card", "export", "--reader", "virtual", "--card", phone, "--pin-stdin", stdin="1234\n")
+    assert result.returncode == 0 and "BEGIN CERTIFICATE" in result.stdout, result.stderr
