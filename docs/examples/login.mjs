@@ -7,7 +7,11 @@ import * as client from 'openid-client'
 import * as readline from 'node:readline/promises'
 
 const { ISSUER, CLIENT_ID, CLIENT_SECRET, REDIRECT_URI } = process.env
-const options = new URL(ISSUER).hostname === '127.0.0.1' ? { execute: [client.allowInsecureRequests] } : {}
+// openid-client 6 checks an ID token's signature only with enableNonRepudiationChecks (it otherwise relies on
+// TLS to the token endpoint); with it, the signature is checked against the issuer's jwks_uri.
+const execute = [client.enableNonRepudiationChecks]
+if (new URL(ISSUER).hostname === '127.0.0.1') execute.push(client.allowInsecureRequests) // `make run`: plain http
+const options = { execute }
 // MyKey takes client_secret_basic or private_key_jwt (openid-client's default would be client_secret_post).
 const config = await client.discovery(new URL(ISSUER), CLIENT_ID, undefined, client.ClientSecretBasic(CLIENT_SECRET), options)
 
@@ -29,7 +33,9 @@ const io = readline.createInterface({ input: process.stdin, output: process.stdo
 const callback = await io.question('Callback URL the browser came back with: ')
 io.close()
 
-// Checks iss (RFC 9207), state, the code exchange with PKCE, and the ID token (signature, iss, aud, nonce, exp).
+// Checks the callback's iss (RFC 9207) and state, sends the PKCE verifier, and checks the ID token: its signature
+// (enableNonRepudiationChecks, above), alg (one of discovery's id_token_signing_alg_values_supported), iss, aud,
+// exp, iat, sub and nonce. It does not check at_hash or acr.
 const tokens = await client.authorizationCodeGrant(config, new URL(callback), {
   pkceCodeVerifier: codeVerifier,
   expectedState: state,
