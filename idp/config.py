@@ -96,7 +96,8 @@ class IdpConfig:
             dev_card=env.get("IDP_DEV_CARD") or None,
             status_buckets=int(env.get("STATUS_BUCKETS", str(1 << 20))),
             holder_buckets=int(env.get("HOLDER_BUCKETS", str(1 << 20))),
-            secret=load_or_create_secret(Path(env.get("IDP_SECRET_FILE", var_dir / "idp" / "secret"))),
+            secret=(load_or_create_secret if development else load_secret)(
+                Path(env.get("IDP_SECRET_FILE", var_dir / "idp" / "secret"))),
         )
         config.check()
         return config
@@ -146,6 +147,11 @@ def refuse_unless_production_ready(env) -> None:
                         "sign-*.pem roots) must be set; the development CA's roots are never trusted here")
     if not env.get("REVOCATION_URL"):
         problems.append("REVOCATION_URL (the revocation service's base URL) must be set")
+    if not env.get("IDP_SECRET_FILE"):
+        # Every IdP process must hold the same secret (MyKey lookups, pairwise `sub`): one made up at start-up on
+        # a second machine would give every holder a new identity there.
+        problems.append("IDP_SECRET_FILE must name the platform secret's file, made once and shared by every "
+                        "IdP process (e.g. `openssl rand -hex 32`)")
     problems += [f"{name} is for development only and must not be set"
                  for name in ("IDP_INSECURE_DEV_COOKIES", "IDP_DEV_CARD") if env.get(name) not in (None, "", "0")]
     if problems:
@@ -167,9 +173,21 @@ def parse_trust_pins(value: str) -> tuple[tuple[CertificateKind, str], ...]:
     return tuple(pins)
 
 
-def load_or_create_secret(path: Path) -> bytes:
-    if path.exists():
+def load_secret(path: Path) -> bytes:
+    """The platform secret, hexadecimal in `path`; outside development it is never created here."""
+    try:
         return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        raise ConfigurationError(f"IDP_SECRET_FILE names {path}, which does not exist: create it once "
+                                 "(e.g. `openssl rand -hex 32`) and give every IdP process the same file.") from None
+    except ValueError:
+        raise ConfigurationError(f"IDP_SECRET_FILE ({path}) must hold the secret in hexadecimal.") from None
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """Development: the secret under var/, made on first start."""
+    if path.exists():
+        return load_secret(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     secret = secrets.token_bytes(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

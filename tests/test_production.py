@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import time
@@ -28,7 +29,7 @@ from devstack.http import LiveServer
 from devstack.processes import Gunicorn, free_port, stop
 from idp.clients import ClientRegistry
 from idp.config import ConfigurationError as IdpConfigurationError
-from idp.config import IdpConfig, load_or_create_secret
+from idp.config import IdpConfig
 from idp.trust import fingerprint
 from jpki.devca import DevCA
 from jpki.profile import CRL_ISSUER_SLUG
@@ -53,6 +54,17 @@ def test_the_idp_refuses_to_start_outside_development_without_trust_issuer_and_r
     assert not (tmp_path / "pki").exists()  # no development CA was made up on the way
 
 
+def test_production_never_makes_up_the_platform_secret(tmp_path):
+    (tmp_path / "trust").mkdir()
+    env = {"IDP_ISSUER": "https://id.example.jp", "REVOCATION_URL": "https://rv.example.jp", "IDP_TRUST": "production",
+           "IDP_TRUST_DIR": str(tmp_path / "trust"), "MYKEY_VAR": str(tmp_path)}
+    with pytest.raises(IdpConfigurationError, match="IDP_SECRET_FILE must name"):
+        IdpConfig.from_env(env)
+    with pytest.raises(IdpConfigurationError, match="does not exist"):
+        IdpConfig.from_env({**env, "IDP_SECRET_FILE": str(tmp_path / "secret")})
+    assert not (tmp_path / "secret").exists() and not (tmp_path / "idp").exists()
+
+
 def test_an_https_issuer_is_production_even_with_the_development_flag(tmp_path):
     env = {"MYKEY_DEV": "1", "IDP_ISSUER": "https://id.example.jp", "REVOCATION_URL": "http://rv.example.jp",
            "MYKEY_VAR": str(tmp_path), "IDP_SECRET_FILE": str(tmp_path / "secret")}
@@ -68,6 +80,7 @@ def test_an_http_issuer_is_refused_outside_development(tmp_path):
            "IDP_TRUST_DIR": str(tmp_path), "MYKEY_VAR": str(tmp_path), "IDP_SECRET_FILE": str(tmp_path / "secret")}
     with pytest.raises(IdpConfigurationError, match="https:// URL"):
         IdpConfig.from_env(env)
+    (tmp_path / "secret").write_text(secrets.token_hex(32))
     assert IdpConfig.from_env({**env, "IDP_ISSUER": "https://id.example.jp"}).development is False
 
 
@@ -85,6 +98,7 @@ def test_a_production_idp_config_never_trusts_the_development_ca(tmp_path):
 def test_trust_pins_are_checked_when_read(tmp_path):
     base = {"IDP_ISSUER": "https://id.example.jp", "REVOCATION_URL": "http://rv.example.jp",
             "IDP_TRUST": "production", "IDP_TRUST_DIR": str(tmp_path), "IDP_SECRET_FILE": str(tmp_path / "secret")}
+    (tmp_path / "secret").write_text(secrets.token_hex(32))
     with pytest.raises(IdpConfigurationError, match="IDP_TRUST_PINS"):
         IdpConfig.from_env({**base, "IDP_TRUST_PINS": "auth:not-a-fingerprint"})
     pinned = IdpConfig.from_env({**base, "IDP_TRUST_PINS": "auth:" + "ab:" * 31 + "ab, sign:" + "CD" * 32})
@@ -261,7 +275,8 @@ def test_a_card_login_in_chromium_through_nginx_tls_and_gunicorn_with_production
     pins = write_production_layout(jpki_ca, tmp_path / "trust", tmp_path / "issuers")
     var = tmp_path / "var"
     secret_file = var / "idp" / "secret"
-    load_or_create_secret(secret_file)  # before two workers could race to create it
+    secret_file.parent.mkdir(parents=True)
+    secret_file.write_text(secrets.token_hex(32))  # made once by the operator; production never makes it
     base = {"MYKEY_DEV": "0", "REDIS_URL": redis_server.url, "MYKEY_VAR": str(var), "REVOCATION_URL": revocation_url}
     revocation_env = {**base, "REVOCATION_ISSUERS": str(tmp_path / "issuers")}
     idp_env = {**base, "IDP_ISSUER": idp_url, "IDP_TRUST": "production", "IDP_TRUST_DIR": str(tmp_path / "trust"),
