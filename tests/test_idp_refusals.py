@@ -568,3 +568,25 @@ def test_a_symmetric_key_cannot_stand_for_a_clients_public_keys(idp_service):
             "exp": now + 60, "jti": secrets.token_urlsafe(12)}, secret, algorithms=["HS256"])
         response = _token_with_assertion(idp_service, forged)
     assert response.json()["error"] == "invalid_client"
+
+
+def test_the_jwks_uri_cache_is_bounded_in_entries_and_age():
+    import json
+
+    from joserfc.jwk import RSAKey
+
+    from idp.clients import ClientDocuments, JwksCache
+    from tests.document_server import DocumentServer
+
+    now = [0.0]
+    cache = JwksCache(ClientDocuments(), entries=2, seconds=300, clock=lambda: now[0])
+    jwks = json.dumps({"keys": [RSAKey.generate_key(2048).as_dict(private=False)]})
+    with DocumentServer() as documents:
+        uris = [documents.put(f"/{n}.json", jwks) for n in range(3)]
+        for uri in uris:
+            cache.get(uri)
+        assert len(cache) == 2
+        cache.get(uris[2])  # still cached
+        now[0] = 301.0
+        cache.get(uris[2])  # too old: fetched again
+    assert documents.requests == ["/0.json", "/1.json", "/2.json", "/2.json"]
