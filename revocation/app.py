@@ -73,8 +73,8 @@ def revocation_gauges(services: Services):
                 [([], health["lag"] or 0)])
     yield gauge("mykey_event_stream_pending", "Entries delivered but not yet acknowledged", [],
                 [([], health["pending"])])
-    yield gauge("mykey_event_stream_refused", "Unreadable entries moved to the dead-letter stream", [],
-                [([], health["refused"])])
+    yield gauge("mykey_event_stream_refused", "Entries moved to the dead-letter stream (refused or failed to apply)",
+                [], [([], health["refused"])])
     yield gauge("mykey_crl_shard_age_seconds", "Seconds since each CRL shard was published", ["issuer", "shard"],
                 [([shard.issuer, str(shard.shard)], shard.age_seconds)
                  for shard in services.crl.status() if shard.age_seconds is not None])

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 PREFIX = "rv"
 STREAM = f"{PREFIX}:events"  # the resident-register event stream
+# Entries that could not be applied. Its hash tag is the stream's whole name (a key without braces hashes whole),
+# so the dead-letter record and the XACK are one script on a Redis Cluster too.
+DEAD_LETTERS = f"{{{STREAM}}}:refused"
 CONSUMER_GROUP = "appliers"
 AUDIT_STREAM = f"{PREFIX}:audit"  # append-only audit log
 OPERATORS = f"{PREFIX}:operators"  # hash: token hash -> operator record

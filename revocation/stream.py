@@ -28,13 +28,10 @@ from redis.exceptions import ClusterError, OutOfMemoryError, ReadOnlyError, Slot
 
 from revocation.applier import Applier, Outcome
 from revocation.events import EventRefused, RevocationEvent, parse_event_json
-from revocation.keys import CONSUMER_GROUP, STREAM
+from revocation.keys import CONSUMER_GROUP, DEAD_LETTERS, STREAM
 
 log = logging.getLogger(__name__)
 
-# Same hash tag as the stream's own slot (a key without braces hashes whole), so the dead-letter record and the
-# acknowledgement can be one script on a Redis Cluster too.
-DEAD_LETTERS = f"{{{STREAM}}}:refused"
 STREAM_MAXLEN = 10_000_000  # approximate trim: the status store, not the stream, is the record of truth
 DEAD_LETTERS_MAXLEN = 1_000_000  # approximate: a feed sending only junk cannot fill Redis
 EVENT_FIELD = b"event"

@@ -38,6 +38,11 @@ from tests.test_ops_api import (  # noqa: F401
     test_manual_hold_release_revoke_with_comment_and_audit,
     test_stream_crl_and_audit_views,
 )
+from tests.test_stream_poison import (  # noqa: F401
+    test_an_applier_failure_dead_letters_that_event_and_the_batch_goes_on,
+    test_poison_entries_between_valid_ones_are_dead_lettered_and_every_valid_one_is_applied,
+    worker,
+)
 
 
 @pytest.fixture(scope="module")
