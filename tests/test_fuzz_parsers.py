@@ -1,6 +1,7 @@
 """Random bytes at every parser that takes card or network input: typed errors only, never a crash or a hang."""
 
 import base64
+import datetime as dt
 import json
 import time
 import urllib.parse
@@ -19,6 +20,7 @@ from nfc_bridge.apdu import CardError, CommandAPDU, ResponseAPDU, StatusWordErro
 from nfc_bridge.client import JpkiClient
 from nfc_bridge.transports import BaseTransport
 from nfc_bridge.virtual_card import VirtualCard
+from revocation.events import EVENT_TYPES, EventRefused, parse_event, parse_event_json
 from wire.json_input import JSONInputError, loads
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -269,3 +271,110 @@ def revocation_app_client(revocation_config, revocation_services):
 def test_ocsp_get_keeps_double_slashes_of_its_base64(revocation_app_client):
     response = revocation_app_client.get("/ocsp//w==")
     assert response.status_code == 200 and response.mimetype == "application/ocsp-response"
+
+
+# --- resident-register events: a RevocationEvent or EventRefused, from a document, a text, or a stream entry --------
+
+TIMES = (st.datetimes(timezones=st.timezones() | st.just(dt.UTC) | st.none()).map(dt.datetime.isoformat)
+         | st.sampled_from(["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2026-01-01", "2026-01-01T00:00Z",
+                            "2026-13-01T00:00:00Z", "2026-01-01T00:00:00ZZ", "", "1970-01-01T00:00:00Z"])
+         | st.text(max_size=40))
+SERIALS = st.from_regex(r"[0-9A-F]{1,44}", fullmatch=True) | st.text(max_size=8)
+KINDS = st.sampled_from(["auth", "signing", "x"])
+COMMON_FIELDS = {"event_id": st.just("e-1") | st.text(max_size=140), "type": st.sampled_from(EVENT_TYPES),
+                 "holder": st.just("h-1") | st.text(max_size=70), "occurred_at": TIMES,
+                 "source": st.just("fuzz") | st.text(max_size=70)}
+EXTRA_FIELDS = {
+    "card_id": st.text(max_size=20), "kinds": st.lists(KINDS, max_size=3),
+    "changed": st.lists(st.sampled_from(["name", "address", "birthdate", "sex", "x"]), max_size=5),
+    "certificates": st.lists(st.fixed_dictionaries({"serial": SERIALS, "kind": KINDS, "not_after": TIMES}),
+                             max_size=3),
+    "renewals": st.lists(st.fixed_dictionaries({"kind": KINDS, "old_serial": SERIALS, "new_serial": SERIALS,
+                                                "not_after": TIMES}), max_size=3),
+}
+EVENT_LIKE = st.fixed_dictionaries({name: strategy | JSON_SCALARS for name, strategy in COMMON_FIELDS.items()},
+                                   optional={name: strategy | JSON_VALUES for name, strategy in EXTRA_FIELDS.items()})
+
+
+def _event_or_refusal(parse, document):
+    try:
+        event = parse(document)
+    except EventRefused as refused:
+        assert refused.code in ("invalid_event", "unknown_event_type", "my_number_refused", "malformed_json",
+                                "event_too_large")
+        return refused
+    assert event.occurred_at.tzinfo is not None and event.type in EVENT_TYPES
+    return event
+
+
+@FUZZ
+@given(EVENT_LIKE | JSON_VALUES)
+def test_event_parser_takes_any_document(document):
+    event = _event_or_refusal(parse_event, document)
+    if not isinstance(event, EventRefused):
+        assert parse_event(event.to_json()) == event  # what travels on the stream reads back the same
+
+
+@FUZZ
+@given(st.binary(max_size=2000) | EVENT_LIKE.map(json.dumps).map(str.encode)
+       | st.lists(JSON_PIECES | st.text(max_size=20), max_size=200).map("".join))
+def test_event_text_parser_takes_any_bytes(raw):
+    _event_or_refusal(parse_event_json, raw)
+
+
+@FUZZ
+@given(st.lists(st.binary(max_size=300) | EVENT_LIKE.map(json.dumps) | st.just("[" * 5000), min_size=1, max_size=5))
+def test_a_stream_entry_of_any_bytes_is_applied_or_set_aside(revocation_services, entries):
+    stream = revocation_services.stream
+    for raw in entries:
+        revocation_services.redis.xadd(stream.stream, {"event": raw})
+    done = stream.consume("fuzz", revocation_services.applier, count=len(entries))
+    assert len(done) == len(entries)  # every entry finished: acknowledged, applied or in the dead letters
+    assert all((d.outcome is None) != (d.refused is None) for d in done)
+
+
+# --- relying-party registration: a client or ClientRegistrationError, whatever the metadata ------------------------
+
+URI_LIKE = st.builds("{}{}{}".format, st.sampled_from(["https://", "http://", "", "ftp://", "https:", "HTTPS://"]),
+                     st.sampled_from(["127.0.0.1", "localhost", "[::1]", "rp.example", "[", "[::1", "", "a b",
+                                      "rp.example:99999", "rp.example:x", "user@rp.example"]),
+                     st.sampled_from(["", "/cb", "/cb#frag", "/cb?x=1", "/\u00e9"]) | st.text(max_size=12))
+
+
+@FUZZ
+@given(name=st.text(max_size=120), redirect_uris=st.lists(URI_LIKE, max_size=3),
+       jwks=st.none() | st.fixed_dictionaries({"keys": st.lists(JSON_VALUES, max_size=2)}) | JSON_VALUES,
+       jwks_uri=st.none() | URI_LIKE, id_token_alg=st.sampled_from(["RS256", "ES256", "none", ""]),
+       post_logout=st.none() | st.lists(URI_LIKE, max_size=2))
+def test_client_registration_takes_any_metadata(redis_client, name, redirect_uris, jwks, jwks_uri, id_token_alg,
+                                                post_logout):
+    from idp.clients import ClientRegistrationError, ClientRegistry
+
+    try:  # no sector_identifier_uri: it would be fetched from the network
+        client, secret = ClientRegistry(redis_client).add(name, redirect_uris, jwks, jwks_uri, None, id_token_alg,
+                                                          post_logout)
+    except ClientRegistrationError as refused:
+        assert refused.code in ("invalid_client_metadata", "invalid_redirect_uri")
+        return
+    except ValueError as error:  # KNOWN OPEN: test_a_uri_that_urlsplit_refuses_is_invalid_redirect_uri
+        assert "IPv6" in str(error) or "Port" in str(error)
+        return
+    assert client.redirect_uris == redirect_uris and (secret is None) == (client.jwks is not None or bool(jwks_uri))
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="idp/clients.py _check_uri: urlsplit() and .hostname "
+                   "raise a bare ValueError (Invalid IPv6 URL) for 'https://[' or 'https://[::1'; the CLI and the "
+                   "console expect ClientRegistrationError. Fix: catch ValueError around urlsplit/hostname and raise "
+                   "ClientRegistrationError('invalid_redirect_uri', ...)")
+@pytest.mark.parametrize("uri", ["https://[", "https://[::1/cb"])
+def test_a_uri_that_urlsplit_refuses_is_invalid_redirect_uri(redis_client, uri):
+    from idp.clients import ClientRegistrationError, ClientRegistry
+
+    try:
+        ClientRegistry(redis_client).add("RP", [uri])
+    except ClientRegistrationError as refused:
+        assert refused.code == "invalid_redirect_uri"
+    except ValueError as error:
+        raise AssertionError(f"a bare {type(error).__name__}, not ClientRegistrationError") from None
+    else:
+        raise AssertionError("accepted")
