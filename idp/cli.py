@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--jwks-uri", help="URL of the client's JWKS (private_key_jwt)")
     add.add_argument("--sector-identifier-uri", help="https URL of a JSON array listing every redirect URI; its "
                      "host is then the pairwise sector (fetched now, OIDC Core §8.1)")
-    add.add_argument("--fetch-ca-file", default=os.environ.get("IDP_FETCH_CA_FILE") or None,
+    add.add_argument("--fetch-ca-file", default=None,
                      help="PEM bundle of CAs to trust for the sector_identifier_uri (default: $IDP_FETCH_CA_FILE, "
                      "else the system's CAs)")
     add.add_argument("--post-logout-redirect-uri", action="append", default=[], dest="post_logout")
@@ -113,7 +113,7 @@ def _run(args, config: IdpConfig) -> int:
         key = SigningKeys(client, config).rotate(args.alg)
         print(f"Published {key.alg} key {key.kid}; it starts signing at {key.signs_from:%Y-%m-%d %H:%M:%S} UTC.")
         return 0
-    fetch_ca_file = getattr(args, "fetch_ca_file", None)
+    fetch_ca_file = getattr(args, "fetch_ca_file", None) or config.fetch_ca_file
     try:
         registry = ClientRegistry(client, fetch_ca_file=fetch_ca_file)
     except OSError as exc:  # ssl.SSLError is an OSError too

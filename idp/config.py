@@ -56,6 +56,7 @@ class IdpConfig:
     trust: str = "dev"
     trust_dir: Path | None = None
     trust_pins: tuple[tuple[CertificateKind, str], ...] = ()  # extra pinned root fingerprints (IDP_TRUST_PINS)
+    fetch_ca_file: str | None = None  # CAs for fetching clients' jwks_uri / sector_identifier_uri
     development: bool = True  # False: built by from_env for production; the dev CA is then refused
     insecure_dev_cookies: bool = False
     secret: bytes = b""
@@ -91,6 +92,7 @@ class IdpConfig:
             trust=trust,
             trust_dir=Path(env["IDP_TRUST_DIR"]) if env.get("IDP_TRUST_DIR") else None,
             trust_pins=parse_trust_pins(env.get("IDP_TRUST_PINS", "")),
+            fetch_ca_file=env.get("IDP_FETCH_CA_FILE") or None,
             development=development,
             insecure_dev_cookies=env.get("IDP_INSECURE_DEV_COOKIES", "0") == "1",
             dev_card=env.get("IDP_DEV_CARD") or None,

@@ -67,9 +67,10 @@ class IdpServices:
 
 
 def connect_redis(config: IdpConfig) -> redis.Redis:
+    # A Redis address that never answers is an error within seconds, not after the system's connect timeout.
     if config.redis_cluster:
-        return RedisCluster.from_url(config.redis_url)
-    return redis.Redis.from_url(config.redis_url)
+        return RedisCluster.from_url(config.redis_url, socket_connect_timeout=5)
+    return redis.Redis.from_url(config.redis_url, socket_connect_timeout=5)
 
 
 def build_services(config: IdpConfig, client: redis.Redis | None = None, trust: TrustStore | None = None,
@@ -87,7 +88,7 @@ def build_services(config: IdpConfig, client: redis.Redis | None = None, trust: 
         config=config,
         redis=client,
         status=status,
-        clients=ClientRegistry(client),
+        clients=ClientRegistry(client, fetch_ca_file=config.fetch_ca_file),
         tokens=TokenStore(client, config.code_ttl, config.refresh_token_ttl),
         signing_keys=keys,
         logins=LoginStore(client, config.login_ttl, clock),
