@@ -12,6 +12,9 @@ DEBIAN_PACKAGES=(redis-server pcscd libpcsclite-dev vsmartcard-vpcd swig libusb-
                  nginx)
 # `make bench` (BOOTSTRAP_BENCH=1) adds wrk, the load generator that runs in its own process.
 [ "${BOOTSTRAP_BENCH:-0}" = 1 ] && DEBIAN_PACKAGES+=(wrk)
+# node + npm: the relying-party example runs under Node.js (openid-client) in the tests. A machine that already has
+# them (from anywhere) keeps its own; only where neither is found do Debian's packages come in.
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || DEBIAN_PACKAGES+=(nodejs npm)
 PYTHON=${PYTHON:-python3.11}
 
 missing=()
