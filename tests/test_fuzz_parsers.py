@@ -7,6 +7,7 @@ import time
 import urllib.parse
 
 import pytest
+import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
@@ -378,3 +379,85 @@ def test_a_uri_that_urlsplit_refuses_is_invalid_redirect_uri(redis_client, uri):
         raise AssertionError(f"a bare {type(error).__name__}, not ClientRegistrationError") from None
     else:
         raise AssertionError("accepted")
+
+
+# --- OCSP responses and CRLs as the IdP reads them: a status, or SourceFailed ------------------------------------
+
+
+class AnswerServer:
+    """A loopback HTTP server answering every request with `self.answer(path, body)`: bytes drawn by hypothesis,
+    or a real answer of the revocation service with some bytes changed."""
+
+    def __init__(self):
+        self.answer = lambda path, body: b""
+
+    def __call__(self, environ, start_response):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        data = self.answer(environ["PATH_INFO"], body)
+        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(data)))])
+        return [data]
+
+
+@pytest.fixture
+def answer_server():
+    from devstack.http import LiveServer
+
+    app = AnswerServer()
+    with LiveServer(app) as live:
+        app.url = live.url
+        yield app
+
+
+@pytest.fixture
+def registered_card(issue_card):
+    return issue_card()
+
+
+@pytest.fixture
+def idp_checker(answer_server, dev_ca):
+    from idp.revocation_check import RevocationChecker
+    from idp.trust import TrustStore
+
+    return RevocationChecker(f"{answer_server.url}/ocsp", answer_server.url, TrustStore.development(dev_ca),
+                             timeout=5, crl_cache_seconds=0)
+
+
+def _status_or_source_failed(check, *args):
+    from idp.revocation_check import RevocationResult, SourceFailed
+
+    try:
+        result = check(*args)
+    except SourceFailed as failed:
+        assert failed.reason
+        return
+    assert isinstance(result, RevocationResult)
+
+
+@FUZZ
+@given(st.data())
+def test_idp_reads_any_ocsp_answer_as_a_status_or_a_failed_source(idp_checker, answer_server, revocation_services,
+                                                                   registered_card, dev_ca, data):
+    card = registered_card
+    real = data.draw(st.booleans())
+    answer_server.answer = ((lambda path, body: _mutate(data, revocation_services.ocsp.respond(body).der)) if real
+                            else (lambda path, body: data.draw(st.binary(max_size=2000))))
+    _status_or_source_failed(idp_checker.check_ocsp, card["auth"], dev_ca.auth.certificate)
+
+
+@FUZZ
+@given(st.data())
+def test_idp_reads_any_crl_as_a_status_or_a_failed_source(idp_checker, answer_server, revocation_service,
+                                                          registered_card, dev_ca, data):
+    card = registered_card
+    real = data.draw(st.booleans())
+
+    def answer(path, body):
+        if not real:
+            return data.draw(st.binary(max_size=2000))
+        published = requests.get(revocation_service.url + path, timeout=30)
+        assert published.status_code == 200  # the shard's real CRL is what gets mutated
+        return _mutate(data, published.content)
+
+    answer_server.answer = answer
+    _status_or_source_failed(idp_checker.check_crl, card["auth"], dev_ca.auth.certificate)
