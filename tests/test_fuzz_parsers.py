@@ -461,3 +461,36 @@ def test_idp_reads_any_crl_as_a_status_or_a_failed_source(idp_checker, answer_se
 
     answer_server.answer = answer
     _status_or_source_failed(idp_checker.check_crl, card["auth"], dev_ca.auth.certificate)
+
+
+# --- login proofs on the bridge API: a documented refusal, never a crash ---------------------------------------------
+
+LOGIN_REFUSALS = {400, 403, 404, 409, 410}  # docs/bridge-api.yaml; 503 only for revocation_unknown
+
+
+@settings(FUZZ, max_examples=150)  # each example is a login created, fetched and answered over HTTP
+@given(st.data())
+def test_bridge_api_answers_any_login_proof_with_a_documented_refusal(idp_service, card_file, data):
+    from nfc_bridge.virtual_card import VirtualCard
+
+    txn = idp_service.services.logins.create(idp_service.url, "rp_fuzz", "Fuzz RP", "/", ["name"],
+                                             wants_facts=data.draw(st.booleans()))
+    _, submit_token = idp_service.services.logins.fetch(txn.handle)
+    card = VirtualCard.load(card_file)
+    real = {"auth": card.certificate(CertificateKind.AUTH), "signing": card.certificate(CertificateKind.SIGNING)}
+    b64 = st.sampled_from(list(real.values())).map(lambda der: base64.urlsafe_b64encode(der).decode().rstrip("="))
+    field = b64 | st.binary(max_size=300).map(lambda b: base64.urlsafe_b64encode(b).decode()) | st.text(max_size=40)
+    body = data.draw(st.fixed_dictionaries(
+        {"submit_token": st.just(submit_token) | st.text(max_size=70), "token_type": st.sampled_from(["card",
+                                                                                                      "smartphone"])},
+        optional={"certificate": field | JSON_SCALARS, "signature": field | JSON_SCALARS,
+                  "signing_certificate": field, "signing_signature": field, "extra": JSON_VALUES})
+        | JSON_VALUES)
+    raw = data.draw(st.just(json.dumps(body).encode()) | st.binary(max_size=200))
+    response = requests.post(f"{idp_service.url}/api/login/submit", data=raw, timeout=30,
+                             headers={"Content-Type": data.draw(st.sampled_from(["application/json", "text/plain"]))})
+    assert response.status_code in LOGIN_REFUSALS or (
+        response.status_code == 503 and response.json()["error"] == "revocation_unknown"), response.status_code
+    refusal = response.json()
+    assert refusal["error"] and refusal["message"] and refusal["message_ja"]
+    assert submit_token not in response.text
