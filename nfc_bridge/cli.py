@@ -11,8 +11,8 @@
 Every failure ends in one plain sentence on stderr and exit status 1; never a traceback, never a PIN.
 
 PIN safety (docs/bridge.md): the last try of a PIN is spent only with `--use-last-try`, or after `YES` typed at
-the terminal when the PIN itself was typed at a prompt. `--pin-stdin` is for scripts and never asks anything, even
-when standard input is a terminal (where the PIN line is then read without echo).
+the terminal when the PIN itself was typed at a prompt. `--pin-stdin` is for scripts and never asks for
+confirmation, even when standard input is a terminal (where the PIN line is read without echo, after a prompt).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from jpki.devca import DEFAULT_REVOCATION_URL, DevCA, UnderageForSigning
 from jpki.profile import AUTH_PIN_TRIES, CertificateKind
 from nfc_bridge.apdu import CardError, WrongPin
 from nfc_bridge.client import JpkiClient
-from nfc_bridge.login import LoginFailed, answer_login, fetch_login, handle_url
+from nfc_bridge.login import LoginFailed, answer_login, fetch_login, handle_url, plain_text
 from nfc_bridge.pin import LastTryNotConfirmed, pin_label
 from nfc_bridge.readers import READERS, open_reader
 from nfc_bridge.virtual_card import Holder, new_card_state, write_card_file
@@ -78,7 +78,7 @@ def _card_options(parser: argparse.ArgumentParser, pin_stdin_help: str) -> None:
     parser.add_argument("--reader", choices=READERS, required=True)
     parser.add_argument("--card", type=Path, help="the virtual card's file (with --reader virtual)")
     parser.add_argument("--device", help="nfcpy device path (usb, usb:054c:06c1) or PC/SC reader name")
-    parser.add_argument("--pin-stdin", action="store_true", help=pin_stdin_help + "; never asks anything")
+    parser.add_argument("--pin-stdin", action="store_true", help=pin_stdin_help + "; never asks for confirmation")
     parser.add_argument("--use-last-try", action="store_true",
                         help="allow a PIN's last try to be spent (a wrong PIN then locks it until the municipal "
                              "office resets it); without this, only YES typed at the PIN prompt's terminal allows it")
@@ -194,7 +194,7 @@ def login(args) -> int:
         confirm_last_try=last_try_confirmation(args),
         say=step,
     )
-    print(f"Done: {answer.get('message', 'verified')}")
+    print(f"Done: {plain_text(answer.get('message'), 'Verified.')}")
     return 0
 
 
@@ -206,14 +206,15 @@ def read_pin(kind: CertificateKind, tries_left: int, from_stdin: bool) -> str:
     """Ask for a PIN without echo (or one line of stdin), warning how many tries are left."""
     if tries_left <= 2:
         print(f"Warning: {tries_left} PIN {'try' if tries_left == 1 else 'tries'} left.", file=sys.stderr)
+    prompt = f"Enter your {pin_label(kind)}: "
     if from_stdin:
-        return _stdin_line_without_echo().rstrip("\r\n")
-    return getpass.getpass(f"Enter your {pin_label(kind)}: ")
+        return _stdin_line_without_echo(prompt).rstrip("\r\n")
+    return getpass.getpass(prompt)
 
 
-def _stdin_line_without_echo() -> str:
-    """One line of stdin; at a terminal, with echo off so the PIN is not shown. Lines typed ahead are kept
-    (TCSANOW, not getpass's TCSAFLUSH): a script or a quick typist may have sent them already."""
+def _stdin_line_without_echo(prompt: str) -> str:
+    """One line of stdin; at a terminal, with echo off so the PIN is not shown, and the prompt shown only once echo
+    is off. Lines typed ahead are kept (TCSANOW, not getpass's TCSAFLUSH): a script may have sent them already."""
     if not sys.stdin.isatty():
         return sys.stdin.readline()
     fd = sys.stdin.fileno()
@@ -222,7 +223,10 @@ def _stdin_line_without_echo() -> str:
     quiet[3] &= ~termios.ECHO
     termios.tcsetattr(fd, termios.TCSANOW, quiet)
     try:
-        return sys.stdin.readline()
+        print(prompt, end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        print(file=sys.stderr)
+        return line
     finally:
         termios.tcsetattr(fd, termios.TCSANOW, saved)
 

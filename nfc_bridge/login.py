@@ -2,13 +2,23 @@
 
 Steps are reported one by one (waiting for the card, reading, PIN, signing, sending) and the run ends with one
 plain sentence. The PIN goes only to the card; what is posted is the certificate and the signature.
+
+The login service is outside the bridge's trust: its answers are read bounded in size and time, decoded with
+wire.json_input (depth, size and non-finite numbers refused), and must be JSON objects. Anything else — garbage,
+a lie about the length, a broken connection — becomes a `LoginFailed` with a stable code, and whatever text the
+service sends is shown only as printable characters of bounded length, so a hostile service cannot write
+terminal escape sequences or a wall of text into the holder's terminal.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
+import re
+import time
+import unicodedata
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -19,10 +29,15 @@ from jpki.profile import CertificateKind
 from jpki.signature import login_message
 from nfc_bridge.client import JpkiClient
 from nfc_bridge.transports import Transport
+from wire.json_input import JSONInputError
+from wire.json_input import loads as json_loads
 
 DEFAULT_IDP = os.environ.get("IDP_ISSUER", "http://127.0.0.1:8080")
 HTTP_TIMEOUT = 15
-MAX_RESPONSE = 64 * 1024
+MAX_RESPONSE = 64 * 1024  # a login answer is well under 4 KiB
+MAX_SHOWN = 200  # characters of the service's own message that are shown
+_CODE = re.compile(r"[a-z0-9_]{1,64}")
+SHAREABLE = frozenset({"name", "address", "birthdate", "gender"})
 
 
 class LoginFailed(Exception):
@@ -60,6 +75,18 @@ def _b64e(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+def plain_text(value: object, default: str) -> str:
+    """Text from the login service as it may be shown: printable characters only, whitespace collapsed, at most
+    MAX_SHOWN characters; `default` when there is none."""
+    if not isinstance(value, str):
+        return default
+    printable = "".join(c if unicodedata.category(c)[0] != "C" else " " for c in value[: MAX_SHOWN * 4])
+    text = " ".join(printable.split())
+    if len(text) > MAX_SHOWN:
+        text = text[: MAX_SHOWN - 1].rstrip() + "…"
+    return text or default
+
+
 def _http(url: str, body: dict | None = None) -> dict:
     if not url.startswith(("http://", "https://")):
         raise LoginFailed("bad_login_link", "The login link must start with https:// (or http:// on this computer).")
@@ -69,17 +96,50 @@ def _http(url: str, body: dict | None = None) -> dict:
         headers={"Content-Type": "application/json", "Accept": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310 - http(s) only
-            return json.loads(response.read(MAX_RESPONSE))
+            return _json_object(_read_bounded(response))
     except urllib.error.HTTPError as error:
-        try:
-            answer = json.loads(error.read(MAX_RESPONSE))
-        except ValueError:
-            answer = {}
-        raise LoginFailed(answer.get("error", f"http_{error.code}"),
-                          answer.get("message", f"The login service answered HTTP {error.code}.")) from None
-    except (urllib.error.URLError, TimeoutError, ValueError) as error:
-        raise LoginFailed("idp_unreachable", f"The login service could not be reached ({error.__class__.__name__}).") \
-            from None
+        raise _refusal(error) from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
+        # URLError and socket errors are OSErrors; HTTPException covers a status line or headers that are not
+        # HTTP and a body shorter than its Content-Length; ValueError an unusable URL.
+        raise LoginFailed("idp_unreachable", "The login service could not be reached or did not answer in HTTP "
+                          f"({error.__class__.__name__}).") from None
+
+
+def _read_bounded(response) -> bytes:
+    """The body, refused when larger than MAX_RESPONSE or slower than HTTP_TIMEOUT in all (a trickle would
+    otherwise restart the per-read timeout forever)."""
+    deadline = time.monotonic() + HTTP_TIMEOUT
+    body = bytearray()
+    while len(body) <= MAX_RESPONSE:
+        if time.monotonic() > deadline:
+            raise LoginFailed("idp_unreachable", "The login service answered too slowly.")
+        chunk = response.read(MAX_RESPONSE + 1 - len(body))
+        if not chunk:
+            return bytes(body)
+        body += chunk
+    raise LoginFailed("bad_login_answer", "The login service's answer was larger than any login answer.")
+
+
+def _json_object(body: bytes) -> dict:
+    try:
+        answer = json_loads(body, max_bytes=MAX_RESPONSE)
+    except JSONInputError:
+        raise LoginFailed("bad_login_answer", "The login service's answer was not JSON.") from None
+    if not isinstance(answer, dict):
+        raise LoginFailed("bad_login_answer", "The login service's answer was not a JSON object.")
+    return answer
+
+
+def _refusal(error: urllib.error.HTTPError) -> LoginFailed:
+    """The service's refusal (docs/bridge-api.yaml: `error` and `message`), or a plain one when it sent none."""
+    try:
+        answer = _json_object(_read_bounded(error))
+    except (LoginFailed, http.client.HTTPException, OSError):
+        answer = {}
+    code = answer.get("error")
+    return LoginFailed(code if isinstance(code, str) and _CODE.fullmatch(code) else f"http_{error.code}",
+                       plain_text(answer.get("message"), f"The login service answered HTTP {error.code}."))
 
 
 def _origin(url: str) -> str:
@@ -99,6 +159,11 @@ def fetch_login(url: str) -> LoginRequest:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise LoginFailed("bad_login_answer", "The login service's answer was not understood.") from exc
+    # What is shown to the holder must be what docs/bridge-api.yaml allows: no escape sequences in a name, a
+    # four-digit check code, claim names from the list.
+    if (not request.rp_name or request.rp_name != plain_text(request.rp_name, "")
+            or not re.fullmatch(r"[0-9]{4}", request.short_code) or not set(request.share) <= SHAREABLE):
+        raise LoginFailed("bad_login_answer", "The login service's answer was not understood.")
     # The signature goes back only to the service the link came from, and is bound to that origin.
     if _origin(request.submit_url) != _origin(url) or request.origin != _origin(url):
         raise LoginFailed("origin_mismatch", "The login service named another site to send the signature to.")

@@ -113,8 +113,8 @@ def test_use_last_try_spends_it_when_asked_to(card, handle_url):
 
 def test_the_pin_typed_for_pin_stdin_is_not_echoed(card, handle_url):
     _, shown = at_a_terminal(["login", handle_url, "--reader", "virtual", "--card", card, "--pin-stdin"],
-                             answers=(("1 PIN try left", "1234\n"),))
-    assert "1 PIN try left" in shown and "1234" not in shown
+                             answers=(("Enter your", "1234\n"),))
+    assert "Enter your user-authentication PIN" in shown and "1234" not in shown
 
 
 def test_interactive_prompt_still_needs_yes_for_the_last_try(card, handle_url):
