@@ -85,7 +85,8 @@ def create_app(config: IdpConfig | None = None, services: IdpServices | None = N
         return jsonify(error="not_found", message="There is nothing at this address."), 404
 
     @app.errorhandler(405)
-    def not_allowed(_error):
-        return jsonify(error="invalid_request", message="This address does not take that method."), 405
+    def not_allowed(error):
+        allow = [(name, value) for name, value in error.get_headers() if name.lower() == "allow"]
+        return jsonify(error="invalid_request", message="This address does not take that method."), 405, allow
 
     return app

@@ -344,8 +344,12 @@ class ClientRegistry:
 
 
 def _check_uri(uri: str) -> None:
-    parts = urlsplit(uri)
-    local = parts.hostname in LOOPBACK_HOSTS
+    try:
+        parts = urlsplit(uri)
+        local = parts.hostname in LOOPBACK_HOSTS
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:  # e.g. "https://[": an unclosed IPv6 literal
+        raise ClientRegistrationError("invalid_redirect_uri", "A URI cannot be read as a URL.") from None
     if parts.scheme not in ("https", "http") or (parts.scheme == "http" and not local) or not parts.hostname:
         raise ClientRegistrationError("invalid_redirect_uri",
                                       "URIs must be https (plain http only on the loopback address).")

@@ -60,9 +60,12 @@ def create_app(config: RevocationConfig | None = None, services: Services | None
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        # Plain JSON with a stable code; never the request's content.
-        code = {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}.get(error.code, "bad_request")
-        return jsonify(error=code, message=error.description), error.code
+        # Plain JSON with a stable code; never the request's content. Headers the error carries stay (a 405's
+        # Allow, RFC 9110 §15.5.6).
+        code = {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}.get(
+            error.code, "internal_error" if (error.code or 500) >= 500 else "bad_request")
+        headers = [(name, value) for name, value in error.get_headers() if name.lower() != "content-type"]
+        return jsonify(error=code, message=error.description), error.code, headers
 
     return app
 

@@ -26,7 +26,7 @@ class AuditLog:
 
     def read(self, count: int = 50, before: str | None = None) -> list[dict]:
         """The newest entries first; with `before` (an entry id), the page of older entries that follows it."""
-        if before == "0-0":
+        if before and all(part.isdigit() and int(part) == 0 for part in before.split("-")):
             return []  # nothing is older than the first possible id (and Redis refuses the range "(0-0")
         newest = f"({before}" if before else "+"  # "(": exclusive range, so pages do not overlap
         return [_entry(entry_id, fields)

@@ -16,6 +16,7 @@ import hashlib
 
 from flask import Blueprint, Response, current_app, request
 from werkzeug.http import http_date
+from werkzeug.routing import PathConverter
 
 from revocation.ocsp import OcspAnswer
 from revocation.ocsp import OCSPResponseStatus as Status
@@ -48,7 +49,18 @@ def ocsp_post() -> Response:
     return _http(_responder().respond(body))
 
 
-@blueprint.get("/ocsp/<path:encoded>")  # `path`: base64 holds "/", often not percent-encoded by clients
+class Base64Path(PathConverter):
+    """The rest of the path, whatever it holds: base64 has "/", often not percent-encoded by clients, and may
+    begin with "/" or hold "//" — data, not a path to tidy up (werkzeug's `path` refuses a leading "/")."""
+
+    regex = ".+"
+    part_isolating = False  # spans "/" (werkzeug would infer True from a regex without a "/" in it)
+
+
+blueprint.record_once(lambda state: state.app.url_map.converters.setdefault("base64path", Base64Path))
+
+
+@blueprint.get("/ocsp/<base64path:encoded>", merge_slashes=False)  # no redirect that would merge "//"
 def ocsp_get(encoded: str) -> Response:
     der = _decode(encoded)
     if der is None:

@@ -11,9 +11,7 @@ for methods an operation does not take (`unsupported_method`).
 Bounded: a few dozen examples per operation, no shrinking pass beyond hypothesis's default budget, no deadline
 (the first request of a worker may be slow on a loaded machine); the file runs in well under a minute on 2 cores.
 
-A defect found here in a file this suite does not own is listed in KNOWN_OPEN_DEFECTS with the exact fix it
-needs: its responses are not validated (so the fuzzer keeps exploring everything else) and its own small test
-below is an xfail(strict=True) that turns into a failure the moment the fix lands — then delete both.
+What the fuzzer found is fixed and kept below as plain regression tests, one reproduction each.
 """
 
 from __future__ import annotations
@@ -44,26 +42,7 @@ FUZZ = settings(max_examples=MAX_EXAMPLES, deadline=None, phases=[Phase.explicit
 # certificate (lookups, hold, release, revoke), not only unknown_certificate.
 EXAMPLE_SERIAL = "1A2B3C4D"
 
-KNOWN_OPEN_DEFECTS = {
-    "allow_header": "revocation/app.py and idp/app.py answer 405 without the Allow header RFC 9110 §15.5.6 "
-                    "requires (their error handlers drop error.get_headers())",
-    "audit_zero_id": "GET /ops/audit?before=00-0 (or 0-00, 000-0 …) answers 500: revocation/audit.py AuditLog.read "
-                     "returns [] only for the literal text \"0-0\" and sends the others to XREVRANGE as \"(00-0\", "
-                     "which Redis refuses; compare the parsed parts instead (int(ms) == int(seq) == 0)",
-}
-
-
-def known_open_defect(case, response) -> str | None:
-    if response.status_code == 405 and "Allow" not in response.headers:
-        return "allow_header"
-    if case.path == "/ops/audit" and response.status_code == 500:
-        return "audit_zero_id"
-    return None
-
-
 def validate(case, response) -> None:
-    if known_open_defect(case, response):
-        return
     excluded = []
     if response.status_code == 503:
         # The only documented 5xx: revocation status unknown, with Retry-After (RFC 9110 §10.2.3).
@@ -108,25 +87,20 @@ def test_bridge_api_matches_its_document(case, idp_service):
     validate(case, case.call(base_url=idp_service.url, timeout=30))
 
 
-# --- the known open defects, one reproduction each (xfail until their owners' fixes land) --------------------
+# --- found by this fuzzer and fixed: kept as plain regressions ---------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_OPEN_DEFECTS["allow_header"])
 def test_405_names_the_allowed_methods(revocation_service, idp_service):
     for url in (f"{revocation_service.url}/ops/stream", f"{idp_service.url}/api/login/submit"):
         response = requests.request("TRACE", url, timeout=30)
         assert response.status_code == 405 and "Allow" in response.headers
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_OPEN_DEFECTS["audit_zero_id"])
 @pytest.mark.parametrize("before", ["00-0", "0-00"])
 def test_nothing_is_older_than_the_first_audit_id_however_written(revocation_service, ops_token, before):
     response = requests.get(f"{revocation_service.url}/ops/audit", params={"before": before},
                             headers={"Authorization": f"Bearer {ops_token}"}, timeout=30)
     assert response.status_code == 200 and response.json() == {"entries": []}
-
-
-# --- found by this fuzzer and fixed: kept as plain regressions ---------------------------------------------------
 
 
 def test_nothing_is_older_than_the_first_possible_audit_id(revocation_service, ops_token):

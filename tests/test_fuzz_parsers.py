@@ -250,8 +250,6 @@ def ocsp_requests(issue_card, dev_ca) -> dict[str, bytes]:
 def test_ocsp_get_answers_any_path_the_ocsp_way(revocation_app_client, encoded):
     path = "/ocsp/" + urllib.parse.quote(encoded, safe="/")
     response = revocation_app_client.get(path)
-    if response.status_code == 308 and "//" in path:
-        return  # KNOWN OPEN: test_ocsp_get_keeps_double_slashes_of_its_base64 below
     if response.status_code == 404:  # only a path that normalises away to "/ocsp/" (no request at all)
         assert not encoded.strip("/") or response.is_json
         return
@@ -266,9 +264,6 @@ def revocation_app_client(revocation_config, revocation_services):
     return create_app(revocation_config, revocation_services).test_client()
 
 
-@pytest.mark.xfail(strict=True, reason="revocation/ocsp_http.py: werkzeug merges '//' in the GET path with a 308 "
-                                      "redirect, so an unencoded base64 request holding '//' (or starting with '/') "
-                                      "reaches the responder changed; fix: merge_slashes=False on /ocsp/<path>")
 def test_ocsp_get_keeps_double_slashes_of_its_base64(revocation_app_client):
     response = revocation_app_client.get("/ocsp//w==")
     assert response.status_code == 200 and response.mimetype == "application/ocsp-response"
@@ -357,16 +352,9 @@ def test_client_registration_takes_any_metadata(redis_client, name, redirect_uri
     except ClientRegistrationError as refused:
         assert refused.code in ("invalid_client_metadata", "invalid_redirect_uri")
         return
-    except ValueError as error:  # KNOWN OPEN: test_a_uri_that_urlsplit_refuses_is_invalid_redirect_uri
-        assert "IPv6" in str(error) or "Port" in str(error)
-        return
     assert client.redirect_uris == redirect_uris and (secret is None) == (client.jwks is not None or bool(jwks_uri))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="idp/clients.py _check_uri: urlsplit() and .hostname "
-                   "raise a bare ValueError (Invalid IPv6 URL) for 'https://[' or 'https://[::1'; the CLI and the "
-                   "console expect ClientRegistrationError. Fix: catch ValueError around urlsplit/hostname and raise "
-                   "ClientRegistrationError('invalid_redirect_uri', ...)")
 @pytest.mark.parametrize("uri", ["https://[", "https://[::1/cb"])
 def test_a_uri_that_urlsplit_refuses_is_invalid_redirect_uri(redis_client, uri):
     from idp.clients import ClientRegistrationError, ClientRegistry
