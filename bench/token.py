@@ -86,7 +86,7 @@ def card_accounts(stack: Stack) -> list[tuple[str, str]]:
     for path in issue_cards(stack, CARDS):
         serial = parse_certificate(VirtualCard.load(path).certificate(CertificateKind.AUTH)).serial
         account = stack.idp.mykey.resolve("auth", serial, time_now())
-        accounts.append((account.account_id, stack.idp.seal_certificate("auth", serial)))
+        accounts.append((account.account_id, stack.idp.seal_certificate("auth", serial, "card")))
     return accounts
 
 

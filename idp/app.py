@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 
+import redis
 from flask import Flask, jsonify, request
 
 from idp.config import IdpConfig
 from idp.services import IdpServices, build_services
 from observability import logs
 from observability.metrics import metrics_response
+from wire.http_answers import store_unavailable_response
 from wire.json_input import BoundedJSONProvider
 
 
@@ -83,6 +85,11 @@ def create_app(config: IdpConfig | None = None, services: IdpServices | None = N
     @app.errorhandler(404)
     def not_found(_error):
         return jsonify(error="not_found", message="There is nothing at this address."), 404
+
+    @app.errorhandler(redis.ConnectionError)
+    @app.errorhandler(redis.TimeoutError)
+    def store_unavailable(_error):
+        return store_unavailable_response()
 
     @app.errorhandler(405)
     def not_allowed(error):

@@ -27,8 +27,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from idp.login import LoginError, LoginTransaction
 from idp.messages import explain
-from idp.services import CERTIFICATE_CONTEXT
-from idp.verification import CARD, TOKEN_TYPES, ErrorCode, VerificationError, VerifiedCertificate
+from idp.verification import TOKEN_TYPES, ErrorCode, VerificationError
 from jpki.certificate import FourFacts
 from jpki.signature import login_message
 
@@ -156,24 +155,9 @@ def _verify(txn: LoginTransaction, body: dict) -> str:
         facts = services.sealer.seal(_claims_from(signing.certificate.four_facts), "four-facts")
     now = services.clock()
     account = services.mykey.resolve(verified.issuer, serial, now)
+    certificate = services.seal_certificate(verified.issuer, serial, verified.token_type)
     return services.sealer.seal({"account_id": account.account_id, "auth_time": int(now.timestamp()),
-                                 "certificate": certificate_reference(services, verified), "facts": facts},
-                                "login-result")
-
-
-def certificate_reference(services, verified: VerifiedCertificate) -> str:
-    """`IdpServices.seal_certificate`'s sealed reference, also naming the token the certificate was used from.
-
-    The reference is what the session, the authorization code and the tokens keep of a login, so the token type
-    travels with it to the ID token and the access record. `certificate_good` reads only issuer and serial.
-    """
-    return services.sealer.seal({"issuer": verified.issuer, "serial": verified.certificate.serial,
-                                 "token_type": verified.token_type}, CERTIFICATE_CONTEXT)
-
-
-def token_type_of(services, certificate: str) -> str:
-    """The token type a certificate reference names; a reference sealed before it carried one was a card's."""
-    return services.sealer.open(certificate, CERTIFICATE_CONTEXT).get("token_type", CARD)
+                                 "certificate": certificate, "facts": facts}, "login-result")
 
 
 def _claims_from(facts: FourFacts) -> dict:

@@ -60,9 +60,7 @@ class CardUser:
     @property
     def token_type(self) -> str:
         """"card" or "smartphone": named by the certificate reference, so every way of making a CardUser knows it."""
-        from idp.login_api import token_type_of
-
-        return token_type_of(_services(), self.certificate)
+        return _services().token_type_of(self.certificate)
 
     def __repr__(self) -> str:
         return "CardUser(<redacted>)"
@@ -279,11 +277,10 @@ class OpenIDCodeExtension(OpenIDCode):
 
     def get_authorization_code_claims(self, authorization_code):
         """Authlib's nonce, auth_time, acr and amr from the code; amr (RFC 8176) for the token the login used."""
-        from idp.login_api import token_type_of
         from idp.verification import AUTHENTICATION_METHODS
 
         claims = super().get_authorization_code_claims(authorization_code)
-        claims["amr"] = list(AUTHENTICATION_METHODS[token_type_of(_services(), authorization_code.certificate)])
+        claims["amr"] = list(AUTHENTICATION_METHODS[_services().token_type_of(authorization_code.certificate)])
         return claims
 
     def generate_user_info(self, user: CardUser, scope):
@@ -348,7 +345,7 @@ def save_token(token: dict, request) -> None:
         ttl = int(services.config.refresh_token_ttl.total_seconds())
         services.tokens.save_token(token["refresh_token"], Token(expires_in=ttl, kind="refresh", **common))
     services.access_log.record(user.account_id, request.client.client_id, sorted(set(common["scope"].split())),
-                               time_now())
+                               time_now(), token_type=user.token_type)
 
 
 def time_now():

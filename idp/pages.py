@@ -91,8 +91,11 @@ def login_status():
 def login_continue():
     services = _services()
     txn = services.logins.get(read_cookie(LOGIN_COOKIE))
-    if txn.state == "failed":
-        return error_page(txn.error or "server_error", 403)
+    if txn.state == "failed":  # the browser learns the refusal with the status the bridge got (docs/bridge-api.yaml)
+        from idp.login_api import STATUS_OF
+
+        code = txn.error or "server_error"
+        return error_page(code, STATUS_OF.get(code, 403))
     if txn.state != "verified" or not txn.result:
         return redirect("/login")
     result = services.sealer.open(txn.result, "login-result")

@@ -56,9 +56,15 @@ class IdpServices:
     logins_total: Counter
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
 
-    def seal_certificate(self, issuer: str, serial: int) -> str:
-        """The reference sessions, codes and tokens keep instead of a serial in clear."""
-        return self.sealer.seal({"issuer": issuer, "serial": serial}, CERTIFICATE_CONTEXT)
+    def seal_certificate(self, issuer: str, serial: int, token_type: str) -> str:
+        """The reference sessions, codes and tokens keep instead of a serial in clear. It also names the token the
+        certificate was used from ("card" or "smartphone"), so that travels to the ID token's `amr` and the access
+        record with it."""
+        return self.sealer.seal({"issuer": issuer, "serial": serial, "token_type": token_type}, CERTIFICATE_CONTEXT)
+
+    def token_type_of(self, certificate: str) -> str:
+        """The token type a certificate reference names; a reference sealed before it carried one was a card's."""
+        return self.sealer.open(certificate, CERTIFICATE_CONTEXT).get("token_type", "card")
 
     def certificate_good(self, certificate: str) -> bool:
         """Is the certificate behind a sealed reference still good (not revoked, held or expired)?"""
@@ -98,7 +104,8 @@ def build_services(config: IdpConfig, client: redis.Redis | None = None, trust: 
         consents=ConsentStore(client),
         access_log=AccessLog(client),
         sealer=Sealer(config.subkey("sealed-facts")),
-        logins_total=Counter(client, "mykey_logins_total", "Card logins answered, by result code", ("result",)),
+        logins_total=Counter(client, "mykey_logins_total", "Card logins answered, by result code and token type",
+                             ("result", "token_type")),
         clock=clock,
     )
     services.sessions = SessionStore(client, config.session_ttl, services.certificate_good)

@@ -20,7 +20,6 @@ from authlib.oidc.core import AuthorizationCodeMixin
 
 PREFIX = "idp"
 ACR = "aal3"  # card + PIN: a hardware cryptographic authenticator with a memorised secret
-AMR = ["hwk", "pin", "sc"]  # RFC 8176: hardware key, PIN, smart card
 
 
 def token_digest(value: str) -> str:
@@ -61,9 +60,6 @@ class AuthorizationCode(AuthorizationCodeMixin):
 
     def get_acr(self) -> str:
         return ACR
-
-    def get_amr(self) -> list[str]:
-        return AMR
 
     def __repr__(self) -> str:
         return f"AuthorizationCode(client={self.client_id})"

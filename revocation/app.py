@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+import redis
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -18,6 +19,7 @@ from observability import logs
 from observability.metrics import gauge, metrics_response
 from revocation.config import RevocationConfig
 from revocation.services import Services, build_services
+from wire.http_answers import store_unavailable_response
 from wire.json_input import BoundedJSONProvider
 
 
@@ -57,6 +59,11 @@ def create_app(config: RevocationConfig | None = None, services: Services | None
     def healthz():
         services.redis.ping()
         return jsonify(status="ok")
+
+    @app.errorhandler(redis.ConnectionError)
+    @app.errorhandler(redis.TimeoutError)
+    def store_unavailable(_error):
+        return store_unavailable_response()
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

@@ -236,7 +236,7 @@ def test_jwks_keys_verify_issued_id_tokens(idp_service, logged_in):
 
 def test_metrics_count_logins_by_result_in_prometheus_format(idp_service, logged_in):
     text = requests.get(f"{idp_service.url}/metrics", timeout=10).text
-    assert '# TYPE mykey_logins_total counter' in text and 'mykey_logins_total{result="ok"}' in text
+    assert '# TYPE mykey_logins_total counter' in text and 'mykey_logins_total{result="ok",token_type="card"}' in text
     revocation = requests.get(f"{idp_service.revocation.url}/metrics", timeout=10).text
     assert 'mykey_ocsp_responses_total{status="good"}' in revocation
     assert "mykey_event_stream_lag" in revocation and "mykey_event_stream_pending" in revocation

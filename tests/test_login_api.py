@@ -182,7 +182,6 @@ def test_an_unknown_token_type_is_proof_malformed(idp_service, rp, card):
     assert response.status_code == 400 and response.json()["error"] == "proof_malformed"
 
 
-@pytest.mark.xfail(strict=True, reason="idp/services.py must declare the label: Counter(..., ('result', 'token_type'))")
 def test_the_login_metric_counts_by_token_type(idp_service, rp, make_card):
     phone = make_card(smartphone=True)
     idp_service.register_card(phone)
@@ -192,8 +191,6 @@ def test_the_login_metric_counts_by_token_type(idp_service, rp, make_card):
     assert 'mykey_logins_total{result="ok",token_type="smartphone"} 1.0' in text
 
 
-@pytest.mark.xfail(strict=True, reason="idp/oidc.py save_token must pass token_type=user.token_type to "
-                                      "access_log.record")
 def test_the_access_record_says_which_token_was_used(idp_service, rp, make_card):
     phone = make_card(smartphone=True)
     idp_service.register_card(phone)
