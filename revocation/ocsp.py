@@ -189,7 +189,10 @@ class OcspResponder:
             pass
         if nonce is not None and not 1 <= len(nonce) <= MAX_NONCE_BYTES:
             raise _Refused(OCSPResponseStatus.MALFORMED_REQUEST)
-        return _Query(slug, request.serial_number, algorithm, nonce)
+        serial = request.serial_number
+        if not 0 < serial < 1 << 159:  # no certificate has it: positive, at most 20 octets (RFC 5280 §4.1.2.2)
+            raise _Refused(OCSPResponseStatus.MALFORMED_REQUEST)
+        return _Query(slug, serial, algorithm, nonce)
 
     def _live(self, query: _Query, record: StatusRecord | None) -> OcspAnswer:
         """Sign now, for this request only: a nonce, or a serial we never issued."""

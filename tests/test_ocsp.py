@@ -152,6 +152,23 @@ def test_issued_certificates_never_carry_the_extended_revoke_extension(revocatio
         response.extensions.get_extension_for_oid(EXTENDED_REVOKE.oid)
 
 
+def with_serial_byte(der: bytes, serial: int, byte: int) -> bytes:
+    """The request `der` for a one-byte `serial`, that byte swapped for `byte` (lengths unchanged): a serial no
+    builder makes and a hostile client sends."""
+    old = bytes([0x02, 1, serial])
+    assert der.count(old) == 1
+    return der.replace(old, bytes([0x02, 1, byte]))
+
+
+@pytest.mark.parametrize("byte", [0x00, 0xFF, 0x80], ids=["zero", "minus-one", "minus-128"])
+def test_a_serial_no_certificate_can_have_is_a_malformed_request(revocation_service, issue_card, dev_ca, byte):
+    card = issue_card()
+    known = ocsp.load_der_ocsp_request(request_der(card["auth"], dev_ca.auth.certificate))
+    der = with_serial_byte(by_hash(known.issuer_name_hash, known.issuer_key_hash, 0x05), 0x05, byte)
+    response, _ = ask(revocation_service, der)  # it used to be internalError (an OverflowError storing the serial)
+    assert response.response_status is OCSPResponseStatus.MALFORMED_REQUEST
+
+
 def test_unknown_issuer_is_unauthorized(revocation_service):
     response, _ = ask(revocation_service, by_hash(os.urandom(20), os.urandom(20), 12345))
     assert response.response_status is OCSPResponseStatus.UNAUTHORIZED
