@@ -10,8 +10,8 @@ docs/configuration.md is the reference for every variable; in short:
 | MYKEY_VAR | state directory (dev CA in `$MYKEY_VAR/pki`, IdP secrets in `$MYKEY_VAR/idp`) | var |
 | REVOCATION_URL | the revocation service: OCSP at `/ocsp`, CRLs at `/crl/...` | http://127.0.0.1:8081 (dev) |
 | IDP_TRUST | `dev` (the dev CA's roots, development only) or `production` (pinned PEMs in IDP_TRUST_DIR) | dev (dev) |
-| IDP_TRUST_DIR | directory of `auth-*.pem` and `sign-*.pem` roots for `production` | — |
-| IDP_TRUST_PINS | more pinned root fingerprints besides J-LIS's: `auth:<SHA-256 hex>,sign:<SHA-256 hex>` | — |
+| IDP_TRUST_DIR | directory of `auth-*.pem` and `signing-*.pem` roots for `production` | — |
+| IDP_TRUST_PINS | more pinned root fingerprints besides J-LIS's: `auth:<SHA-256 hex>,signing:<SHA-256 hex>` | — |
 | IDP_INSECURE_DEV_COOKIES | 1 allows plain-http cookies without `__Host-`/Secure: development, 127.0.0.1 only | 0 |
 | STATUS_BUCKETS / HOLDER_BUCKETS | the revocation store's bucket counts (read-only use here) | 1048576 |
 | IDP_DEV_CARD | development only: a virtual card file whose login command the login page shows too | — |
@@ -38,7 +38,7 @@ from jpki.profile import CertificateKind
 DEV_FLAG = "MYKEY_DEV"  # `make run` (devstack) and the test suite set it; production never does
 DEFAULT_ISSUER = "http://127.0.0.1:8080"  # development only: devstack's IdP port
 DEFAULT_REVOCATION_URL = "http://127.0.0.1:8081"  # development only: devstack's revocation port
-_PIN_KINDS = {"auth": CertificateKind.AUTH, "sign": CertificateKind.SIGNING}
+_PIN_KINDS = {"auth": CertificateKind.AUTH, "signing": CertificateKind.SIGNING}
 _FINGERPRINT = re.compile(r"[0-9A-F]{64}")
 
 
@@ -146,7 +146,7 @@ def refuse_unless_production_ready(env) -> None:
                         + (f" (it is {issuer!r})" if issuer else " (it is not set)"))
     if env.get("IDP_TRUST") != "production" or not env.get("IDP_TRUST_DIR"):
         problems.append("IDP_TRUST=production and IDP_TRUST_DIR (the directory of pinned auth-*.pem and "
-                        "sign-*.pem roots) must be set; the development CA's roots are never trusted here")
+                        "signing-*.pem roots) must be set; the development CA's roots are never trusted here")
     if not env.get("REVOCATION_URL"):
         problems.append("REVOCATION_URL (the revocation service's base URL) must be set")
     if not env.get("IDP_SECRET_FILE"):
@@ -163,13 +163,13 @@ def refuse_unless_production_ready(env) -> None:
 
 
 def parse_trust_pins(value: str) -> tuple[tuple[CertificateKind, str], ...]:
-    """`auth:<SHA-256 hex>,sign:<SHA-256 hex>` (colons inside the hex allowed) → (kind, fingerprint) pairs."""
+    """`auth:<SHA-256 hex>,signing:<SHA-256 hex>` (colons inside the hex allowed) → (kind, fingerprint) pairs."""
     pins = []
     for item in filter(None, (part.strip() for part in value.split(","))):
         kind, _, digest = item.partition(":")
         digest = digest.replace(":", "").replace(" ", "").upper()
         if kind not in _PIN_KINDS or not _FINGERPRINT.fullmatch(digest):
-            raise ConfigurationError("IDP_TRUST_PINS must list `auth:<fingerprint>` or `sign:<fingerprint>` "
+            raise ConfigurationError("IDP_TRUST_PINS must list `auth:<fingerprint>` or `signing:<fingerprint>` "
                                      "entries, each a SHA-256 fingerprint in hexadecimal, separated by commas.")
         pins.append((_PIN_KINDS[kind], digest))
     return tuple(pins)

@@ -68,7 +68,7 @@ class TrustStore:
 
     @classmethod
     def from_directory(cls, directory: Path, extra_pins: Iterable[tuple[CertificateKind, str]] = ()) -> TrustStore:
-        """The production layout (docs/configuration.md): `auth-*.pem` and `sign-*.pem` in one directory, each
+        """The production layout (docs/configuration.md): `auth-*.pem` and `signing-*.pem` in one directory, each
         root pinned by J-LIS's fingerprints or by one of `extra_pins` that the operator configured deliberately."""
         if not directory.is_dir():
             raise TrustStoreError(f"The trust directory {directory} does not exist (IDP_TRUST_DIR).")
@@ -76,7 +76,7 @@ class TrustStore:
         for number, (kind, digest) in enumerate(extra_pins):
             pins.setdefault(kind, {})[f"configured-{number}"] = digest
         return cls.from_pem_files(auth=sorted(directory.glob("auth-*.pem")),
-                                  signing=sorted(directory.glob("sign-*.pem")), fingerprints=pins)
+                                  signing=sorted(directory.glob("signing-*.pem")), fingerprints=pins)
 
     @classmethod
     def from_pem_files(cls, auth: Iterable[str | Path], signing: Iterable[str | Path],

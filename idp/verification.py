@@ -90,7 +90,7 @@ class VerificationError(Exception):
 @dataclass(frozen=True)
 class VerifiedCertificate:
     certificate: JpkiCertificate
-    issuer: str  # "auth" or "sign" (jpki.profile.CRL_ISSUER_SLUG)
+    issuer: str  # "auth" or "signing" (jpki.profile.CRL_ISSUER_SLUG)
     revocation: RevocationResult
     token_type: str  # CARD or SMARTPHONE, as the bridge said (checked for shape only)
 

@@ -128,16 +128,16 @@ JLIS_ROOT_FINGERPRINTS = {
         "auth-2023": "64114F29620C24ED2631D46476A040E7EE740D956089C00B036A6A8118C322B5",
     },
     CertificateKind.SIGNING: {
-        "sign-2015": "19645405A1FE14377434BD55957628AC4038557C542403A2243F21C706FC9355",
-        "sign-2019": "79679C33E4CC9319440F1AD120A597FF1844E2EF217063ADB176966FD5E6FBEB",
-        "sign-2023": "D227F6CDE11D35C5252178F106F843D24651944975413B539FA2FB68DBFA365F",
+        "signing-2015": "19645405A1FE14377434BD55957628AC4038557C542403A2243F21C706FC9355",
+        "signing-2019": "79679C33E4CC9319440F1AD120A597FF1844E2EF217063ADB176966FD5E6FBEB",
+        "signing-2023": "D227F6CDE11D35C5252178F106F843D24651944975413B539FA2FB68DBFA365F",
     },
 }
 
 # Revocation URLs carried in certificates. The CRL shard is fixed at issuance from the serial (see
 # `crl_shard`); the revocation service serves `/crl/<issuer>/<shard>.crl` and `/ocsp`.
 CRL_SHARD_COUNT = 16
-CRL_ISSUER_SLUG = {CertificateKind.AUTH: "auth", CertificateKind.SIGNING: "sign"}
+CRL_ISSUER_SLUG = {kind: kind.value for kind in CertificateKind}  # one name per kind: events, URLs, CLI, keys
 
 
 def crl_shard(serial: int, shard_count: int = CRL_SHARD_COUNT) -> int:

@@ -120,7 +120,7 @@ def refuse_unless_production_ready(env) -> None:
 
 
 def load_issuers(config: RevocationConfig) -> dict[str, Issuer]:
-    """Issuer slug ("auth", "sign") → the CA certificate, its key for CRLs, and its OCSP responder.
+    """Issuer slug ("auth", "signing") → the CA certificate, its key for CRLs, and its OCSP responder.
 
     `dev` (development only): the development CA under var/pki, created on first use. Otherwise a directory
     holding, per slug, `<slug>-ca.pem`, `<slug>-crl-signer.key.pem` and `<slug>-ocsp.pem` + `<slug>-ocsp.key.pem`

@@ -22,7 +22,7 @@ from revocation.services import Services
 from revocation.store import CertificateStatus, hold, release, revoke
 from revocation.stream import Delivery
 
-ISSUERS = ("auth", "sign")
+ISSUERS = ("auth", "signing")
 SERIAL = re.compile(r"^[0-9A-Fa-f]{1,40}$")
 MANUAL_REASONS = {
     "keyCompromise": ReasonFlags.key_compromise,
@@ -113,7 +113,7 @@ def _result(event: RevocationEvent, delivery: Delivery | None) -> dict:
 
 def parse_certificate_ref(issuer: str, serial_hex: str) -> tuple[str, int]:
     if issuer not in ISSUERS:
-        raise OperationError("unknown_issuer", "The issuer is 'auth' or 'sign'.")
+        raise OperationError("unknown_issuer", "The issuer is 'auth' or 'signing'.")
     if not isinstance(serial_hex, str) or not SERIAL.match(serial_hex):
         raise OperationError("invalid_serial", "A serial is 1–40 hexadecimal digits.")
     return issuer, int(serial_hex, 16)

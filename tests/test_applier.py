@@ -40,7 +40,7 @@ class Holder:
 
     def status(self):
         store = self.applier.store
-        auth, signing = store.get("auth", self.auth), store.get("sign", self.signing)
+        auth, signing = store.get("auth", self.auth), store.get("signing", self.signing)
         return (auth.status, auth.reason), (signing.status, signing.reason)
 
 
@@ -51,7 +51,7 @@ def holder(applier):
 
 def test_issuance_registers_good_certificates_with_the_auth_signing_link(holder, store):
     assert holder.status() == ((GOOD, None), (GOOD, None))
-    assert store.get("sign", holder.signing).auth_serial == holder.auth
+    assert store.get("signing", holder.signing).auth_serial == holder.auth
     assert store.get("auth", holder.auth).auth_serial is None
 
 
@@ -172,7 +172,7 @@ def test_renewal_supersedes_the_old_and_links_both_ways(holder, store):
     assert store.links("auth", holder.auth) == (None, 0xA101)
     assert store.links("auth", 0xA101) == (holder.auth, None)
     assert store.latest("auth", holder.auth) == 0xA101 and store.first("auth", 0xA101) == holder.auth
-    assert store.get("sign", 0x5101).auth_serial == 0xA101
+    assert store.get("signing", 0x5101).auth_serial == 0xA101
     later = holder.send("card_lost", "2026-07-01T00:00:00Z", card_id="card-1")
     assert later.changes == {"held": 2}
     assert store.get("auth", 0xA101).status is HELD
@@ -212,7 +212,7 @@ def test_listeners_hear_every_change(store):
     heard = []
     holder = Holder(Applier(store, listeners=(lambda issuer, serial, record: heard.append((issuer, record.status)),)))
     holder.send("card_lost", "2026-03-01T00:00:00Z", card_id="card-1")
-    assert sorted(heard) == [("auth", HELD), ("sign", HELD)]
+    assert sorted(heard) == [("auth", HELD), ("signing", HELD)]
 
 
 def test_outcomes_never_mention_serials_or_holders(holder):

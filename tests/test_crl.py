@@ -139,7 +139,7 @@ def test_caching_headers_follow_this_and_next_update(revocation_service, new_car
 
 
 @pytest.mark.parametrize("path", ["/crl/nobody/0.crl", f"/crl/auth/{CRL_SHARD_COUNT}.crl",
-                                  f"/crl/sign/{CRL_SHARD_COUNT + 3}-delta.crl", "/crl/signing/1.crl"])
+                                  f"/crl/signing/{CRL_SHARD_COUNT + 3}-delta.crl", "/crl/sign/1.crl"])
 def test_unknown_issuer_or_shard_is_a_json_404(revocation_service, path):
     status, headers, body = http_get(revocation_service.url + path)
     assert status == 404 and headers["Content-Type"] == "application/json"
@@ -343,7 +343,7 @@ def test_publish_due_publishes_only_dirty_shards_within_the_rate_bound(revocatio
     assert publisher.publish_due(start) == []  # nothing changed, nothing near its nextUpdate
 
     apply(revocation_services, card, "card_returned", "2026-02-01T00:00:00Z")
-    changed = {f"auth:{crl_shard(card['auth'].serial_number)}", f"sign:{crl_shard(card['signing'].serial_number)}"}
+    changed = {f"auth:{crl_shard(card['auth'].serial_number)}", f"signing:{crl_shard(card['signing'].serial_number)}"}
     assert {m.decode() for m in revocation_services.redis.smembers(CRL_DIRTY)} == changed
     assert publisher.publish_due(start + dt.timedelta(minutes=1)) == []  # too soon after the last publication
     assert set(publisher.publish_due(start + dt.timedelta(minutes=6))) == changed
@@ -362,9 +362,9 @@ def test_publish_due_publishes_only_dirty_shards_within_the_rate_bound(revocatio
 def test_a_never_published_shard_is_published_on_first_request(revocation_services):
     crl = revocation_services.crl
     assert crl.status()[0].number is None
-    first = crl.get("sign", 5)
-    assert first is not None and crl.get("sign", 5, delta=True) is not None
-    assert crl.get("sign", CRL_SHARD_COUNT) is None and crl.get("nobody", 0) is None
+    first = crl.get("signing", 5)
+    assert first is not None and crl.get("signing", 5, delta=True) is not None
+    assert crl.get("signing", CRL_SHARD_COUNT) is None and crl.get("nobody", 0) is None
 
 
 # --- the encoder ------------------------------------------------------------------------------------------------
@@ -379,7 +379,7 @@ def test_twenty_thousand_entries_parse_back_with_cryptography():
             for i in range(20_000)]
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     der = build_crl(issuer.certificate, issuer.key, encode_entries(rows), number=7, this_update=now,
-                    next_update=now + dt.timedelta(days=1), distribution_point="http://example.test/crl/sign/0.crl")
+                    next_update=now + dt.timedelta(days=1), distribution_point="http://example.test/crl/signing/0.crl")
     crl = x509.load_der_x509_crl(der)
     assert crl.is_signature_valid(issuer.certificate.public_key())
     assert len(crl) == len(rows)

@@ -52,7 +52,7 @@ def test_signing_certificate_carries_the_four_basic_facts(dev_ca, holder_key):
 
 
 def test_certificates_point_at_their_crl_shard_and_the_ocsp_responder(dev_ca, holder_key):
-    for kind, slug in ((CertificateKind.AUTH, "auth"), (CertificateKind.SIGNING, "sign")):
+    for kind, slug in ((CertificateKind.AUTH, "auth"), (CertificateKind.SIGNING, "signing")):
         issued = (dev_ca.issue_auth(holder_key.public_key(), FACTS.birthdate) if kind is CertificateKind.AUTH
                   else dev_ca.issue_signing(holder_key.public_key(), FACTS))
         cert = parse_certificate(der(issued))

@@ -104,7 +104,7 @@ def test_dashboard_shows_stream_health_and_every_crl_shard(console, issue_card):
     console.services.crl.rebuild_all()
     _, page = log_in(console.url, console.token)
     assert "Event stream" in page.text and "dead letters" in page.text
-    rows = re.findall(r"<td>(auth|sign)</td><td class=\"num\">(\d+)</td>", page.text)
+    rows = re.findall(r"<td>(auth|signing)</td><td class=\"num\">(\d+)</td>", page.text)
     assert len(rows) == 2 * console.services.config.crl_shards
     assert "never published" not in page.text
 

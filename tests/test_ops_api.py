@@ -120,7 +120,7 @@ def test_lookup_shows_status_links_history_and_audit(ops, issue_card, revocation
     assert old["status"] == "revoked" and old["reason"] == "superseded"
     assert old["renewal"] == {"previous": None, "next": "ABCDEF01", "latest": "ABCDEF01"}
     assert old["history"][0]["event_id"] == "renew-1"
-    assert ops("GET", f"/certificates/sign/{signing}").json()["auth_certificate"] == auth
+    assert ops("GET", f"/certificates/signing/{signing}").json()["auth_certificate"] == auth
     assert ops("GET", "/certificates/auth/ABCDEF01").json()["renewal"]["previous"] == auth
     assert ops("GET", "/certificates/auth/123").json()["error"] == "unknown_certificate"
     assert ops("GET", "/certificates/nope/12").json()["error"] == "unknown_issuer"
@@ -154,9 +154,9 @@ def test_manual_hold_release_revoke_with_comment_and_audit(ops, issue_card):
 def test_a_manual_action_signs_a_fresh_ocsp_answer_and_is_refused_whole(ops, issue_card, revocation_services):
     card = issue_card()
     serial = card["signing"].serial_number
-    path = f"/certificates/sign/{serial:X}"
-    revocation_services.ocsp.on_status_change("sign", serial, revocation_services.store.get("sign", serial))
-    cache = revocation_services.store.keys.ocsp_cache("sign", serial)
+    path = f"/certificates/signing/{serial:X}"
+    revocation_services.ocsp.on_status_change("signing", serial, revocation_services.store.get("signing", serial))
+    cache = revocation_services.store.keys.ocsp_cache("signing", serial)
     before = revocation_services.redis.hgetall(cache)
     assert before
     refused = ops("POST", f"{path}/hold", {"comment": "caller gave 1234-5678-9012"})

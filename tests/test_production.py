@@ -101,7 +101,7 @@ def test_trust_pins_are_checked_when_read(tmp_path):
     (tmp_path / "secret").write_text(secrets.token_hex(32))
     with pytest.raises(IdpConfigurationError, match="IDP_TRUST_PINS"):
         IdpConfig.from_env({**base, "IDP_TRUST_PINS": "auth:not-a-fingerprint"})
-    pinned = IdpConfig.from_env({**base, "IDP_TRUST_PINS": "auth:" + "ab:" * 31 + "ab, sign:" + "CD" * 32})
+    pinned = IdpConfig.from_env({**base, "IDP_TRUST_PINS": "auth:" + "ab:" * 31 + "ab, signing:" + "CD" * 32})
     assert [digest for _, digest in pinned.trust_pins] == ["AB" * 32, "CD" * 32]
 
 
@@ -190,7 +190,7 @@ def make_tls_ca(directory: Path) -> tuple[Path, Path, Path, str]:
 
 def write_production_layout(ca: DevCA, trust_dir: Path, issuers_dir: Path) -> str:
     """The files docs/configuration.md describes, here from the dev CA: the IdP's roots (`auth-*.pem`,
-    `sign-*.pem`) and the revocation service's issuer material per slug. Returns the IDP_TRUST_PINS value."""
+    `signing-*.pem`) and the revocation service's issuer material per slug. Returns the IDP_TRUST_PINS value."""
     pins = []
     for kind, slug in CRL_ISSUER_SLUG.items():
         issuer = ca.issuer(kind)

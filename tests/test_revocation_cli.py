@@ -85,7 +85,7 @@ def test_single_event_and_manual_actions(cli, issue_card):
     refused = cli("event", line("ff-2", "died", "123456789012"))
     assert refused.returncode == 1 and refused.stderr.startswith("error (my_number_refused):")
     assert "123456789012" not in refused.stderr
-    status = json.loads(cli("status", "sign", serial).stdout)
+    status = json.loads(cli("status", "signing", serial).stdout)
     assert status["status"] == "revoked" and status["reason"] == "affiliationChanged"
     auth = f"{card['auth'].serial_number:X}"
     held = cli("hold", "auth", auth, "--comment", "phone call")
@@ -134,7 +134,7 @@ def test_worker_applies_events_and_stops_cleanly_on_sigterm(cli, issue_card, rev
         revocation_services.stream.submit(parse_event(json.loads(
             line("lost-w", "card_lost", card["holder"], card_id=card["card_id"]))))
         deadline = time.monotonic() + 30
-        while revocation_services.store.get("sign", card["signing"].serial_number).status.name != "ON_HOLD":
+        while revocation_services.store.get("signing", card["signing"].serial_number).status.name != "ON_HOLD":
             assert time.monotonic() < deadline and worker.poll() is None, "the worker did not apply the event"
             time.sleep(0.1)
     finally:
@@ -211,7 +211,7 @@ def test_import_refuses_a_deeply_nested_line_by_number_and_submits_the_lines_aft
     assert result.stdout.strip() == "applied 3, duplicate 0, refused 2"
     assert [h["event_id"] for h in revocation_services.store.history("auth", card["auth"].serial_number)] == [
         "lost-d", "found-d"]
-    assert revocation_services.store.get("sign", card["signing"].serial_number).status.name == "REVOKED"
+    assert revocation_services.store.get("signing", card["signing"].serial_number).status.name == "REVOKED"
 
 
 def test_a_renewal_of_a_certificate_never_issued_is_refused(cli, issue_card, tmp_path, revocation_services):

@@ -66,7 +66,7 @@ def test_a_consumer_that_dies_between_read_and_ack_loses_nothing(stream, applier
     deliveries = stream.consume("survivor", applier, reclaim_idle_ms=0)
     assert [d.outcome.changes for d in deliveries] == [{"registered": 2}, {"held": 2}]
     assert stream.health()["pending"] == 0
-    assert store.get("sign", 0x51).status is CertificateStatus.ON_HOLD
+    assert store.get("signing", 0x51).status is CertificateStatus.ON_HOLD
 
 
 def test_a_crash_between_the_holder_step_and_the_certificates_is_completed_on_redelivery(stream, applier, store):

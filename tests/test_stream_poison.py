@@ -86,7 +86,7 @@ def test_poison_entries_between_valid_ones_are_dead_lettered_and_every_valid_one
         redis_client.xadd(STREAM, {"event": event_json(f"lost-p{n}", "card_lost", holder, card_id=card)})
 
     def all_held():
-        return all((record := store.get("sign", signing)) is not None and record.status is CertificateStatus.ON_HOLD
+        return all((record := store.get("signing", signing)) is not None and record.status is CertificateStatus.ON_HOLD
                    for *_, signing in holders)
 
     wait_until(all_held, what="every valid event applied")

@@ -229,7 +229,7 @@ def test_signing_certificate_releases_the_four_facts(verifier, make_card, revoca
 
     verified = verifier.verify_signing(certificate, signature, message, token_type="card")
 
-    assert verified.issuer == "sign"
+    assert verified.issuer == "signing"
     assert verified.certificate.four_facts.name == "デジタル 太郎"
 
 
