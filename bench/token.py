@@ -80,7 +80,7 @@ class RelyingParty:
 
 def card_accounts(stack: Stack) -> list[tuple[str, str]]:
     """(account id, sealed certificate reference) of each card's first login."""
-    from idp.oidc import time_now
+    from idp.oidc.provider import time_now
 
     accounts = []
     for path in issue_cards(stack, CARDS):
@@ -92,7 +92,7 @@ def card_accounts(stack: Stack) -> list[tuple[str, str]]:
 
 def prepare_exchanges(stack: Stack, rp: RelyingParty, accounts: list[tuple[str, str]], count: int) -> list[bytes]:
     """`count` token requests: assertions signed first, then the codes stored (their lifetime is one minute)."""
-    from idp.tokens import AuthorizationCode, token_digest
+    from idp.oidc.tokens import AuthorizationCode, token_digest
 
     assertions = [rp.assertion() for _ in range(count)]
     bodies, auth_time = [], int(time.time())

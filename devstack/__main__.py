@@ -153,8 +153,8 @@ def start_demo_rp(stack: contextlib.ExitStack, port: int, idp_url: str, registra
     import json
 
     from demo_rp.app import create_app
-    from idp.clients import ClientRegistry
     from idp.config import IdpConfig
+    from idp.oidc.clients import ClientRegistry
     from idp.services import connect_redis
 
     base = f"http://127.0.0.1:{port}"
@@ -177,7 +177,7 @@ def ensure_demo_card(ca: DevCA, path: Path, revocation) -> Path:
     if path.exists():
         return path
     from jpki import parse_certificate
-    from revocation.events import parse_event
+    from revocation.domain.events import parse_event
 
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_card_file(path, new_card_state(ca, DEMO_AUTH_PIN, DEMO_SIGN_PIN))

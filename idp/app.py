@@ -25,8 +25,8 @@ from wire.json_input import BoundedJSONProvider
 def _operator_console(app: Flask, config: IdpConfig, services: IdpServices) -> None:
     """The operator console's RP clients page, logged in like the revocation service's console."""
     from idp.operator_pages import blueprint as operator_pages
-    from revocation import console
-    from revocation.operators import OperatorRegistry
+    from operator_console import console
+    from operator_console.registry import OperatorRegistry
 
     console.install(app, console.Console(
         services.redis, OperatorRegistry(services.redis), secure_cookies=not config.insecure_dev_cookies,
@@ -37,7 +37,7 @@ def _operator_console(app: Flask, config: IdpConfig, services: IdpServices) -> N
 
 
 def create_app(config: IdpConfig | None = None, services: IdpServices | None = None) -> Flask:
-    from idp.oidc import build_authorization_server
+    from idp.oidc.provider import build_authorization_server
 
     config = config or IdpConfig.from_env()
     services = services or build_services(config)
@@ -51,9 +51,9 @@ def create_app(config: IdpConfig | None = None, services: IdpServices | None = N
     server, _ = build_authorization_server(app, services)
     app.extensions["idp_server"] = server
 
-    from idp.login_api import blueprint as login_api
-    from idp.oidc_http import blueprint as oidc
-    from idp.pages import blueprint as pages
+    from idp.holder.pages import blueprint as pages
+    from idp.login.bridge_api import blueprint as login_api
+    from idp.oidc.endpoints import blueprint as oidc
 
     app.register_blueprint(oidc)
     app.register_blueprint(login_api)

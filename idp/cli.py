@@ -24,8 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from idp.clients import ClientRegistrationError, ClientRegistry
 from idp.config import DEFAULT_ISSUER, IdpConfig
+from idp.oidc.clients import ClientRegistrationError, ClientRegistry
 from wire.json_input import loads as json_loads
 
 ENVIRONMENT = f"""environment (the same as the IdP's):
@@ -108,7 +108,7 @@ def _run(args, config: IdpConfig) -> int:
 
     client = connect_redis(config)
     if args.command == "keys":
-        from idp.signing_keys import SigningKeys
+        from idp.oidc.signing_keys import SigningKeys
 
         key = SigningKeys(client, config).rotate(args.alg)
         print(f"Published {key.alg} key {key.kid}; it starts signing at {key.signs_from:%Y-%m-%d %H:%M:%S} UTC.")

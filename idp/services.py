@@ -9,21 +9,21 @@ from dataclasses import dataclass, field
 import redis
 from redis.cluster import RedisCluster
 
-from idp.clients import ClientRegistry
 from idp.config import ConfigurationError, IdpConfig
-from idp.login import LoginStore
-from idp.revocation_check import RevocationChecker
-from idp.sealing import Sealer
-from idp.sessions import SessionStore, certificate_still_good
-from idp.signing_keys import SigningKeys
-from idp.tokens import TokenStore
-from idp.trust import TrustStore
-from idp.verification import CertificateVerifier
+from idp.holder.sealing import Sealer
+from idp.holder.sessions import SessionStore, certificate_still_good
+from idp.login.revocation_check import RevocationChecker
+from idp.login.transactions import LoginStore
+from idp.login.trust import TrustStore
+from idp.login.verification import CertificateVerifier
+from idp.oidc.clients import ClientRegistry
+from idp.oidc.signing_keys import SigningKeys
+from idp.oidc.tokens import TokenStore
 from mykey.consent import AccessLog, ConsentStore
 from mykey.directory import MyKeyDirectory
 from observability.metrics import Counter
-from revocation.keys import KeySpace
-from revocation.store import StatusStore
+from revocation.storage.keys import KeySpace
+from revocation.storage.store import StatusStore
 
 CERTIFICATE_CONTEXT = "certificate-ref"
 

@@ -35,7 +35,7 @@ def sector_of(redirect_uris: Iterable[str], sector_identifier_uri: str | None = 
     """The sector identifier of a client (OIDC Core §8.1): the host of its sector_identifier_uri, or else the one
     host that all its redirect URIs share.
 
-    This does not fetch the sector_identifier_uri: the client registry (idp/clients.py) fetches it at registration
+    This does not fetch the sector_identifier_uri: the client registry (idp/oidc/clients.py) fetches it at registration
     and refuses a client whose redirect URIs are not all listed there, before this trusts a shared sector.
     """
     if sector_identifier_uri:

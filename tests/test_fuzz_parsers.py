@@ -21,7 +21,7 @@ from nfc_bridge.apdu import CardError, CommandAPDU, ResponseAPDU, StatusWordErro
 from nfc_bridge.client import JpkiClient
 from nfc_bridge.transports import BaseTransport
 from nfc_bridge.virtual_card import VirtualCard
-from revocation.events import EVENT_TYPES, EventRefused, parse_event, parse_event_json
+from revocation.domain.events import EVENT_TYPES, EventRefused, parse_event, parse_event_json
 from wire.json_input import JSONInputError, loads
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -344,7 +344,7 @@ URI_LIKE = st.builds("{}{}{}".format, st.sampled_from(["https://", "http://", ""
        post_logout=st.none() | st.lists(URI_LIKE, max_size=2))
 def test_client_registration_takes_any_metadata(redis_client, name, redirect_uris, jwks, jwks_uri, id_token_alg,
                                                 post_logout):
-    from idp.clients import ClientRegistrationError, ClientRegistry
+    from idp.oidc.clients import ClientRegistrationError, ClientRegistry
 
     try:  # no sector_identifier_uri: it would be fetched from the network
         client, secret = ClientRegistry(redis_client).add(name, redirect_uris, jwks, jwks_uri, None, id_token_alg,
@@ -357,7 +357,7 @@ def test_client_registration_takes_any_metadata(redis_client, name, redirect_uri
 
 @pytest.mark.parametrize("uri", ["https://[", "https://[::1/cb"])
 def test_a_uri_that_urlsplit_refuses_is_invalid_redirect_uri(redis_client, uri):
-    from idp.clients import ClientRegistrationError, ClientRegistry
+    from idp.oidc.clients import ClientRegistrationError, ClientRegistry
 
     try:
         ClientRegistry(redis_client).add("RP", [uri])
@@ -404,15 +404,15 @@ def registered_card(issue_card):
 
 @pytest.fixture
 def idp_checker(answer_server, dev_ca):
-    from idp.revocation_check import RevocationChecker
-    from idp.trust import TrustStore
+    from idp.login.revocation_check import RevocationChecker
+    from idp.login.trust import TrustStore
 
     return RevocationChecker(f"{answer_server.url}/ocsp", answer_server.url, TrustStore.development(dev_ca),
                              timeout=5, crl_cache_seconds=0)
 
 
 def _status_or_source_failed(check, *args):
-    from idp.revocation_check import RevocationResult, SourceFailed
+    from idp.login.revocation_check import RevocationResult, SourceFailed
 
     try:
         result = check(*args)

@@ -18,7 +18,7 @@ from nfc_bridge.client import JpkiClient
 from nfc_bridge.login import LoginFailed, answer_login, fetch_login
 from nfc_bridge.transports.virtual import VirtualTransport
 from nfc_bridge.virtual_card import VirtualCard, new_card_state, write_card_file
-from revocation.events import parse_event
+from revocation.domain.events import parse_event
 from tests.idp_flow import Browser, query_of
 
 REDIRECT = "https://rp.example.jp/callback"
@@ -552,7 +552,7 @@ def test_a_symmetric_key_cannot_stand_for_a_clients_public_keys(idp_service):
     from joserfc import jwt
     from joserfc.jwk import OctKey
 
-    from idp.clients import ClientRegistrationError
+    from idp.oidc.clients import ClientRegistrationError
     from tests.document_server import DocumentServer
 
     secret = OctKey.import_key("published-for-everyone-to-read-0123456789")
@@ -575,7 +575,7 @@ def test_the_jwks_uri_cache_is_bounded_in_entries_and_age():
 
     from joserfc.jwk import RSAKey
 
-    from idp.clients import ClientDocuments, JwksCache
+    from idp.oidc.clients import ClientDocuments, JwksCache
     from tests.document_server import DocumentServer
 
     now = [0.0]

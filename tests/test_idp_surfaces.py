@@ -18,9 +18,9 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from idp.config import IdpConfig
-from idp.messages import MESSAGES, explain
-from idp.signing_keys import SigningKeys
-from idp.verification import ErrorCode
+from idp.login.messages import MESSAGES, explain
+from idp.login.verification import ErrorCode
+from idp.oidc.signing_keys import SigningKeys
 from tests.idp_flow import Browser, bridge_login, query_of
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,9 +16,9 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from devstack.processes import free_port
-from idp.login_api import STATUS_OF
-from idp.messages import MESSAGES
-from idp.verification import ErrorCode
+from idp.login.bridge_api import STATUS_OF
+from idp.login.messages import MESSAGES
+from idp.login.verification import ErrorCode
 from jpki import parse_certificate
 from jpki.profile import CertificateKind
 from jpki.signature import login_message

@@ -27,10 +27,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from demo_rp.app import create_app as create_demo_rp
 from devstack.http import LiveServer
 from devstack.processes import Gunicorn, free_port, stop
-from idp.clients import ClientRegistry
 from idp.config import ConfigurationError as IdpConfigurationError
 from idp.config import IdpConfig
-from idp.trust import fingerprint
+from idp.login.trust import fingerprint
+from idp.oidc.clients import ClientRegistry
 from jpki.devca import DevCA
 from jpki.profile import CRL_ISSUER_SLUG
 from nfc_bridge.virtual_card import new_card_state, write_card_file
@@ -125,7 +125,7 @@ def test_development_is_asked_for_explicitly(tmp_path):
     config = RevocationConfig.from_env({"MYKEY_DEV": "1", "MYKEY_VAR": str(tmp_path)})
     assert config.development and config.issuers_source == "dev"
     idp = IdpConfig.from_env({"MYKEY_DEV": "1", "MYKEY_VAR": str(tmp_path)})
-    assert idp.development and idp.trust == "dev" and idp.issuer == "http://127.0.0.1:8080"
+    assert idp.development and idp.login.trust == "dev" and idp.issuer == "http://127.0.0.1:8080"
 
 
 @pytest.mark.parametrize(("app", "missing"), [("revocation.app:create_app()", "REVOCATION_ISSUERS"),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from idp.clients import ClientRegistrationError, ClientRegistry
+from idp.oidc.clients import ClientRegistrationError, ClientRegistry
 from tests.document_server import DocumentServer, make_test_ca
 
 ROOT = Path(__file__).resolve().parents[1]

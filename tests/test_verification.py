@@ -17,9 +17,9 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from devstack.http import LiveServer
-from idp.revocation_check import RevocationChecker, RevocationStatus, RevocationUnknown, fetch
-from idp.trust import PRODUCTION_FINGERPRINTS, TrustStore, TrustStoreError, fingerprint
-from idp.verification import CertificateVerifier, ErrorCode, VerificationError
+from idp.login.revocation_check import RevocationChecker, RevocationStatus, RevocationUnknown, fetch
+from idp.login.trust import PRODUCTION_FINGERPRINTS, TrustStore, TrustStoreError, fingerprint
+from idp.login.verification import CertificateVerifier, ErrorCode, VerificationError
 from jpki.certificate import FourFacts
 from jpki.devca import DevCA, new_rsa_key
 from jpki.profile import JLIS_ROOT_FINGERPRINTS, CertificateKind, crl_shard
@@ -27,7 +27,7 @@ from jpki.signature import login_message
 from nfc_bridge.client import JpkiClient
 from nfc_bridge.transports.virtual import VirtualTransport
 from nfc_bridge.virtual_card import VirtualCard
-from revocation.events import parse_event
+from revocation.domain.events import parse_event
 from tests.conftest import AUTH_PIN, SIGN_PIN
 
 ORIGIN = "https://login.mykey.example"
@@ -379,7 +379,7 @@ def test_crl_reports_a_hold(trust, closed_port, revocation_service, auth_user):
 
 def test_both_sources_down_is_revocation_unknown(trust, closed_port, unregistered, caplog):
     checker = RevocationChecker(closed_port + "/ocsp", closed_port, trust, timeout=TIMEOUT)
-    with caplog.at_level("INFO", logger="idp.revocation_check"):
+    with caplog.at_level("INFO", logger="idp.login.revocation_check"):
         error = refused(ErrorCode.REVOCATION_UNKNOWN, login, CertificateVerifier(trust, checker), unregistered)
     assert "ocsp unreachable; crl unreachable" in caplog.text
     serial = unregistered["cert"].serial_number

@@ -9,10 +9,10 @@ import secrets
 import segno
 from flask import Blueprint, abort, current_app, jsonify, make_response, redirect, render_template, request
 
-from idp.cookies import LOGIN_COOKIE, SESSION_COOKIE, clear_cookie, read_cookie, set_cookie
-from idp.login import LoginError
-from idp.messages import explain
-from idp.sessions import Session
+from idp.holder.cookies import LOGIN_COOKIE, SESSION_COOKIE, clear_cookie, read_cookie, set_cookie
+from idp.holder.sessions import Session
+from idp.login.messages import explain
+from idp.login.transactions import LoginError
 
 blueprint = Blueprint("pages", __name__)
 
@@ -92,7 +92,7 @@ def login_continue():
     services = _services()
     txn = services.logins.get(read_cookie(LOGIN_COOKIE))
     if txn.state == "failed":  # the browser learns the refusal with the status the bridge got (docs/bridge-api.yaml)
-        from idp.login_api import STATUS_OF
+        from idp.login.bridge_api import STATUS_OF
 
         code = txn.error or "server_error"
         return error_page(code, STATUS_OF.get(code, 403))

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from idp.trust import TrustStore
+from idp.login.trust import TrustStore
 from jpki.profile import CRL_ISSUER_SLUG, crl_shard, crl_url
 
 log = logging.getLogger(__name__)

@@ -13,11 +13,11 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from idp.clients import FOUR_FACTS_SCOPES
-from idp.cookies import SESSION_COOKIE, clear_cookie, read_cookie
-from idp.messages import explain
-from idp.oidc import check_compact_jwt, user_for
-from idp.pages import language, start_login
+from idp.holder.cookies import SESSION_COOKIE, clear_cookie, read_cookie
+from idp.holder.pages import language, start_login
+from idp.login.messages import explain
+from idp.oidc.clients import FOUR_FACTS_SCOPES
+from idp.oidc.provider import check_compact_jwt, user_for
 
 blueprint = Blueprint("oidc", __name__)
 
@@ -198,7 +198,7 @@ def logout():
 def _client_of_id_token(id_token: str) -> str | None:
     """The audience of an ID token we signed (expired ones are fine for a logout hint); None for anything else."""
     try:
-        check_compact_jwt(id_token)  # bounded JSON before joserfc reads it (idp/oidc.py docstring)
+        check_compact_jwt(id_token)  # bounded JSON before joserfc reads it (idp/oidc/provider.py docstring)
         keys = KeySet.import_key_set(_services().signing_keys.jwks())
         claims = jwt.decode(id_token, keys, algorithms=["RS256", "ES256"]).claims
     except (JoseError, ValueError):

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import redis
 
-from revocation.store import CertificateStatus, StatusStore
+from revocation.storage.store import CertificateStatus, StatusStore
 
 PREFIX = "idp:session"
 

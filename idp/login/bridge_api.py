@@ -25,9 +25,9 @@ import logging
 
 from flask import Blueprint, current_app, jsonify, request
 
-from idp.login import LoginError, LoginTransaction
-from idp.messages import explain
-from idp.verification import TOKEN_TYPES, ErrorCode, VerificationError
+from idp.login.messages import explain
+from idp.login.transactions import LoginError, LoginTransaction
+from idp.login.verification import TOKEN_TYPES, ErrorCode, VerificationError
 from jpki.certificate import FourFacts
 from jpki.signature import login_message
 

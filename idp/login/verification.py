@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
-from idp.revocation_check import RevocationChecker, RevocationResult, RevocationStatus, RevocationUnknown
-from idp.trust import TrustStore
+from idp.login.revocation_check import RevocationChecker, RevocationResult, RevocationStatus, RevocationUnknown
+from idp.login.trust import TrustStore
 from jpki.certificate import MAX_CERTIFICATE_DER, CertificateError, JpkiCertificate, parse_certificate
 from jpki.profile import (
     AUTH_KEY_USAGE_REQUIRED,

@@ -34,8 +34,8 @@ from authlib.oauth2.rfc9101.errors import RequestNotSupportedError, RequestUriNo
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode, UserInfo, UserInfoEndpoint
 
-from idp.clients import FOUR_FACTS_SCOPES, ClientDocumentError
-from idp.tokens import REPLAYED, AuthorizationCode, Token, new_token_value, token_digest
+from idp.oidc.clients import FOUR_FACTS_SCOPES, ClientDocumentError
+from idp.oidc.tokens import REPLAYED, AuthorizationCode, Token, new_token_value, token_digest
 from wire.json_input import loads as json_loads
 
 log = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ class OpenIDCodeExtension(OpenIDCode):
 
     def get_authorization_code_claims(self, authorization_code):
         """Authlib's nonce, auth_time, acr and amr from the code; amr (RFC 8176) for the token the login used."""
-        from idp.verification import AUTHENTICATION_METHODS
+        from idp.login.verification import AUTHENTICATION_METHODS
 
         claims = super().get_authorization_code_claims(authorization_code)
         claims["amr"] = list(AUTHENTICATION_METHODS[_services().token_type_of(authorization_code.certificate)])

@@ -1,0 +1,1 @@
+"""The cardholder's side: pages, sessions, cookies, and sealed references."""
