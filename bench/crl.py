@@ -3,7 +3,7 @@
     .venv/bin/python -m bench crl
 
 `crl.build_1m` — one CRL of 1,000,000 entries (six reasons in turn, one without a reasonCode), signed with the
-dev CA's RSA-2048 key. Ours: `revocation.crl_der.encode_entries` + `build_crl` (encode and sign, DER) from rows
+dev CA's RSA-2048 key. Ours: `revocation.crl.der.encode_entries` + `build_crl` (encode and sign, DER) from rows
 already in memory, the best of three runs. Peer: `openssl ca -gencrl` over an index.txt holding the same
 million entries (`R <expiry> <revdate>[,reason] <SERIALHEX> unknown <subject>`), the same key, and the same
 CRL extensions (authorityKeyIdentifier, cRLNumber, critical issuingDistributionPoint, freshestCRL), the best of
@@ -40,11 +40,11 @@ from bench.harness import CpuElsewhere, Gunicorn, RedisServer, Result, percentil
 from jpki.devca import DevCA, Issuer, new_serial
 from jpki.profile import CRL_SHARD_COUNT, crl_shard
 from revocation.config import RevocationConfig
-from revocation.crl_der import build_crl, encode_entries, encode_entry
-from revocation.events import parse_event
-from revocation.keys import serial_field
+from revocation.crl.der import build_crl, encode_entries, encode_entry
+from revocation.domain.events import parse_event
 from revocation.services import build_services
-from revocation.store import _CRL_ENTRY, REASON_CODES
+from revocation.storage.keys import serial_field
+from revocation.storage.store import _CRL_ENTRY, REASON_CODES
 
 ENTRIES = 1_000_000
 REASONS = [ReasonFlags.cessation_of_operation, ReasonFlags.superseded, ReasonFlags.affiliation_changed,
@@ -166,7 +166,7 @@ def publish_from_redis(workdir: Path, ca: DevCA, rows: list[Row]) -> dict[str, f
 
 
 def fill_shard(client: redis.Redis, key: str, rows: list[Row], batch: int = 10_000) -> None:
-    """Write rows straight into a shard's index hash, in the store's packing (revocation/store.py)."""
+    """Write rows straight into a shard's index hash, in the store's packing (revocation/storage/store.py)."""
     for begin in range(0, len(rows), batch):
         mapping = {serial_field(serial): _CRL_ENTRY.pack(REASON_CODES[reason or ReasonFlags.unspecified],
                                                          int(at.timestamp()))

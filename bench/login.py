@@ -43,7 +43,7 @@ from nfc_bridge.client import JpkiClient
 from nfc_bridge.transports.virtual import VirtualTransport
 from nfc_bridge.virtual_card import new_card_state, write_card_file
 from revocation.config import RevocationConfig
-from revocation.events import parse_event
+from revocation.domain.events import parse_event
 from revocation.services import Services as RevocationServices
 from revocation.services import build_services as build_revocation_services
 

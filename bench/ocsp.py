@@ -42,8 +42,8 @@ from redis.cluster import RedisCluster
 from bench.harness import Gunicorn, RedisServer, Result, free_port, wrk
 from jpki.devca import DevCA, Issuer
 from jpki.profile import crl_shard
-from revocation.keys import KeySpace
-from revocation.store import StatusRecord, StatusStore, revoke
+from revocation.storage.keys import KeySpace
+from revocation.storage.store import StatusRecord, StatusStore, revoke
 
 POPULATION = 100_000
 REVOKED = 10_000

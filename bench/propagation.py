@@ -45,9 +45,9 @@ from bench.harness import (
 from bench.ocsp import cert_id_hashes, connect, ocsp_request, service_env
 from jpki.devca import DevCA
 from revocation.config import RevocationConfig
-from revocation.events import RevocationEvent, parse_event
+from revocation.domain.events import RevocationEvent, parse_event
 from revocation.services import build_services
-from revocation.stream import EventStream
+from revocation.storage.stream import EventStream
 
 RATE = 1_000  # events per second: the goal's rate
 BELOW_CAPACITY_RATE = 150  # events per second the worker keeps up with on 2 shared cores: the pipeline's own latency

@@ -26,8 +26,8 @@ from bench.harness import Gunicorn, RedisServer, Result, wrk
 from bench.ocsp import CONNECTIONS, NOT_AFTER, OCSP_REQUEST, THREADS, cert_id_hashes, ocsp_request, service_env
 from jpki.devca import DevCA
 from jpki.profile import CRL_SHARD_COUNT
-from revocation.keys import KeySpace
-from revocation.store import StatusRecord, StatusStore
+from revocation.storage.keys import KeySpace
+from revocation.storage.store import StatusRecord, StatusStore
 
 SCALE_COUNT = int(os.environ.get("BENCH_SCALE_COUNT", "10000000"))
 CHECKPOINT = 1_000_000

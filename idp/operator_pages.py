@@ -1,6 +1,6 @@
 """The IdP's page in the operator console: registered relying-party clients (what `python -m idp clients list`
 prints). Operators log in with the same tokens and sessions as on the revocation service's console
-(revocation/console.py); registering and removing clients stays on the CLI, where secrets are shown once.
+(operator_console/console.py); registering and removing clients stays on the CLI, where secrets are shown once.
 
     GET /operator/clients
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app
 
-from revocation.console import operator_page, render
+from operator_console.console import operator_page, render
 
 blueprint = Blueprint("operator_clients", __name__)
 

@@ -34,11 +34,11 @@ def create_app(config: RevocationConfig | None = None, services: Services | None
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["revocation"] = services
 
-    from revocation import console
-    from revocation.crl_http import blueprint as crl_blueprint
-    from revocation.ocsp_http import blueprint as ocsp_blueprint
-    from revocation.ops import blueprint as ops_blueprint
-    from revocation.pages import blueprint as pages_blueprint
+    from operator_console import console
+    from revocation.crl.web import blueprint as crl_blueprint
+    from revocation.ocsp.web import blueprint as ocsp_blueprint
+    from revocation.operations.api import blueprint as ops_blueprint
+    from revocation.operations.pages import blueprint as pages_blueprint
 
     app.register_blueprint(ocsp_blueprint)
     app.register_blueprint(crl_blueprint)

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import redis
 
+from operator_console.registry import OperatorError
 from revocation.config import RevocationConfig
-from revocation.event_import import import_events
-from revocation.events import EventRefused, parse_event_json
-from revocation.operations import MANUAL_REASONS, OperationError, lookup, manual_action, submit_parsed
-from revocation.operators import OperatorError
+from revocation.domain.events import EventRefused, parse_event_json
+from revocation.operations.actions import MANUAL_REASONS, OperationError, lookup, manual_action, submit_parsed
+from revocation.operations.event_import import import_events
 from revocation.worker import ROLES
 
 EPILOG = ("Configuration comes from the environment (REDIS_URL, MYKEY_VAR, REVOCATION_URL, …; see "

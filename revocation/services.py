@@ -9,15 +9,15 @@ from redis.cluster import RedisCluster
 
 from jpki.devca import Issuer
 from observability.metrics import Counter
-from revocation.applier import Applier
-from revocation.audit import AuditLog
+from operator_console.registry import OperatorRegistry
 from revocation.config import RevocationConfig, load_issuers
-from revocation.crl import CrlPublisher
-from revocation.keys import KeySpace
-from revocation.ocsp import OcspResponder
-from revocation.operators import OperatorRegistry
-from revocation.store import StatusStore
-from revocation.stream import EventStream
+from revocation.crl.publisher import CrlPublisher
+from revocation.domain.applier import Applier
+from revocation.ocsp.responder import OcspResponder
+from revocation.storage.audit import AuditLog
+from revocation.storage.keys import KeySpace
+from revocation.storage.store import StatusStore
+from revocation.storage.stream import EventStream
 
 
 @dataclass

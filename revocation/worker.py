@@ -2,8 +2,8 @@
 
 One loop, every step bounded: each round blocks at most `block_ms` for new events, applies at most `batch`,
 then publishes the CRL shards that are due. Run as many workers as you like; the consumer group shares the work.
-No single entry can fail a round: the stream dead-letters whatever it cannot apply (revocation/stream.py), so what
-reaches the retry below is Redis being unreachable, or a CRL publication failing.
+No single entry can fail a round: the stream dead-letters whatever it cannot apply (revocation/storage/stream.py),
+so what reaches the retry below is Redis being unreachable, or a CRL publication failing.
 
 A worker may take one role only (`python -m revocation worker --only events|crl`): publishing a large shard takes
 a while, and an events-only worker never makes an event wait behind it. Publication is safe from any number of

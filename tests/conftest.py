@@ -123,7 +123,7 @@ def issue_card(dev_ca, revocation_services):
 
     from jpki.certificate import FourFacts
     from jpki.devca import new_rsa_key
-    from revocation.events import parse_event
+    from revocation.domain.events import parse_event
 
     def issue(holder: str | None = None, card_id: str | None = None, occurred_at: str = "2026-01-01T00:00:00Z"):
         # A letter in the middle: twelve digits in a row would be refused as a My Number-like value.
@@ -187,7 +187,7 @@ def register_virtual_card(revocation_services, card_path, holder: str | None = N
     from jpki import parse_certificate
     from jpki.profile import CertificateKind
     from nfc_bridge.virtual_card import VirtualCard
-    from revocation.events import parse_event
+    from revocation.domain.events import parse_event
 
     card = VirtualCard.load(card_path)
     certificates = []

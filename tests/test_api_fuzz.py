@@ -64,7 +64,7 @@ def validate(case, response) -> None:
 
 @pytest.fixture
 def ops_token(revocation_service):
-    from revocation.events import parse_event
+    from revocation.domain.events import parse_event
 
     revocation_service.services.applier.apply(parse_event({
         "event_id": "fuzz-issue-1", "type": "certificate_issued", "holder": "h-fuzz", "card_id": "card-fuzz",

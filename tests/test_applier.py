@@ -5,10 +5,10 @@ import itertools
 import pytest
 from cryptography.x509 import ReasonFlags
 
-from revocation.applier import Applier
-from revocation.events import parse_event
-from revocation.keys import KeySpace
-from revocation.store import CertificateStatus, StatusStore
+from revocation.domain.applier import Applier
+from revocation.domain.events import parse_event
+from revocation.storage.keys import KeySpace
+from revocation.storage.store import CertificateStatus, StatusStore
 
 GOOD, REVOKED, HELD = CertificateStatus.GOOD, CertificateStatus.REVOKED, CertificateStatus.ON_HOLD
 _ids = itertools.count()
@@ -222,7 +222,7 @@ def test_outcomes_never_mention_serials_or_holders(holder):
 
 
 def test_a_renewal_of_a_certificate_never_issued_is_refused_and_records_nothing(holder, store):
-    from revocation.events import EventRefused
+    from revocation.domain.events import EventRefused
 
     renewal = {"card_id": "card-1", "renewals": [
         {"kind": "auth", "old_serial": "AFFF", "new_serial": "A101", "not_after": "2036-01-01T00:00:00Z"}]}
@@ -239,7 +239,7 @@ def test_a_renewal_of_a_certificate_never_issued_is_refused_and_records_nothing(
 
 
 def test_a_renewal_refused_for_one_kind_changes_neither(holder, store):
-    from revocation.events import EventRefused
+    from revocation.domain.events import EventRefused
 
     with pytest.raises(EventRefused):
         holder.send("certificate_renewed", "2026-06-01T00:00:00Z", card_id="card-1", renewals=[

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from revocation.events import parse_event
+from revocation.domain.events import parse_event
 from tests.idp_flow import bridge_login
 from tests.test_demo_rp import demo_rp  # noqa: F401 - the fixture
 from tests.test_operator_console import console  # noqa: F401 - the fixture

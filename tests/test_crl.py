@@ -21,11 +21,11 @@ from cryptography.x509 import ReasonFlags
 
 from jpki.devca import DevCA, new_serial
 from jpki.profile import CRL_SHARD_COUNT, crl_shard
-from revocation.crl import CrlPublisher, delta_url
-from revocation.crl_der import build_crl, encode_entries, entry_serial, revoked_entries
-from revocation.events import parse_event
-from revocation.keys import CRL_DIRTY
-from revocation.store import StatusStore
+from revocation.crl.der import build_crl, encode_entries, entry_serial, revoked_entries
+from revocation.crl.publisher import CrlPublisher, delta_url
+from revocation.domain.events import parse_event
+from revocation.storage.keys import CRL_DIRTY
+from revocation.storage.store import StatusStore
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from jpki.profile import CertificateKind
-from revocation.events import EVENT_SCHEMA, EventRefused, parse_event, parse_event_json
+from revocation.domain.events import EVENT_SCHEMA, EventRefused, parse_event, parse_event_json
 
 BASE = {"event_id": "ev-1", "holder": "h-001", "occurred_at": "2026-02-01T09:00:00+09:00", "source": "jlis-feed"}
 

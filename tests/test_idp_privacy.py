@@ -16,7 +16,7 @@ from jpki import parse_certificate
 from jpki.devca import new_rsa_key
 from jpki.profile import CertificateKind
 from nfc_bridge.virtual_card import Holder, VirtualCard, write_card_file
-from revocation.events import parse_event
+from revocation.domain.events import parse_event
 from tests.idp_flow import Browser, bridge_login, query_of
 
 

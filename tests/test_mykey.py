@@ -22,8 +22,8 @@ from mykey.directory import (
     UnknownAccount,
 )
 from mykey.pairwise import pairwise_subject, sector_of
-from revocation.keys import KeySpace
-from revocation.store import StatusStore
+from revocation.storage.keys import KeySpace
+from revocation.storage.store import StatusStore
 
 ISSUER = "JPKI-auth-CA-test"
 NOW = dt.datetime(2026, 1, 1, 9, 30, tzinfo=dt.UTC)

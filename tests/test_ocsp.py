@@ -23,8 +23,8 @@ from cryptography.x509 import ReasonFlags, ocsp
 from cryptography.x509.ocsp import OCSPCertStatus, OCSPResponseStatus
 from werkzeug.http import http_date
 
-from revocation.events import parse_event
-from revocation.ocsp import EXTENDED_REVOKE, UNISSUED_VALIDITY
+from revocation.domain.events import parse_event
+from revocation.ocsp.responder import EXTENDED_REVOKE, UNISSUED_VALIDITY
 
 pytestmark = pytest.mark.timeout(60)
 

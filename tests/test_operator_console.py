@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ReasonFlags, ocsp
 
 from devstack.http import LiveServer
-from revocation.store import CertificateStatus
+from revocation.storage.store import CertificateStatus
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import requests
 
-from revocation.store import CertificateStatus
+from revocation.storage.store import CertificateStatus
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_every_endpoint_needs_an_operator_token(ops, revocation_service):
 
 
 def test_a_disabled_operator_name_can_be_added_again_with_a_new_token(revocation_services):
-    from revocation.operators import OperatorError
+    from operator_console.registry import OperatorError
 
     registry = revocation_services.operators
     first = registry.add("carol")

@@ -125,7 +125,7 @@ def test_stream_and_crl_rebuild(cli):
 
 
 def test_worker_applies_events_and_stops_cleanly_on_sigterm(cli, issue_card, revocation_services):
-    from revocation.events import parse_event
+    from revocation.domain.events import parse_event
 
     card = issue_card()
     worker = subprocess.Popen([sys.executable, "-m", "revocation", "worker"], env=cli.env, cwd=ROOT,
@@ -153,7 +153,7 @@ def test_workers_can_split_event_application_from_crl_publication(issue_card, re
     from cryptography import x509
 
     from jpki.profile import crl_shard
-    from revocation.events import parse_event
+    from revocation.domain.events import parse_event
     from revocation.worker import run_worker
 
     card = issue_card()

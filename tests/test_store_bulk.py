@@ -9,8 +9,8 @@ import pytest
 from cryptography.x509 import ReasonFlags
 
 from jpki.profile import crl_shard
-from revocation.keys import KeySpace
-from revocation.store import StatusRecord, StatusStore, revoke
+from revocation.storage.keys import KeySpace
+from revocation.storage.store import StatusRecord, StatusStore, revoke
 
 NOT_AFTER = dt.datetime(2031, 1, 1, tzinfo=dt.UTC)
 

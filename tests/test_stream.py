@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from revocation.applier import Applier
-from revocation.events import parse_event
-from revocation.keys import KeySpace
-from revocation.store import CertificateStatus, StatusStore
-from revocation.stream import DEAD_LETTERS, EventStream
+from revocation.domain.applier import Applier
+from revocation.domain.events import parse_event
+from revocation.storage.keys import KeySpace
+from revocation.storage.store import CertificateStatus, StatusStore
+from revocation.storage.stream import DEAD_LETTERS, EventStream
 
 ROOT = Path(__file__).resolve().parents[1]
 

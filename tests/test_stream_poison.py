@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from revocation.applier import Applier
-from revocation.keys import CONSUMER_GROUP, STREAM
-from revocation.store import CertificateStatus, StatusStore
-from revocation.stream import DEAD_LETTERS, EventStream
+from revocation.domain.applier import Applier
+from revocation.storage.keys import CONSUMER_GROUP, STREAM
+from revocation.storage.store import CertificateStatus, StatusStore
+from revocation.storage.stream import DEAD_LETTERS, EventStream
 from revocation.worker import run_worker
 from tests.log_registry import register_sensitive
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509 import ReasonFlags
 
-from revocation.store import REASON_CODES
+from revocation.storage.store import REASON_CODES
 
 # --- DER primitives ---------------------------------------------------------------------------------------
 

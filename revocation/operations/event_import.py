@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from revocation.events import MAX_EVENT_BYTES, EventRefused, parse_event_json
-from revocation.operations import apply_events
+from revocation.domain.events import MAX_EVENT_BYTES, EventRefused, parse_event_json
+from revocation.operations.actions import apply_events
 from revocation.services import Services
 
 CHUNK = 500  # events per XADD-and-apply round

@@ -24,8 +24,8 @@ from pathlib import Path
 import redis
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 
-from revocation.keys import CONSOLE_SESSIONS
-from revocation.operators import OperatorRegistry
+from operator_console.keys import CONSOLE_SESSIONS
+from operator_console.registry import OperatorRegistry
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"

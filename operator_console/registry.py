@@ -10,7 +10,7 @@ import secrets
 
 import redis
 
-from revocation.keys import OPERATORS
+from operator_console.keys import OPERATORS
 
 TOKEN_PREFIX = "rvop_"  # noqa: S105 - a prefix, not a secret
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")

@@ -13,7 +13,7 @@ import datetime as dt
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from revocation.crl import CrlVersion
+from revocation.crl.publisher import CrlVersion
 
 PKIX_CRL = "application/pkix-crl"
 

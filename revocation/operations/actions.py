@@ -11,7 +11,7 @@ import uuid
 from cryptography.x509 import ReasonFlags
 
 from jpki.profile import CRL_ISSUER_SLUG
-from revocation.events import (
+from revocation.domain.events import (
     MAX_BATCH,
     EventRefused,
     RevocationEvent,
@@ -19,8 +19,8 @@ from revocation.events import (
     refuse_my_number_like,  # the one My Number check
 )
 from revocation.services import Services
-from revocation.store import CertificateStatus, hold, release, revoke
-from revocation.stream import Delivery
+from revocation.storage.store import CertificateStatus, hold, release, revoke
+from revocation.storage.stream import Delivery
 
 ISSUERS = ("auth", "signing")
 SERIAL = re.compile(r"^[0-9A-Fa-f]{1,40}$")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import redis
 from cryptography.x509 import ReasonFlags
 
-from revocation.keys import CRL_DIRTY, KeySpace, serial_field, serial_from_field
+from revocation.storage.keys import CRL_DIRTY, KeySpace, serial_field, serial_from_field
 
 
 class CertificateStatus(enum.IntEnum):

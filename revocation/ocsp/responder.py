@@ -46,8 +46,8 @@ from cryptography.x509.ocsp import OCSPCertStatus, OCSPResponseStatus
 
 from jpki.devca import Issuer
 from revocation.config import RevocationConfig
-from revocation.keys import serial_field
-from revocation.store import CertificateStatus, StatusRecord, StatusStore
+from revocation.storage.keys import serial_field
+from revocation.storage.store import CertificateStatus, StatusRecord, StatusStore
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.http import http_date
 from werkzeug.routing import PathConverter
 
-from revocation.ocsp import OcspAnswer
-from revocation.ocsp import OCSPResponseStatus as Status
+from revocation.ocsp.responder import OcspAnswer
+from revocation.ocsp.responder import OCSPResponseStatus as Status
 
 _STATUS_NAMES = {Status.MALFORMED_REQUEST: "malformed_request", Status.UNAUTHORIZED: "unauthorized",
                  Status.TRY_LATER: "try_later", Status.INTERNAL_ERROR: "internal_error"}

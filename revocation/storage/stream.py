@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import redis
 from redis.exceptions import ClusterError, OutOfMemoryError, ReadOnlyError, SlotNotCoveredError, TryAgainError
 
-from revocation.applier import Applier, Outcome
-from revocation.events import EventRefused, RevocationEvent, parse_event_json
-from revocation.keys import CONSUMER_GROUP, DEAD_LETTERS, STREAM
+from revocation.domain.applier import Applier, Outcome
+from revocation.domain.events import EventRefused, RevocationEvent, parse_event_json
+from revocation.storage.keys import CONSUMER_GROUP, DEAD_LETTERS, STREAM
 
 log = logging.getLogger(__name__)
 

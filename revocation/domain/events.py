@@ -7,7 +7,7 @@ field but never echoes its value.
 Checks that JSON Schema cannot say are made here too, so that whatever parses can be stored: times fall in the
 range the status store records (whole seconds from 1970 in 32 bits), and a renewal's new serial differs from its
 old one. Whether a renewal's old serial was ever issued depends on the status store, so the applier checks that
-(`unknown_old_serial`, revocation/applier.py).
+(`unknown_old_serial`, revocation/domain/applier.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from wire.json_input import JSONInputError, loads
 
 MAX_EVENT_BYTES = 16 * 1024
 MAX_BATCH = 1000
-# The status store keeps times as seconds since 1970 in 32 bits, and 0 means "none" (revocation/store.py).
+# The status store keeps times as seconds since 1970 in 32 bits, and 0 means "none" (revocation/storage/store.py).
 EARLIEST_TIME = dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=dt.UTC)
 LATEST_TIME = dt.datetime.fromtimestamp(2**32 - 1, dt.UTC)
 

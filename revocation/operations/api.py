@@ -17,7 +17,7 @@ from functools import wraps
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from revocation.operations import OperationError, lookup, manual_action, submit_events
+from revocation.operations.actions import OperationError, lookup, manual_action, submit_events
 from wire.json_input import MAX_DEPTH
 
 blueprint = Blueprint("ops", __name__)

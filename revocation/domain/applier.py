@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from jpki.profile import CRL_ISSUER_SLUG, CertificateKind, crl_shard
-from revocation.events import EventRefused, RevocationEvent
-from revocation.policy import Effect, Rule, Scope, policy_table
-from revocation.store import REASON_CODES, REASONS_BY_CODE, StatusRecord, StatusStore, hold, release, revoke
+from revocation.domain.events import EventRefused, RevocationEvent
+from revocation.domain.policy import Effect, Rule, Scope, policy_table
+from revocation.storage.store import REASON_CODES, REASONS_BY_CODE, StatusRecord, StatusStore, hold, release, revoke
 
 EVENT_RECORD_TTL = 400 * 24 * 3600  # idempotency window for event ids
 

@@ -10,7 +10,7 @@ import json
 
 import redis
 
-from revocation.keys import AUDIT_STREAM
+from revocation.storage.keys import AUDIT_STREAM
 
 
 class AuditLog:

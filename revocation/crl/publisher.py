@@ -43,9 +43,9 @@ from cryptography.x509 import ReasonFlags
 from jpki.devca import Issuer
 from jpki.profile import crl_url
 from revocation.config import RevocationConfig
-from revocation.crl_der import build_crl, encode_entries, encode_entry, entry_serial, revoked_entries
-from revocation.keys import CRL_DIRTY, serial_field
-from revocation.store import StatusStore
+from revocation.crl.der import build_crl, encode_entries, encode_entry, entry_serial, revoked_entries
+from revocation.storage.keys import CRL_DIRTY, serial_field
+from revocation.storage.store import StatusStore
 
 PUBLISH_ATTEMPTS = 3
 

@@ -21,8 +21,6 @@ STREAM = f"{PREFIX}:events"  # the resident-register event stream
 DEAD_LETTERS = f"{{{STREAM}}}:refused"
 CONSUMER_GROUP = "appliers"
 AUDIT_STREAM = f"{PREFIX}:audit"  # append-only audit log
-OPERATORS = f"{PREFIX}:operators"  # hash: token hash -> operator record
-CONSOLE_SESSIONS = f"{PREFIX}:console"  # prefix of operator console sessions: <prefix>:<hash of session id>
 CRL_DIRTY = f"{PREFIX}:crl:dirty"  # set of "<issuer>:<shard>" waiting for republication
 
 

@@ -1,4 +1,4 @@
-"""The operator console's revocation pages, over the same operations as the JSON API (revocation/operations.py).
+"""The operator console's revocation pages, over the same operations as the JSON API (revocation/operations/actions.py).
 
     GET  /operator/                       event stream health (lag, pending, consumers) and CRL shard status
     GET  /operator/certificate            the lookup form
@@ -8,7 +8,7 @@
     POST /operator/certificate/action     hold | release | revoke with a comment (revoke: and a reason)
     GET  /operator/audit[?before=ID]      the audit log, newest first, 50 a page
 
-Logging in and out: revocation/console.py.
+Logging in and out: operator_console/console.py.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import datetime as dt
 
 from flask import Blueprint, current_app, g, request
 
-from revocation.console import operator_page, render
-from revocation.operations import ISSUERS, MANUAL_REASONS, OperationError, lookup, manual_action
-from revocation.ops import STREAM_ID
+from operator_console.console import operator_page, render
+from revocation.operations.actions import ISSUERS, MANUAL_REASONS, OperationError, lookup, manual_action
+from revocation.operations.api import STREAM_ID
 
 blueprint = Blueprint("operator_pages", __name__)
 AUDIT_PAGE = 50

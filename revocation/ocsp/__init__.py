@@ -1,0 +1,1 @@
+"""OCSP (RFC 6960): the responder that answers from certificate status, and its HTTP endpoint."""

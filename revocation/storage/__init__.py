@@ -1,0 +1,1 @@
+"""Revocation state in Redis: every key (keys.py), certificate status (store.py), the audit log and the event stream."""
