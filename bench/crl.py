@@ -37,7 +37,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ReasonFlags
 
 from bench.harness import CpuElsewhere, Gunicorn, RedisServer, Result, percentiles, revocation_worker, wait_for_quiet
-from jpki.devca import DevCA, Issuer, new_serial
+from jpki.devca import DevCA, new_serial
+from jpki.issuer import Issuer
 from jpki.profile import CRL_SHARD_COUNT, crl_shard
 from revocation.config import RevocationConfig
 from revocation.crl.der import build_crl, encode_entries, encode_entry

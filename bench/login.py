@@ -39,9 +39,9 @@ from jpki import parse_certificate
 from jpki.devca import DevCA
 from jpki.profile import CertificateKind
 from jpki.signature import login_message
+from nfc_bridge.card_file import new_card_state, write_card_file
 from nfc_bridge.client import JpkiClient
 from nfc_bridge.transports.virtual import VirtualTransport
-from nfc_bridge.virtual_card import new_card_state, write_card_file
 from revocation.config import RevocationConfig
 from revocation.domain.events import parse_event
 from revocation.services import Services as RevocationServices

@@ -40,7 +40,8 @@ from cryptography.x509.ocsp import OCSPCertStatus, OCSPResponseStatus
 from redis.cluster import RedisCluster
 
 from bench.harness import Gunicorn, RedisServer, Result, free_port, wrk
-from jpki.devca import DevCA, Issuer
+from jpki.devca import DevCA
+from jpki.issuer import Issuer
 from jpki.profile import crl_shard
 from revocation.storage.keys import KeySpace
 from revocation.storage.store import StatusRecord, StatusStore, revoke
@@ -216,7 +217,7 @@ class OpensslOcsp:
         self.process = subprocess.Popen(
             ["openssl", "ocsp", "-index", str(files / "index.txt"), "-port", str(self.port),
              "-rsigner", str(files / f"{slug}-ocsp.pem"), "-rkey", str(files / f"{slug}-ocsp.key.pem"),
-             "-CA", str(files / f"{slug}-root.pem"), "-multi", str(self.processes), "-nmin", "240",
+             "-CA", str(files / f"{slug}-ca.pem"), "-multi", str(self.processes), "-nmin", "240",
              "-rmd", "sha256", "-resp_key_id", "-ignore_err"],
             stdout=log, stderr=subprocess.STDOUT, process_group=0)
         url = f"http://127.0.0.1:{self.port}"

@@ -29,7 +29,8 @@ from devstack.http import LiveServer
 from devstack.redis_server import RedisServer
 from jpki.devca import DevCA
 from jpki.profile import CertificateKind
-from nfc_bridge.virtual_card import VirtualCard, new_card_state, write_card_file
+from nfc_bridge.card_file import new_card_state, write_card_file
+from nfc_bridge.virtual_card import VirtualCard
 
 DEMO_AUTH_PIN = "1234"
 DEMO_SIGN_PIN = "ABC123"

@@ -2,24 +2,26 @@
 
 Its roots carry J-LIS's DNs plus a DEVELOPMENT marker so that nothing issued here can be mistaken for the
 real thing, and the production trust profile pins J-LIS's own fingerprints, never these. Building is pure
-(`DevCA.generate`, the `issue_*` methods); `save`/`load` are the only file I/O, under `var/pki/` by default.
+(`DevCA.generate`, the `issue_*` methods); `save`/`load` are the only file I/O, under `var/pki/` by default, in
+the issuer layout production uses (`jpki/issuer.py`, docs/configuration.md) plus `ca.json`. Production code never
+imports this module; the `Issuer` value type lives in `jpki/issuer.py`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from jpki.certificate import FourFacts, encode_birthdate, encode_der_utf8
+from jpki.issuer import DEFAULT_REVOCATION_URL, Issuer, load_issuers, save_issuers, write_file
 from jpki.profile import (
     AUTH_POLICY_OID,
     MIN_SIGNING_AGE,
@@ -34,11 +36,11 @@ from jpki.profile import (
 )
 
 DEVELOPMENT_MARKER = "DEVELOPMENT ONLY - not J-LIS"
-DEFAULT_REVOCATION_URL = "http://127.0.0.1:8081"
 ROOT_LIFETIME = dt.timedelta(days=20 * 365)
 RESPONDER_LIFETIME = dt.timedelta(days=7)
 RESPONDER_RENEW_BEFORE = dt.timedelta(days=2)
 JST = dt.timezone(dt.timedelta(hours=9))
+CA_META = "ca.json"  # the development CA's own file next to the issuer files: its revocation URL
 
 
 class UnderageForSigning(ValueError):
@@ -74,17 +76,6 @@ def validity_end(birthdate: dt.date, issued_on: dt.date) -> dt.datetime:
         first = _birthday_in(birthdate, issued_on.year + 1)
     last = _birthday_in(birthdate, first.year + VALIDITY_BIRTHDAYS - 1)
     return dt.datetime.combine(last, dt.time(23, 59, 59), JST).astimezone(dt.UTC)
-
-
-@dataclass(frozen=True)
-class Issuer:
-    """One root (auth or signing) with its delegated OCSP responder."""
-
-    kind: CertificateKind
-    key: rsa.RSAPrivateKey
-    certificate: x509.Certificate
-    responder_key: ec.EllipticCurvePrivateKey
-    responder_certificate: x509.Certificate
 
 
 @dataclass(frozen=True)
@@ -179,37 +170,23 @@ class DevCA:
     # --- files ----------------------------------------------------------------------------------------
 
     def save(self, directory: Path) -> None:
+        """The issuer files in the production layout (jpki/issuer.py), and `ca.json` with the revocation URL."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for issuer in (self.auth, self.signing):
-            slug = issuer.kind.value
-            _write(directory / f"{slug}-root.key.pem", _key_pem(issuer.key), private=True)
-            _write(directory / f"{slug}-root.pem", _cert_pem(issuer.certificate))
-            _write(directory / f"{slug}-ocsp.key.pem", _key_pem(issuer.responder_key), private=True)
-            _write(directory / f"{slug}-ocsp.pem", _cert_pem(issuer.responder_certificate))
-        _write(directory / "ca.json", json.dumps({"revocation_url": self.revocation_url}, indent=2).encode())
+        save_issuers(directory, (self.auth, self.signing))
+        write_file(directory / CA_META, json.dumps({"revocation_url": self.revocation_url}, indent=2).encode())
 
     @classmethod
     def load(cls, directory: Path) -> DevCA:
         directory = Path(directory)
-        meta = json.loads((directory / "ca.json").read_text())
-        issuers = {}
-        for kind in CertificateKind:
-            slug = kind.value
-            issuers[kind] = Issuer(
-                kind,
-                _read_key(directory / f"{slug}-root.key.pem"),
-                x509.load_pem_x509_certificate((directory / f"{slug}-root.pem").read_bytes()),
-                _read_key(directory / f"{slug}-ocsp.key.pem"),
-                x509.load_pem_x509_certificate((directory / f"{slug}-ocsp.pem").read_bytes()),
-            )
+        meta = json.loads((directory / CA_META).read_text())
+        issuers = load_issuers(directory)
         return cls(issuers[CertificateKind.AUTH], issuers[CertificateKind.SIGNING], meta["revocation_url"])
 
     @classmethod
     def load_or_create(cls, directory: Path, revocation_url: str = DEFAULT_REVOCATION_URL) -> DevCA:
         """The CA under `directory`, created on first use; near-expired responder certificates renewed."""
         directory = Path(directory)
-        if not (directory / "ca.json").exists():
+        if not (directory / CA_META).exists():
             ca = cls.generate(revocation_url)
             ca.save(directory)
             return ca
@@ -292,25 +269,3 @@ def _four_facts_names(facts: FourFacts) -> list[x509.GeneralName]:
         (FourFactsOID.ADDRESS_SUBSTITUTE, facts.address_substitute),
     ]
     return [x509.OtherName(oid, encode_der_utf8(value)) for oid, value in values if value]
-
-
-def _key_pem(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def _cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _read_key(path: Path):
-    return serialization.load_pem_private_key(path.read_bytes(), password=None)
-
-
-def _write(path: Path, data: bytes, private: bool = False) -> None:
-    """Write whole-or-nothing: a crash never leaves half a key behind."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)

@@ -29,14 +29,18 @@ from pathlib import Path
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from jpki.certificate import CertificateError, parse_certificate
-from jpki.devca import DEFAULT_REVOCATION_URL, DevCA, UnderageForSigning
+
+# `card new` makes virtual cards from the development CA: a development tool, like nfc_bridge/card_file.py. The
+# login and card-reading commands use neither.
+from jpki.devca import DevCA, UnderageForSigning
+from jpki.issuer import DEFAULT_REVOCATION_URL
 from jpki.profile import AUTH_PIN_TRIES, CertificateKind
 from nfc_bridge.apdu import CardError, WrongPin
+from nfc_bridge.card_file import Holder, new_card_state, write_card_file
 from nfc_bridge.client import JpkiClient
 from nfc_bridge.login import LoginFailed, answer_login, fetch_login, handle_url, plain_text
 from nfc_bridge.pin import LastTryNotConfirmed, pin_label
 from nfc_bridge.readers import READERS, open_reader
-from nfc_bridge.virtual_card import Holder, new_card_state, write_card_file
 
 
 def build_parser() -> argparse.ArgumentParser:

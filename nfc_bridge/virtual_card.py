@@ -1,57 +1,42 @@
 """A software My Number Card: the JPKI AP only, answering the same APDUs with the same status words.
 
-For development and tests. Its keys and certificates come from the dev CA; its state (files, keys, PIN
-counters) lives in a JSON file that is rewritten whole, before the answer, every time a counter changes, so a
-PIN locked in one run stays locked in the next — as on a real card. PINs are kept only as salted scrypt
-hashes. The card has no text AP and no visual AP: selecting them answers 6A82, and every AID it is asked
+For development and tests. The card is made, and its file written, by `nfc_bridge/card_file.py`; this module
+only answers APDUs. Its state (files, keys, PIN counters) is rewritten whole, before the answer, every time a
+counter changes, so a PIN locked in one run stays locked in the next — as on a real card. PINs are kept only as
+salted scrypt hashes. The card has no text AP and no visual AP: selecting them answers 6A82, and every AID it is asked
 for is remembered in `selected_aids` so tests can prove the bridge never asks.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import hmac
-import json
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import padding, utils
 
-from jpki.certificate import FourFacts
-from jpki.devca import DevCA, age_on, new_rsa_key
 from jpki.profile import (
     AUTH_PIN_TRIES,
     CLA_ISO,
     CLA_PROPRIETARY,
-    EF_AUTH_CA_CERT,
     EF_AUTH_CERT,
     EF_AUTH_KEY,
     EF_AUTH_PIN,
-    EF_SIGN_CA_CERT,
     EF_SIGN_CERT,
     EF_SIGN_KEY,
     EF_SIGN_PIN,
-    EF_TOKEN,
     INS_READ_BINARY,
     INS_SELECT,
     INS_SIGN,
     INS_VERIFY,
     JPKI_AP_AID,
-    MIN_SIGNING_AGE,
     SIGN_PIN_TRIES,
-    TOKEN_LENGTH,
     CertificateKind,
     TokenType,
 )
 from nfc_bridge.apdu import CommandAPDU, ResponseAPDU
-from nfc_bridge.pin import check_pin_format
-
-CARD_FORMAT = 1
+from nfc_bridge.card_file import CARD_FORMAT, key_pem, pin_hash, read_card_state, write_card_file
 
 SW_OK = 0x9000
 SW_END_OF_FILE = 0x6282
@@ -90,10 +75,6 @@ def _atr() -> bytes:
     return b"\x3b" + body + bytes((tck,))
 
 
-def _pin_hash(pin: str, salt: bytes) -> bytes:
-    return hashlib.scrypt(pin.encode("ascii"), salt=salt, n=2**12, r=8, p=1, dklen=32)
-
-
 @dataclass
 class _Pin:
     salt: bytes
@@ -105,7 +86,7 @@ class _Pin:
             text = candidate.decode("ascii")
         except UnicodeDecodeError:
             return False
-        return hmac.compare_digest(_pin_hash(text, self.salt), self.digest)
+        return hmac.compare_digest(pin_hash(text, self.salt), self.digest)
 
 
 class VirtualCard:
@@ -136,7 +117,7 @@ class VirtualCard:
     @classmethod
     def load(cls, path: Path) -> VirtualCard:
         path = Path(path)
-        return cls(json.loads(path.read_text()), path)
+        return cls(read_card_state(path), path)
 
     def reset(self) -> None:
         """Power cycle: nothing selected, no PIN verified (security status lives only while powered)."""
@@ -160,7 +141,7 @@ class VirtualCard:
             "format": CARD_FORMAT,
             "token": self.token.value,
             "files": {f"{fid:04X}": data.hex() for fid, data in self._files.items()},
-            "keys": {kind.value: _key_pem(key) for kind, key in self._keys.items()},
+            "keys": {kind.value: key_pem(key) for kind, key in self._keys.items()},
             "pins": {
                 kind.value: {"salt": p.salt.hex(), "hash": p.digest.hex(), "tries_left": p.tries_left}
                 for kind, p in self._pins.items()
@@ -283,77 +264,3 @@ def _prefix_of(digest_info: bytes) -> bytes:
         if digest_info.startswith(prefix):
             return prefix
     return b""
-
-
-# --- making cards -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Holder:
-    """Who a virtual card is for. The facts go only into the signing certificate."""
-
-    name: str = "デジタル 太郎"
-    address: str = "東京都千代田区永田町一丁目1番1号"
-    birthdate: dt.date = dt.date(1990, 1, 2)
-    sex: str = "1"
-
-    def four_facts(self) -> FourFacts:
-        return FourFacts(name=self.name, address=self.address, birthdate=self.birthdate, sex=self.sex)
-
-
-def new_card_state(ca: DevCA, pin: str, sign_pin: str, holder: Holder | None = None,
-                   smartphone: bool = False, issued_at: dt.datetime | None = None,
-                   keys: tuple[rsa.RSAPrivateKey, rsa.RSAPrivateKey] | None = None) -> dict:
-    """Generate keys "on the card", have the dev CA certify them, and return the card's state."""
-    check_pin_format(CertificateKind.AUTH, pin)
-    holder = holder or Holder()
-    issued_at = issued_at or dt.datetime.now(dt.UTC)
-    auth_key, sign_key = keys or (new_rsa_key(), new_rsa_key())
-    files = {
-        EF_AUTH_CERT: ca.issue_auth(auth_key.public_key(), holder.birthdate, issued_at),
-        EF_AUTH_CA_CERT: ca.auth.certificate,
-    }
-    keys_on_card = {CertificateKind.AUTH: auth_key}
-    pins = {CertificateKind.AUTH: (pin, AUTH_PIN_TRIES)}
-    if age_on(holder.birthdate, issued_at.date()) >= MIN_SIGNING_AGE:
-        check_pin_format(CertificateKind.SIGNING, sign_pin)
-        files[EF_SIGN_CERT] = ca.issue_signing(sign_key.public_key(), holder.four_facts(), issued_at)
-        files[EF_SIGN_CA_CERT] = ca.signing.certificate
-        keys_on_card[CertificateKind.SIGNING] = sign_key
-        pins[CertificateKind.SIGNING] = (sign_pin, SIGN_PIN_TRIES)
-    token = TokenType.SMARTPHONE if smartphone else TokenType.MY_NUMBER_CARD
-    state_files = {f"{fid:04X}": _der(cert).hex() for fid, cert in files.items()}
-    state_files[f"{EF_TOKEN:04X}"] = token.value.encode().ljust(TOKEN_LENGTH, b" ").hex()
-    return {
-        "format": CARD_FORMAT,
-        "token": token.value,
-        "files": state_files,
-        "keys": {kind.value: _key_pem(key) for kind, key in keys_on_card.items()},
-        "pins": {kind.value: _pin_state(value, tries) for kind, (value, tries) in pins.items()},
-    }
-
-
-def _pin_state(pin: str, tries: int) -> dict:
-    salt = secrets.token_bytes(16)
-    return {"salt": salt.hex(), "hash": _pin_hash(pin, salt).hex(), "tries_left": tries}
-
-
-def _key_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
-
-
-def _der(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.DER)
-
-
-def write_card_file(path: Path, state: dict) -> None:
-    """Replace the card file whole (write, fsync, rename): a crash never leaves a half-written card."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

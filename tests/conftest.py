@@ -12,7 +12,7 @@ import redis
 from devstack.http import LiveServer
 from devstack.redis_server import RedisServer
 from jpki.devca import DevCA
-from nfc_bridge.virtual_card import Holder, new_card_state, write_card_file
+from nfc_bridge.card_file import Holder, new_card_state, write_card_file
 from tests.log_registry import LOG_LINES, LogCollector, register_sensitive
 
 AUTH_PIN = "1234"

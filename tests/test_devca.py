@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from jpki.devca import DEVELOPMENT_MARKER, RESPONDER_LIFETIME, DevCA, new_rsa_key, new_serial
+from jpki.issuer import IssuerFilesMissing, load_issuers
 from jpki.profile import JLIS_OU, CertificateKind
 
 
@@ -68,6 +69,30 @@ def test_saved_ca_loads_back_identical_with_private_keys_unreadable_to_others(tm
     for path in keys:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert not list((tmp_path / "pki").glob("*.tmp"))
+
+
+def test_the_dev_ca_saves_the_production_issuer_layout_that_the_one_loader_reads(tmp_path):
+    ca = DevCA.generate("http://127.0.0.1:9999")
+    ca.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
+        "ca.json", *(f"{slug}-{name}" for slug in ("auth", "signing")
+                     for name in ("ca.pem", "crl-signer.key.pem", "ocsp.pem", "ocsp.key.pem"))])
+    issuers = load_issuers(tmp_path)  # the loader REVOCATION_ISSUERS=<directory> uses in production
+    for kind in CertificateKind:
+        assert issuers[kind].certificate == ca.issuer(kind).certificate
+        assert issuers[kind].responder_certificate == ca.issuer(kind).responder_certificate
+        assert issuers[kind].key.public_key().public_numbers() == ca.issuer(kind).key.public_key().public_numbers()
+
+
+def test_the_issuer_loader_names_every_missing_file_and_nothing_else(tmp_path):
+    DevCA.generate().save(tmp_path)
+    (tmp_path / "auth-crl-signer.key.pem").unlink()
+    (tmp_path / "signing-ocsp.pem").unlink()
+    with pytest.raises(IssuerFilesMissing) as refused:
+        load_issuers(tmp_path)
+    assert refused.value.code == "issuer_files_missing"
+    assert refused.value.missing == ["auth-crl-signer.key.pem", "signing-ocsp.pem"]
+    assert "BEGIN" not in refused.value.message
 
 
 def test_responders_near_their_end_are_renewed_on_load(tmp_path):

@@ -15,7 +15,8 @@ from joserfc.jwk import KeySet
 from jpki import parse_certificate
 from jpki.devca import new_rsa_key
 from jpki.profile import CertificateKind
-from nfc_bridge.virtual_card import Holder, VirtualCard, write_card_file
+from nfc_bridge.card_file import Holder, write_card_file
+from nfc_bridge.virtual_card import VirtualCard
 from revocation.domain.events import parse_event
 from tests.idp_flow import Browser, bridge_login, query_of
 

@@ -14,10 +14,11 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from jpki.devca import DevCA, new_rsa_key
 from jpki.profile import CertificateKind
 from jpki.signature import login_message
+from nfc_bridge.card_file import new_card_state, write_card_file
 from nfc_bridge.client import JpkiClient
 from nfc_bridge.login import LoginFailed, answer_login, fetch_login
 from nfc_bridge.transports.virtual import VirtualTransport
-from nfc_bridge.virtual_card import VirtualCard, new_card_state, write_card_file
+from nfc_bridge.virtual_card import VirtualCard
 from revocation.domain.events import parse_event
 from tests.idp_flow import Browser, query_of
 

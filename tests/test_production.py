@@ -32,8 +32,9 @@ from idp.config import IdpConfig
 from idp.login.trust import fingerprint
 from idp.oidc.clients import ClientRegistry
 from jpki.devca import DevCA
+from jpki.issuer import save_issuers
 from jpki.profile import CRL_ISSUER_SLUG
-from nfc_bridge.virtual_card import new_card_state, write_card_file
+from nfc_bridge.card_file import new_card_state, write_card_file
 from revocation.config import ConfigurationError as RevocationConfigurationError
 from revocation.config import RevocationConfig
 from revocation.services import build_services as build_revocation_services
@@ -190,16 +191,14 @@ def make_tls_ca(directory: Path) -> tuple[Path, Path, Path, str]:
 
 def write_production_layout(ca: DevCA, trust_dir: Path, issuers_dir: Path) -> str:
     """The files docs/configuration.md describes, here from the dev CA: the IdP's roots (`auth-*.pem`,
-    `signing-*.pem`) and the revocation service's issuer material per slug. Returns the IDP_TRUST_PINS value."""
+    `signing-*.pem`) and the revocation service's issuer material in the one issuer layout (`jpki.issuer`).
+    Returns the IDP_TRUST_PINS value."""
     pins = []
     for kind, slug in CRL_ISSUER_SLUG.items():
         issuer = ca.issuer(kind)
         write_pem(trust_dir / f"{slug}-root.pem", cert_pem(issuer.certificate))
-        write_pem(issuers_dir / f"{slug}-ca.pem", cert_pem(issuer.certificate))
-        write_pem(issuers_dir / f"{slug}-crl-signer.key.pem", key_pem(issuer.key), private=True)
-        write_pem(issuers_dir / f"{slug}-ocsp.pem", cert_pem(issuer.responder_certificate))
-        write_pem(issuers_dir / f"{slug}-ocsp.key.pem", key_pem(issuer.responder_key), private=True)
         pins.append(f"{slug}:{fingerprint(issuer.certificate)}")
+    save_issuers(issuers_dir, (ca.auth, ca.signing))
     return ",".join(pins)
 
 

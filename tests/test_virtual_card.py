@@ -197,10 +197,20 @@ def test_card_file_keeps_pins_only_as_salted_hashes(card_file):
 def test_child_card_has_no_signing_application(make_card):
     import datetime as dt
 
-    from nfc_bridge.virtual_card import Holder
+    from nfc_bridge.card_file import Holder
 
     card = VirtualCard.load(make_card(Holder(birthdate=dt.date.today().replace(year=dt.date.today().year - 10))))
     select_ap(card)
     assert select_ef(card, 0x0001).sw == 0x6A82
     assert select_ef(card, 0x001B).sw == 0x6A82
     assert select_ef(card, 0x000A).sw == 0x9000
+
+
+def test_the_emulator_answers_apdus_without_the_development_ca():
+    """Making a card (nfc_bridge/card_file.py) needs the dev CA; answering APDUs does not."""
+    import subprocess
+    import sys
+
+    probe = "import sys, nfc_bridge.virtual_card; print('jpki.devca' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert loaded.stdout.strip() == "False"
