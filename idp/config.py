@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from jpki.issuer import DEFAULT_REVOCATION_URL
 from jpki.profile import CertificateKind
 
 DEV_FLAG = "MYKEY_DEV"  # `make run` (devstack) and the test suite set it; production never does
 DEFAULT_ISSUER = "http://127.0.0.1:8080"  # development only: devstack's IdP port
-DEFAULT_REVOCATION_URL = "http://127.0.0.1:8081"  # development only: devstack's revocation port
 _PIN_KINDS = {"auth": CertificateKind.AUTH, "signing": CertificateKind.SIGNING}
 _FINGERPRINT = re.compile(r"[0-9A-F]{64}")
 

@@ -32,15 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
-from jpki.devca import Issuer  # the value type only; the development CA itself is imported in development
+from jpki.issuer import DEFAULT_REVOCATION_URL, Issuer, IssuerFilesMissing
+from jpki.issuer import load_issuers as load_issuer_files
 from jpki.profile import CRL_ISSUER_SLUG, CRL_SHARD_COUNT, CertificateKind
 
 DEV_FLAG = "MYKEY_DEV"  # `make run` (devstack) and the test suite set it; production never does
-DEFAULT_REVOCATION_URL = "http://127.0.0.1:8081"  # development only: devstack's revocation port
-ISSUER_FILES = ("{slug}-ca.pem", "{slug}-crl-signer.key.pem", "{slug}-ocsp.pem", "{slug}-ocsp.key.pem")
 
 
 class ConfigurationError(ValueError):
@@ -124,7 +120,8 @@ def load_issuers(config: RevocationConfig) -> dict[str, Issuer]:
 
     `dev` (development only): the development CA under var/pki, created on first use. Otherwise a directory
     holding, per slug, `<slug>-ca.pem`, `<slug>-crl-signer.key.pem` and `<slug>-ocsp.pem` + `<slug>-ocsp.key.pem`
-    — the platform's delegated responder and CRL signing material for that issuer (docs/configuration.md).
+    — the platform's delegated responder and CRL signing material for that issuer (docs/configuration.md), read by
+    the one issuer loader (jpki/issuer.py), the same the development CA saves its files for.
     """
     if config.issuers_source == "dev":
         if not config.development:
@@ -134,21 +131,8 @@ def load_issuers(config: RevocationConfig) -> dict[str, Issuer]:
         ca = DevCA.load_or_create(config.pki_dir, config.base_url)
         return {CRL_ISSUER_SLUG[kind]: ca.issuer(kind) for kind in CertificateKind}
     directory = Path(config.issuers_source)
-    missing = [name.format(slug=slug) for slug in CRL_ISSUER_SLUG.values() for name in ISSUER_FILES
-               if not (directory / name.format(slug=slug)).is_file()]
-    if missing:
-        raise ConfigurationError(f"REVOCATION_ISSUERS={directory} lacks {', '.join(missing)}.")
-    issuers = {}
-    for kind, slug in CRL_ISSUER_SLUG.items():
-        issuers[slug] = Issuer(
-            kind,
-            _key(directory / f"{slug}-crl-signer.key.pem"),
-            x509.load_pem_x509_certificate((directory / f"{slug}-ca.pem").read_bytes()),
-            _key(directory / f"{slug}-ocsp.key.pem"),
-            x509.load_pem_x509_certificate((directory / f"{slug}-ocsp.pem").read_bytes()),
-        )
-    return issuers
-
-
-def _key(path: Path):
-    return serialization.load_pem_private_key(path.read_bytes(), password=None)
+    try:
+        issuers = load_issuer_files(directory)
+    except IssuerFilesMissing as missing:
+        raise ConfigurationError(f"REVOCATION_ISSUERS={directory} lacks {', '.join(missing.missing)}.") from None
+    return {CRL_ISSUER_SLUG[kind]: issuer for kind, issuer in issuers.items()}

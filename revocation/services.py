@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import redis
 from redis.cluster import RedisCluster
 
-from jpki.devca import Issuer
+from jpki.issuer import Issuer
 from observability.metrics import Counter
 from operator_console.registry import OperatorRegistry
 from revocation.config import RevocationConfig, load_issuers

@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 from cryptography.x509 import ReasonFlags
 
-from jpki.devca import Issuer
+from jpki.issuer import Issuer
 from jpki.profile import crl_url
 from revocation.config import RevocationConfig
 from revocation.crl.der import build_crl, encode_entries, encode_entry, entry_serial, revoked_entries

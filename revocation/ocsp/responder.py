@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.ocsp import OCSPCertStatus, OCSPResponseStatus
 
-from jpki.devca import Issuer
+from jpki.issuer import Issuer
 from revocation.config import RevocationConfig
 from revocation.storage.keys import serial_field
 from revocation.storage.store import CertificateStatus, StatusRecord, StatusStore
