@@ -38,7 +38,7 @@ from jpki.profile import CRL_ISSUER_SLUG, crl_shard, crl_url
 
 log = logging.getLogger(__name__)
 
-NONCE_BYTES = 32  # RFC 8954 §2.1: 1..32 octets; the most unpredictability it allows
+NONCE_BYTES = 32  # RFC 9654 §2.1: the length a client sends (a responder accepts 1..128 octets)
 MAX_OCSP_RESPONSE = 64 * 1024
 MAX_CRL = 16 * 1024 * 1024
 CLOCK_SKEW = dt.timedelta(minutes=5)  # tolerated only for "not in the future" checks
@@ -254,7 +254,7 @@ class RevocationChecker:
 
 
 def check_ocsp_nonce(response: ocsp.OCSPResponse, nonce: bytes) -> None:
-    """Our nonce, echoed (RFC 8954, Web eID): without it a recorded "good" could be replayed after revocation."""
+    """Our nonce, echoed (RFC 9654, Web eID): without it a recorded "good" could be replayed after revocation."""
     try:
         echoed = response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
     except x509.ExtensionNotFound:
