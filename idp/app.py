@@ -15,19 +15,18 @@ import redis
 from flask import Flask, jsonify, request
 
 from idp.config import IdpConfig
+from idp.operator_pages import blueprint as operator_pages
 from idp.services import IdpServices, build_services
 from observability import logs
 from observability.metrics import metrics_response
+from operator_console import console
+from operator_console.registry import OperatorRegistry
 from wire.http_answers import store_unavailable_response
 from wire.json_input import BoundedJSONProvider
 
 
 def _operator_console(app: Flask, config: IdpConfig, services: IdpServices) -> None:
     """The operator console's RP clients page, logged in like the revocation service's console."""
-    from idp.operator_pages import blueprint as operator_pages
-    from operator_console import console
-    from operator_console.registry import OperatorRegistry
-
     console.install(app, console.Console(
         services.redis, OperatorRegistry(services.redis), secure_cookies=not config.insecure_dev_cookies,
         links=(("RP clients", "/operator/clients"), ("Revocation", f"{config.revocation_url}/operator/"))),

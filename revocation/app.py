@@ -17,8 +17,13 @@ from werkzeug.exceptions import HTTPException
 
 from observability import logs
 from observability.metrics import gauge, metrics_response
+from operator_console import console
 from revocation.config import RevocationConfig
-from revocation.services import Services, build_services
+from revocation.crl.web import blueprint as crl_blueprint
+from revocation.ocsp.web import blueprint as ocsp_blueprint
+from revocation.operations.api import blueprint as ops_blueprint
+from revocation.operations.pages import blueprint as pages_blueprint
+from revocation.services import Services, build_services, install
 from wire.http_answers import store_unavailable_response
 from wire.json_input import BoundedJSONProvider
 
@@ -32,13 +37,7 @@ def create_app(config: RevocationConfig | None = None, services: Services | None
     app = Flask(__name__)
     app.json = BoundedJSONProvider(app)  # request.get_json(): depth- and size-bounded, never a crash
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.extensions["revocation"] = services
-
-    from operator_console import console
-    from revocation.crl.web import blueprint as crl_blueprint
-    from revocation.ocsp.web import blueprint as ocsp_blueprint
-    from revocation.operations.api import blueprint as ops_blueprint
-    from revocation.operations.pages import blueprint as pages_blueprint
+    install(app, services)  # request handlers reach them through revocation.services.current()
 
     app.register_blueprint(ocsp_blueprint)
     app.register_blueprint(crl_blueprint)
@@ -88,7 +87,3 @@ def revocation_gauges(services: Services):
     yield gauge("mykey_crl_shard_age_seconds", "Seconds since each CRL shard was published", ["issuer", "shard"],
                 [([shard.issuer, str(shard.shard)], shard.age_seconds)
                  for shard in services.crl.status() if shard.age_seconds is not None])
-
-
-def services_of(app: Flask) -> Services:
-    return app.extensions["revocation"]

@@ -29,12 +29,16 @@ from pathlib import Path
 
 import redis
 
+from observability import logs
 from operator_console.registry import OperatorError
+from revocation.app import create_app
 from revocation.config import RevocationConfig
 from revocation.domain.events import EventRefused, parse_event_json
 from revocation.operations.actions import MANUAL_REASONS, OperationError, lookup, manual_action, submit_parsed
 from revocation.operations.event_import import import_events
-from revocation.worker import ROLES
+from revocation.services import build_services
+from revocation.storage.store import StorageLayoutError
+from revocation.worker import ROLES, run_worker
 
 EPILOG = ("Configuration comes from the environment (REDIS_URL, MYKEY_VAR, REVOCATION_URL, …; see "
           "revocation/config.py). Exit status: 0 done, 1 failed, 2 `events import` refused some lines.")
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args, RevocationConfig.from_env())
-    except (OperationError, OperatorError, EventRefused) as error:
+    except (OperationError, OperatorError, EventRefused, StorageLayoutError) as error:
         print(f"error ({error.code}): {error.message}", file=sys.stderr)
         for item in getattr(error, "detail", None) or []:
             print(f"  event {item['index']}: {item['error']}: {item['message']}", file=sys.stderr)
@@ -118,12 +122,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args, config: RevocationConfig) -> int:
     if args.command == "serve":
-        from revocation.app import create_app
-
         create_app(config).run(host=args.host, port=args.port, threaded=True)
         return 0
-    from revocation.services import build_services
-
     services = build_services(config)
     actor = f"cli:{getpass.getuser()}"
     if args.command == "worker":
@@ -163,14 +163,11 @@ def run(args, config: RevocationConfig) -> int:
 
 def cli_consumer() -> str:
     # One stable consumer per user and host: consumers stay listed in the group, so a name per process would
-    # pile up; entries a killed run left pending are reclaimed by any consumer after 30 s (stream.py).
+    # pile up; entries a killed run left pending are reclaimed by any consumer after 30 s (storage/stream.py).
     return f"cli-{getpass.getuser()}@{socket.gethostname()}"
 
 
 def worker(services, roles: tuple[str, ...]) -> int:
-    from observability import logs
-    from revocation.worker import run_worker
-
     logs.use_json_logs()  # the JSON formatter keeps only safe fields and exception types, never values
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

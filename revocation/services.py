@@ -1,10 +1,12 @@
-"""Wiring: one place that builds the revocation service's parts from its configuration."""
+"""Wiring: one place that builds the revocation service's parts from its configuration, and the one way a request
+handler reaches them (`current()`, after `create_app` has `install`ed them on the app)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import redis
+from flask import Flask, current_app
 from redis.cluster import RedisCluster
 
 from jpki.issuer import Issuer
@@ -16,8 +18,10 @@ from revocation.domain.applier import Applier
 from revocation.ocsp.responder import OcspResponder
 from revocation.storage.audit import AuditLog
 from revocation.storage.keys import KeySpace
-from revocation.storage.store import StatusStore
+from revocation.storage.store import StatusStore, claim_layout
 from revocation.storage.stream import EventStream
+
+EXTENSION = "revocation"  # the key in Flask's app.extensions
 
 
 @dataclass
@@ -44,7 +48,9 @@ def connect_redis(config: RevocationConfig) -> redis.Redis:
 def build_services(config: RevocationConfig, client: redis.Redis | None = None) -> Services:
     client = client or connect_redis(config)
     issuers = load_issuers(config)
-    store = StatusStore(client, KeySpace(config.status_buckets, config.holder_buckets))
+    keys = KeySpace(config.status_buckets, config.holder_buckets)
+    claim_layout(client, keys)  # refuses to start with bucket counts other than the deployment's
+    store = StatusStore(client, keys)
     ocsp = OcspResponder(store, issuers, config)
     crl = CrlPublisher(store, issuers, config)
     applier = Applier(store, config.moved_abroad_revokes_auth, listeners=(ocsp.on_status_change,))
@@ -63,3 +69,13 @@ def build_services(config: RevocationConfig, client: redis.Redis | None = None) 
                                "OCSP responses by certificate status (good, revoked, on_hold, not_issued) or error",
                                ("status",)),
     )
+
+
+def install(app: Flask, services: Services) -> None:
+    """Make `services` the ones this app's request handlers see through `current()`."""
+    app.extensions[EXTENSION] = services
+
+
+def current() -> Services:
+    """The services of the app handling the current request."""
+    return current_app.extensions[EXTENSION]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
+from revocation import services
 from revocation.crl.publisher import CrlVersion
 
 PKIX_CRL = "application/pkix-crl"
@@ -21,9 +22,7 @@ blueprint = Blueprint("crl", __name__)
 
 
 def _publisher():
-    from revocation.app import services_of  # the app module imports this one
-
-    return services_of(current_app).crl
+    return services.current().crl
 
 
 @blueprint.get("/crl/<issuer>/<int:shard>.crl")

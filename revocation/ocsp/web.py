@@ -14,10 +14,11 @@ import binascii
 import datetime as dt
 import hashlib
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 from werkzeug.http import http_date
 from werkzeug.routing import PathConverter
 
+from revocation import services
 from revocation.ocsp.responder import OcspAnswer
 from revocation.ocsp.responder import OCSPResponseStatus as Status
 
@@ -32,9 +33,7 @@ blueprint = Blueprint("ocsp", __name__)
 
 
 def _responder():
-    from revocation.app import services_of  # the app module imports this one
-
-    return services_of(current_app).ocsp
+    return services.current().ocsp
 
 
 @blueprint.post("/ocsp")
@@ -81,7 +80,7 @@ def _decode(encoded: str) -> bytes | None:
 
 
 def _http(answer: OcspAnswer, status: int = 200) -> Response:
-    current_app.extensions["revocation"].ocsp_responses.inc(
+    services.current().ocsp_responses.inc(
         status=answer.certificate_status or _STATUS_NAMES.get(answer.status, "error"))
     response = Response(answer.der, status=status, content_type=OCSP_RESPONSE)
     if not answer.cacheable:

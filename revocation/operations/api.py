@@ -15,8 +15,9 @@ import logging
 import re
 from functools import wraps
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
+from revocation import services
 from revocation.operations.actions import OperationError, lookup, manual_action, submit_events
 from wire.json_input import MAX_DEPTH
 
@@ -24,10 +25,6 @@ blueprint = Blueprint("ops", __name__)
 log = logging.getLogger(__name__)
 STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")  # fullmatch: "$" would let a final newline through
 COUNT = re.compile(r"[0-9]{1,4}")  # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
-
-
-def _services():
-    return current_app.extensions["revocation"]
 
 
 def _error(code: str, message: str, status: int, detail=None):
@@ -47,7 +44,7 @@ def operator_required(view):
     @wraps(view)
     def wrapper(*args, **kwargs):
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        name = _services().operators.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+        name = services.current().operators.authenticate(token.strip()) if scheme.lower() == "bearer" else None
         if name is None:
             log.warning("operator request without a valid token", extra={"code": "unauthorized"})
             response, status = _error("unauthorized", "An operator token is required (Authorization: Bearer "
@@ -74,14 +71,14 @@ def _json_body() -> object:
 def post_events():
     body = _json_body()
     documents = body["events"] if isinstance(body, dict) and set(body) == {"events"} else [body]
-    results = submit_events(_services(), documents, g.actor)
+    results = submit_events(services.current(), documents, g.actor)
     return jsonify(results=results)
 
 
 @blueprint.get("/certificates/<issuer>/<serial>")
 @operator_required
 def get_certificate(issuer: str, serial: str):
-    return jsonify(lookup(_services(), issuer, serial))
+    return jsonify(lookup(services.current(), issuer, serial))
 
 
 @blueprint.post("/certificates/<issuer>/<serial>/<action>")
@@ -90,20 +87,20 @@ def change_certificate(issuer: str, serial: str, action: str):
     body = _json_body()
     if not isinstance(body, dict) or set(body) - {"comment", "reason"}:
         raise OperationError("invalid_request", "The body takes only 'comment' and 'reason'.")
-    return jsonify(manual_action(_services(), g.actor, issuer, serial, action, body.get("comment"),
+    return jsonify(manual_action(services.current(), g.actor, issuer, serial, action, body.get("comment"),
                                  body.get("reason")))
 
 
 @blueprint.get("/stream")
 @operator_required
 def stream_health():
-    return jsonify(_services().stream.health())
+    return jsonify(services.current().stream.health())
 
 
 @blueprint.get("/crl")
 @operator_required
 def crl_status():
-    return jsonify(shards=[shard.as_dict() for shard in _services().crl.status()])
+    return jsonify(shards=[shard.as_dict() for shard in services.current().crl.status()])
 
 
 @blueprint.get("/audit")
@@ -115,7 +112,7 @@ def audit():
         raise OperationError("invalid_count", "count is a whole number from 1 to 1000.")
     if before is not None and not _stream_id(before):
         raise OperationError("invalid_before", "before is an audit entry id, as in the 'id' of an entry.")
-    return jsonify(entries=_services().audit.read(int(count), before))
+    return jsonify(entries=services.current().audit.read(int(count), before))
 
 
 def _stream_id(text: str) -> bool:

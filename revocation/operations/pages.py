@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, g, request
 
 from operator_console.console import operator_page, render
+from revocation import services
 from revocation.operations.actions import ISSUERS, MANUAL_REASONS, OperationError, lookup, manual_action
 from revocation.operations.api import STREAM_ID
 
@@ -26,18 +27,14 @@ AUDIT_PAGE = 50
 STALLED_MS = 60_000  # a consumer holding entries this long without reading is shown as stalled
 
 
-def _services():
-    return current_app.extensions["revocation"]
-
-
 @blueprint.get("/")
 @operator_page
 def dashboard():
-    services = _services()
-    stream = services.stream.health()
+    current = services.current()
+    stream = current.stream.health()
     for consumer in stream["consumers"]:
         consumer["stalled"] = consumer["pending"] > 0 and consumer["idle_ms"] > STALLED_MS
-    shards = services.crl.status()
+    shards = current.crl.status()
     now = dt.datetime.now(dt.UTC)
     overdue = sum(1 for shard in shards if shard.next_update is None or shard.next_update <= now)
     return render("operator/dashboard.html", stream=stream, shards=shards, overdue=overdue)
@@ -60,7 +57,7 @@ def certificate():
 def certificate_action():
     issuer, serial = request.form.get("issuer", ""), request.form.get("serial", "").strip()
     try:
-        outcome = manual_action(_services(), g.actor, issuer, serial, request.form.get("action", ""),
+        outcome = manual_action(services.current(), g.actor, issuer, serial, request.form.get("action", ""),
                                 request.form.get("comment", ""), request.form.get("reason") or None)
     except OperationError as error:
         return _certificate_page(issuer, serial, error=error)
@@ -70,7 +67,7 @@ def certificate_action():
 def _certificate_page(issuer: str, serial: str, error: OperationError | None = None, **notice):
     found, status = None, 200
     try:
-        found = lookup(_services(), issuer, serial)
+        found = lookup(services.current(), issuer, serial)
     except OperationError as lookup_error:
         error = error or lookup_error
     if error is not None:
@@ -85,6 +82,6 @@ def audit():
     before = request.args.get("before")
     if before is not None and not STREAM_ID.match(before):
         return render("operator/audit.html", 400, entries=[], error="That is not an audit entry id.", older=None)
-    entries = _services().audit.read(AUDIT_PAGE, before)
+    entries = services.current().audit.read(AUDIT_PAGE, before)
     older = entries[-1]["id"] if len(entries) == AUDIT_PAGE else None
     return render("operator/audit.html", entries=entries, older=older, error=None)

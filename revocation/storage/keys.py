@@ -11,6 +11,7 @@ each: a key costs ~60 bytes of overhead, a listpack entry a few.
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -22,12 +23,30 @@ DEAD_LETTERS = f"{{{STREAM}}}:refused"
 CONSUMER_GROUP = "appliers"
 AUDIT_STREAM = f"{PREFIX}:audit"  # append-only audit log
 CRL_DIRTY = f"{PREFIX}:crl:dirty"  # set of "<issuer>:<shard>" waiting for republication
+# The deployment's bucket counts (KeySpace.layout), written once by the first process to start (store.claim_layout).
+LAYOUT = f"{PREFIX}:layout"
+_LAYOUT = re.compile(r"status_buckets=([1-9][0-9]{0,9}) holder_buckets=([1-9][0-9]{0,9})")
 
 
 @dataclass(frozen=True)
 class KeySpace:
     status_buckets: int = 1 << 20
     holder_buckets: int = 1 << 20
+
+    # --- the layout itself --------------------------------------------------------------------------------
+
+    def layout(self) -> str:
+        """The bucket counts as recorded under LAYOUT. They are fixed for a deployment's life: a key's bucket is its
+        serial (or holder hash) modulo the count, so another count puts every record under another key."""
+        return f"status_buckets={self.status_buckets} holder_buckets={self.holder_buckets}"
+
+    @classmethod
+    def from_layout(cls, text: str) -> KeySpace:
+        """The key space `layout()` described; ValueError for any other text."""
+        found = _LAYOUT.fullmatch(text)
+        if not found:
+            raise ValueError("not a storage layout")
+        return cls(status_buckets=int(found[1]), holder_buckets=int(found[2]))
 
     # --- certificates -------------------------------------------------------------------------------------
 

@@ -5,6 +5,11 @@ in a bucket hash. Status changes are compare-and-set through one Lua script, so 
 an update, and each change updates in the same step what derives from it in the same hash slot: the
 certificate's history and its cached OCSP response. The CRL shard index (other slot) is synced right after,
 idempotently.
+
+The bucket counts (STATUS_BUCKETS, HOLDER_BUCKETS) decide which key holds each record, so they are fixed for a
+deployment's life: the first revocation process to start records them (`claim_layout`), every later one must
+agree or refuse to start, and a reader that does not carry the settings itself builds its store from the record
+(`StatusStore.from_layout`; the IdP does, through deploy/composition.py).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from dataclasses import dataclass, replace
 import redis
 from cryptography.x509 import ReasonFlags
 
-from revocation.storage.keys import CRL_DIRTY, KeySpace, serial_field, serial_from_field
+from revocation.storage.keys import CRL_DIRTY, LAYOUT, KeySpace, serial_field, serial_from_field
+from wire.errors import CodedError
 
 
 class CertificateStatus(enum.IntEnum):
@@ -93,11 +99,56 @@ return 1
 REGISTER_BATCH = 10_000  # certificates per pipeline round trip in `register_many`
 
 
+class StorageLayoutError(CodedError):
+    """The recorded storage layout is missing, unreadable, or not the one this process was configured with."""
+
+    status = 503
+
+
+def claim_layout(client: redis.Redis, keys: KeySpace) -> None:
+    """Record `keys`' bucket counts as the deployment's, or check them against those already recorded.
+
+    Raises StorageLayoutError (storage_layout_mismatch) when another count was recorded: a process with other
+    counts would read and write every certificate under other keys, and find none of the existing records.
+    """
+    if client.set(LAYOUT, keys.layout(), nx=True):
+        return
+    recorded = _recorded_layout(client)
+    if recorded != keys:
+        raise StorageLayoutError(
+            "storage_layout_mismatch",
+            f"This Redis holds certificate status laid out with {recorded.layout().replace(' ', ' and ')}, but "
+            f"this process is configured with {keys.layout().replace(' ', ' and ')}. STATUS_BUCKETS and "
+            "HOLDER_BUCKETS are fixed for a deployment's life: set them back to the recorded values.")
+
+
+def _recorded_layout(client: redis.Redis) -> KeySpace:
+    raw = client.get(LAYOUT)
+    if raw is None:
+        raise StorageLayoutError(
+            "storage_layout_unknown",
+            "This Redis holds no certificate status layout yet: start the revocation service or its worker first.")
+    try:
+        return KeySpace.from_layout(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise StorageLayoutError(
+            "storage_layout_unreadable",
+            f"The storage layout recorded under {LAYOUT} cannot be read; restore it as "
+            "'status_buckets=N holder_buckets=M' with the deployment's STATUS_BUCKETS and HOLDER_BUCKETS.") from None
+
+
 class StatusStore:
     def __init__(self, client: redis.Redis, keys: KeySpace | None = None):
         self.redis = client
         self.keys = keys or KeySpace()
         self._cas = client.register_script(_CAS_RECORD)
+
+    @classmethod
+    def from_layout(cls, client: redis.Redis) -> StatusStore:
+        """A store over the layout the revocation service recorded (`claim_layout`), for a reader that does not
+        carry STATUS_BUCKETS and HOLDER_BUCKETS itself. It reads the record once and writes nothing; it raises
+        StorageLayoutError when no revocation process has started on this Redis yet."""
+        return cls(client, _recorded_layout(client))
 
     # --- reading ------------------------------------------------------------------------------------------
 
