@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import redis
 from flask import Flask, current_app
-from redis.cluster import RedisCluster
 
 from jpki.issuer import Issuer
 from observability.metrics import Counter
@@ -20,6 +19,7 @@ from revocation.storage.audit import AuditLog
 from revocation.storage.keys import KeySpace
 from revocation.storage.store import StatusStore, claim_layout
 from revocation.storage.stream import EventStream
+from wire.redis_connect import connect_redis
 
 EXTENSION = "revocation"  # the key in Flask's app.extensions
 
@@ -39,14 +39,8 @@ class Services:
     ocsp_responses: Counter
 
 
-def connect_redis(config: RevocationConfig) -> redis.Redis:
-    if config.redis_cluster:
-        return RedisCluster.from_url(config.redis_url)
-    return redis.Redis.from_url(config.redis_url)
-
-
 def build_services(config: RevocationConfig, client: redis.Redis | None = None) -> Services:
-    client = client or connect_redis(config)
+    client = client or connect_redis(config.redis_url, config.redis_cluster)
     issuers = load_issuers(config)
     keys = KeySpace(config.status_buckets, config.holder_buckets)
     claim_layout(client, keys)  # refuses to start with bucket counts other than the deployment's
