@@ -39,10 +39,10 @@ from cryptography.x509 import ReasonFlags
 from bench.harness import CpuElsewhere, Gunicorn, RedisServer, Result, percentiles, revocation_worker, wait_for_quiet
 from jpki.devca import DevCA, new_serial
 from jpki.issuer import Issuer
-from jpki.profile import CRL_SHARD_COUNT, crl_shard
+from jpki.profile import CRL_SHARD_COUNT, CertificateKind, crl_shard
 from revocation.config import RevocationConfig
 from revocation.crl.der import build_crl, encode_entries, encode_entry
-from revocation.domain.events import parse_event
+from revocation.domain.events import CertificateRef, certificate_issued, parse_event
 from revocation.services import build_services
 from revocation.storage.keys import serial_field
 from revocation.storage.store import _CRL_ENTRY, REASON_CODES
@@ -63,6 +63,7 @@ ROUND_TIMEOUT_S = 5.0
 POLL_INTERVAL_S = 0.002
 ROUND_GAP_S = 0.1
 GOAL_MS = 100
+NOT_AFTER = dt.datetime(2031, 1, 1, tzinfo=dt.UTC)  # of every bench certificate
 
 Row = tuple[int, ReasonFlags | None, dt.datetime]
 
@@ -292,12 +293,11 @@ def register_cards(services, count: int) -> list[dict]:
         assert crl_shard(auth, CRL_SHARD_COUNT) == 0
         card = {"holder": f"bench-{secrets.token_hex(4)}x", "card_id": f"card-{secrets.token_hex(4)}x",
                 "auth": auth}
-        services.applier.apply(parse_event({
-            "event_id": f"issue-{secrets.token_hex(3)}x{secrets.token_hex(3)}", "type": "certificate_issued",
-            "holder": card["holder"], "occurred_at": "2026-01-01T00:00:00Z", "source": "bench",
-            "card_id": card["card_id"],
-            "certificates": [{"serial": f"{auth:X}", "kind": "auth", "not_after": "2031-01-01T00:00:00Z"},
-                             {"serial": f"{signing:X}", "kind": "signing", "not_after": "2031-01-01T00:00:00Z"}]}))
+        services.applier.apply(certificate_issued(
+            f"issue-{secrets.token_hex(3)}x{secrets.token_hex(3)}", card["holder"], card["card_id"],
+            [CertificateRef(CertificateKind.AUTH, auth, NOT_AFTER),
+             CertificateRef(CertificateKind.SIGNING, signing, NOT_AFTER)],
+            occurred_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), source="bench"))
         cards.append(card)
     return cards
 

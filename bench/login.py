@@ -21,6 +21,7 @@ the machine to be quiet, and reports the CPU each service used per request and w
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import math
 import secrets
@@ -43,11 +44,12 @@ from nfc_bridge.card_file import new_card_state, write_card_file
 from nfc_bridge.client import JpkiClient
 from nfc_bridge.transports.virtual import VirtualTransport
 from revocation.config import RevocationConfig
-from revocation.domain.events import parse_event
+from revocation.domain.events import CertificateRef, certificate_issued
 from revocation.services import Services as RevocationServices
 from revocation.services import build_services as build_revocation_services
 
 CARDS = 32
+ISSUED_AT = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)  # the bench cards' certificate_issued time
 AUTH_PIN, SIGN_PIN = "1234", "ABC123"
 WARMUP_S, WINDOW_S = 3, 10
 WARMUP_TRANSACTIONS = 6_000
@@ -117,12 +119,10 @@ def issue_cards(stack: Stack, count: int = CARDS) -> list[Path]:
         certificates = []
         for kind, fid in ((CertificateKind.AUTH, "000A"), (CertificateKind.SIGNING, "0001")):
             cert = parse_certificate(bytes.fromhex(state["files"][fid]))
-            certificates.append({"serial": f"{cert.serial:X}", "kind": kind.value,
-                                 "not_after": cert.not_after.isoformat()})
-        stack.revocation.applier.apply(parse_event({
-            "event_id": f"issue-{secrets.token_hex(3)}x{secrets.token_hex(3)}", "type": "certificate_issued",
-            "holder": f"bench-{secrets.token_hex(4)}x", "occurred_at": "2026-01-01T00:00:00Z", "source": "bench",
-            "card_id": f"card-{secrets.token_hex(4)}x", "certificates": certificates}))
+            certificates.append(CertificateRef(kind, cert.serial, cert.not_after))
+        stack.revocation.applier.apply(certificate_issued(
+            f"issue-{secrets.token_hex(3)}x{secrets.token_hex(3)}", f"bench-{secrets.token_hex(4)}x",
+            f"card-{secrets.token_hex(4)}x", certificates, occurred_at=ISSUED_AT, source="bench"))
         paths.append(path)
     return paths
 

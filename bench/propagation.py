@@ -44,8 +44,9 @@ from bench.harness import (
 )
 from bench.ocsp import cert_id_hashes, connect, ocsp_request, service_env
 from jpki.devca import DevCA
+from jpki.profile import CertificateKind
 from revocation.config import RevocationConfig
-from revocation.domain.events import RevocationEvent, parse_event
+from revocation.domain.events import CertificateRef, RevocationEvent, certificate_issued, parse_event
 from revocation.services import build_services
 from revocation.storage.stream import EventStream
 
@@ -60,6 +61,8 @@ PROBE_THREADS = 16
 WORKERS = 2  # event workers, one per core (the consumer group shares the stream), plus one CRL publisher
 GOAL_P99_MS = 100.0
 _DONE = None  # end-of-run marker on the probe queue
+ISSUED_AT = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+NOT_AFTER = dt.datetime(2031, 1, 1, tzinfo=dt.UTC)
 
 
 def issue_holders(services, count: int, seed: int = 7) -> list[tuple[str, str, int]]:
@@ -68,10 +71,9 @@ def issue_holders(services, count: int, seed: int = 7) -> list[tuple[str, str, i
     holders = []
     for index in range(count):
         holder, card, serial = f"bench-holder-{index}x", f"bench-card-{index}x", rng.randrange(1, 1 << 63)
-        services.applier.apply(parse_event({
-            "event_id": f"bench-issue-{index}x", "type": "certificate_issued", "holder": holder,
-            "occurred_at": "2026-01-01T00:00:00Z", "source": "bench", "card_id": card,
-            "certificates": [{"serial": f"{serial:X}", "kind": "auth", "not_after": "2031-01-01T00:00:00Z"}]}))
+        services.applier.apply(certificate_issued(
+            f"bench-issue-{index}x", holder, card, [CertificateRef(CertificateKind.AUTH, serial, NOT_AFTER)],
+            occurred_at=ISSUED_AT, source="bench"))
         holders.append((holder, card, serial))
     return holders
 

@@ -178,7 +178,7 @@ def ensure_demo_card(ca: DevCA, path: Path, revocation) -> Path:
     if path.exists():
         return path
     from jpki import parse_certificate
-    from revocation.domain.events import parse_event
+    from revocation.domain.events import CertificateRef, certificate_issued
 
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_card_file(path, new_card_state(ca, DEMO_AUTH_PIN, DEMO_SIGN_PIN))
@@ -186,19 +186,13 @@ def ensure_demo_card(ca: DevCA, path: Path, revocation) -> Path:
     certificates = []
     for kind in CertificateKind:
         cert = parse_certificate(card.certificate(kind))
-        certificates.append({"serial": f"{cert.serial:X}", "kind": kind.value, "not_after": cert.not_after.isoformat()})
-    revocation.stream.submit(parse_event({
-        "event_id": f"demo-issue-{secrets.token_hex(4)}x", "type": "certificate_issued", "holder": "demo-holder",
-        "occurred_at": card_issued_at(card), "source": "devstack", "card_id": "demo-card",
-        "certificates": certificates}))
+        certificates.append(CertificateRef(kind, cert.serial, cert.not_after))
+    issued_at = parse_certificate(card.certificate(CertificateKind.AUTH)).not_before
+    revocation.stream.submit(certificate_issued(f"demo-issue-{secrets.token_hex(4)}x", "demo-holder", "demo-card",
+                                                certificates, occurred_at=issued_at, source="devstack"))
     say("card", f"created virtual My Number Card {path} (auth PIN {DEMO_AUTH_PIN}, signing PIN {DEMO_SIGN_PIN})")
     return path
 
-
-def card_issued_at(card: VirtualCard) -> str:
-    from jpki import parse_certificate
-
-    return parse_certificate(card.certificate(CertificateKind.AUTH)).not_before.isoformat()
 
 
 if __name__ == "__main__":

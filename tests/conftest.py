@@ -123,7 +123,8 @@ def issue_card(dev_ca, revocation_services):
 
     from jpki.certificate import FourFacts
     from jpki.devca import new_rsa_key
-    from revocation.domain.events import parse_event
+    from jpki.profile import CertificateKind
+    from revocation.domain.events import CertificateRef, certificate_issued
 
     def issue(holder: str | None = None, card_id: str | None = None, occurred_at: str = "2026-01-01T00:00:00Z"):
         # A letter in the middle: twelve digits in a row would be refused as a My Number-like value.
@@ -132,14 +133,11 @@ def issue_card(dev_ca, revocation_services):
         facts = FourFacts(name="試験 太郎", address="東京都", birthdate=dt.date(1990, 1, 2), sex="1")
         auth = dev_ca.issue_auth(new_rsa_key().public_key(), facts.birthdate)
         signing = dev_ca.issue_signing(new_rsa_key().public_key(), facts)
-        event = parse_event({
-            "event_id": f"issue-{secrets.token_hex(4)}x{secrets.token_hex(4)}", "type": "certificate_issued",
-            "holder": holder, "occurred_at": occurred_at, "source": "test", "card_id": card_id,
-            "certificates": [
-                {"serial": f"{c.serial_number:X}", "kind": kind, "not_after": c.not_valid_after_utc.isoformat()}
-                for kind, c in (("auth", auth), ("signing", signing))
-            ],
-        })
+        event = certificate_issued(
+            f"issue-{secrets.token_hex(4)}x{secrets.token_hex(4)}", holder, card_id,
+            [CertificateRef(kind, c.serial_number, c.not_valid_after_utc)
+             for kind, c in ((CertificateKind.AUTH, auth), (CertificateKind.SIGNING, signing))],
+            occurred_at=dt.datetime.fromisoformat(occurred_at), source="test")
         revocation_services.applier.apply(event)
         register_sensitive(auth.serial_number, signing.serial_number)
         return {"holder": holder, "card_id": card_id, "auth": auth, "signing": signing}
@@ -187,7 +185,7 @@ def register_virtual_card(revocation_services, card_path, holder: str | None = N
     from jpki import parse_certificate
     from jpki.profile import CertificateKind
     from nfc_bridge.virtual_card import VirtualCard
-    from revocation.domain.events import parse_event
+    from revocation.domain.events import CertificateRef, certificate_issued
 
     card = VirtualCard.load(card_path)
     certificates = []
@@ -195,12 +193,10 @@ def register_virtual_card(revocation_services, card_path, holder: str | None = N
         der = card.certificate(kind)
         if der:
             cert = parse_certificate(der)
-            certificates.append({"serial": f"{cert.serial:X}", "kind": kind.value,
-                                 "not_after": cert.not_after.isoformat()})
+            certificates.append(CertificateRef(kind, cert.serial, cert.not_after))
     holder = holder or f"holder-{secrets.token_hex(3)}x{secrets.token_hex(3)}"
     card_id = f"card-{secrets.token_hex(3)}x{secrets.token_hex(3)}"
-    revocation_services.applier.apply(parse_event({
-        "event_id": f"issue-{secrets.token_hex(4)}x{secrets.token_hex(4)}", "type": "certificate_issued",
-        "holder": holder, "occurred_at": occurred_at, "source": "test", "card_id": card_id,
-        "certificates": certificates}))
+    revocation_services.applier.apply(certificate_issued(
+        f"issue-{secrets.token_hex(4)}x{secrets.token_hex(4)}", holder, card_id, certificates,
+        occurred_at=dt.datetime.fromisoformat(occurred_at), source="test"))
     return {"holder": holder, "card_id": card_id}

@@ -1,11 +1,19 @@
 """The resident-register event schema: strict, typed refusals, and no My Number ever accepted."""
 
+import datetime as dt
 import json
 
 import pytest
 
 from jpki.profile import CertificateKind
-from revocation.domain.events import EVENT_SCHEMA, EventRefused, parse_event, parse_event_json
+from revocation.domain.events import (
+    EVENT_SCHEMA,
+    CertificateRef,
+    EventRefused,
+    certificate_issued,
+    parse_event,
+    parse_event_json,
+)
 
 BASE = {"event_id": "ev-1", "holder": "h-001", "occurred_at": "2026-02-01T09:00:00+09:00", "source": "jlis-feed"}
 
@@ -163,3 +171,30 @@ def test_a_renewal_to_the_same_serial_is_refused():
     same = event(type="certificate_renewed", card_id="card-2", renewals=[
         {"kind": "auth", "old_serial": "1A2B", "new_serial": "1A2B", "not_after": "2036-01-01T00:00:00Z"}])
     assert refused(same).code == "invalid_event"
+
+
+def test_the_certificate_issued_builder_makes_the_event_the_schema_describes():
+    not_after = dt.datetime(2031, 1, 2, 14, 59, 59, tzinfo=dt.UTC)
+    built = certificate_issued(
+        "ev-1", "h-001", "card-1",
+        [CertificateRef(CertificateKind.AUTH, 0x1A2B, not_after),
+         CertificateRef(CertificateKind.SIGNING, 0x3C4D, not_after)],
+        occurred_at=dt.datetime(2026, 2, 1, 9, tzinfo=dt.timezone(dt.timedelta(hours=9))), source="jlis-feed")
+    assert built == parse_event(ISSUED)
+    assert built.to_json() == parse_event(ISSUED).to_json()
+
+
+def test_the_certificate_issued_builder_refuses_what_the_schema_refuses():
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    twice = [CertificateRef(CertificateKind.AUTH, 1, at.replace(year=2031)),
+             CertificateRef(CertificateKind.AUTH, 2, at.replace(year=2031))]
+    with pytest.raises(EventRefused) as repeated:
+        certificate_issued("ev-2", "h-001", "card-1", twice, occurred_at=at, source="test")
+    assert repeated.value.code == "invalid_event"
+    with pytest.raises(EventRefused) as no_expiry:
+        certificate_issued("ev-3", "h-001", "card-1", [CertificateRef(CertificateKind.AUTH, 1)], occurred_at=at,
+                           source="test")
+    assert no_expiry.value.code == "invalid_event"
+    with pytest.raises(EventRefused) as my_number:
+        certificate_issued("ev-4", "123456789012", "card-1", twice[:1], occurred_at=at, source="test")
+    assert my_number.value.code == "my_number_refused"

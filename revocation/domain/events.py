@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import jsonschema
@@ -168,6 +169,17 @@ class RevocationEvent:
         elif self.type in CARD_EVENTS and self.kinds != frozenset(CertificateKind):
             out["kinds"] = sorted(k.value for k in self.kinds)
         return out
+
+
+def certificate_issued(event_id: str, holder: str, card_id: str, certificates: Iterable[CertificateRef],
+                       occurred_at: dt.datetime, source: str) -> RevocationEvent:
+    """The `certificate_issued` event recording a card's certificates (each with its `not_after`), built as the
+    schema describes it and checked like any event that arrives (EventRefused for what the schema refuses)."""
+    return parse_event({
+        "event_id": event_id, "type": "certificate_issued", "holder": holder, "card_id": card_id,
+        "occurred_at": occurred_at.isoformat(), "source": source,
+        "certificates": [{"serial": f"{c.serial:X}", "kind": c.kind.value,
+                          "not_after": c.not_after.isoformat() if c.not_after else None} for c in certificates]})
 
 
 def parse_event_json(raw: bytes | str) -> RevocationEvent:
