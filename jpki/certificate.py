@@ -22,19 +22,16 @@ from jpki.profile import (
     CertificateKind,
     FourFactsOID,
 )
+from wire.errors import FixedCodeError
 
 # A JPKI certificate is about 1.5–2 KB; anything far larger is not one and is refused before parsing.
 MAX_CERTIFICATE_DER = 8192
 
 
-class CertificateError(ValueError):
+class CertificateError(FixedCodeError, ValueError):
     """A certificate could not be accepted as a JPKI certificate. `code` is stable."""
 
     code = "certificate_invalid"
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
 
 
 class MalformedCertificate(CertificateError):

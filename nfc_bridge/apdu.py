@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wire.errors import FixedCodeError
+
 SW_OK = 0x9000
 
 # Short APDUs only (docs/jpki-profile.md §2): nfcpy refuses extended length and Android's IsoDep defaults to 261 bytes.
@@ -15,14 +17,10 @@ MAX_SHORT_DATA = 255
 MAX_SHORT_LE = 256
 
 
-class CardError(Exception):
+class CardError(FixedCodeError):
     """Anything that went wrong between the host and the card."""
 
     code = "card_error"
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
 
 
 class MalformedResponse(CardError):

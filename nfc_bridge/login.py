@@ -29,6 +29,7 @@ from jpki.profile import CertificateKind
 from jpki.signature import login_message
 from nfc_bridge.client import JpkiClient
 from nfc_bridge.transports import Transport
+from wire.errors import CodedError
 from wire.json_input import JSONInputError
 from wire.json_input import loads as json_loads
 
@@ -40,13 +41,8 @@ _CODE = re.compile(r"[a-z0-9_]{1,64}")
 SHAREABLE = frozenset({"name", "address", "birthdate", "gender"})
 
 
-class LoginFailed(Exception):
+class LoginFailed(CodedError):
     """The login did not complete. `code` is the IdP's or the card's stable code."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,35 @@ import pytest
 import redis
 from redis.exceptions import RedisClusterException
 
+from wire.errors import CodedError
 from wire.redis_connect import CONNECT_TIMEOUT_SECONDS, connect_redis
+
+# --- coded errors ----------------------------------------------------------------------------------------------
+
+
+def test_the_card_and_certificate_families_are_coded_errors_with_their_codes_unchanged():
+    from jpki.certificate import CertificateError, MalformedCertificate
+    from nfc_bridge.apdu import CardError, CardRemoved, PinLocked, WrongPin
+    from nfc_bridge.client import JukiCardRefused
+    from nfc_bridge.login import LoginFailed
+
+    raised = [CardError("The reader failed."), CardRemoved("The card was removed."), WrongPin(0x63C2),
+              PinLocked(0x6983), JukiCardRefused(), MalformedCertificate("Not DER."),
+              LoginFailed("idp_unreachable", "The login service could not be reached.")]
+    assert [error.code for error in raised] == ["card_error", "card_removed", "wrong_pin", "pin_locked",
+                                                "juki_card_refused", "certificate_malformed", "idp_unreachable"]
+    for error in raised:
+        assert isinstance(error, CodedError)
+        assert str(error) == error.message and error.message.endswith(".")
+        assert repr(error) == f"{type(error).__name__}({error.code!r})"  # a repr never carries the sentence
+    assert WrongPin(0x63C2).tries_left == 2 and WrongPin(0x63C2).sw == 0x63C2
+    assert isinstance(MalformedCertificate("x"), ValueError) and issubclass(MalformedCertificate, CertificateError)
+
+
+def test_a_coded_error_carries_an_http_status_hint_only_when_given():
+    assert CodedError("x", "A sentence.").status == 400
+    assert CodedError("x", "A sentence.", status=410).status == 410
+
 
 # --- connecting to Redis ---------------------------------------------------------------------------------------
 
