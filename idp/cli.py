@@ -26,6 +26,7 @@ import redis
 
 from idp.config import DEFAULT_ISSUER, IdpConfig
 from idp.oidc.clients import ClientRegistrationError, ClientRegistry
+from wire.errors import CodedError
 from wire.json_input import loads as json_loads
 
 ENVIRONMENT = f"""environment (the same as the IdP's):
@@ -38,13 +39,8 @@ ENVIRONMENT = f"""environment (the same as the IdP's):
                      the system's CAs)"""
 
 
-class CommandFailed(Exception):
+class CommandFailed(CodedError):
     """A command could not run; `code` and the sentence go to stderr as one line."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from jpki.issuer import DEFAULT_REVOCATION_URL
 from jpki.profile import CertificateKind
+from wire.errors import FixedCodeError
 
 DEV_FLAG = "MYKEY_DEV"  # `make run` (devstack) and the test suite set it; production never does
 DEFAULT_ISSUER = "http://127.0.0.1:8080"  # development only: devstack's IdP port
@@ -42,8 +43,10 @@ _PIN_KINDS = {"auth": CertificateKind.AUTH, "signing": CertificateKind.SIGNING}
 _FINGERPRINT = re.compile(r"[0-9A-F]{64}")
 
 
-class ConfigurationError(ValueError):
+class ConfigurationError(FixedCodeError, ValueError):
     """The environment does not describe an IdP that may start; the message names what to set or unset."""
+
+    code = "configuration_refused"
 
 
 @dataclass(frozen=True)

@@ -35,12 +35,15 @@ from urllib.parse import urlsplit
 from jpki.issuer import DEFAULT_REVOCATION_URL, Issuer, IssuerFilesMissing
 from jpki.issuer import load_issuers as load_issuer_files
 from jpki.profile import CRL_ISSUER_SLUG, CRL_SHARD_COUNT, CertificateKind
+from wire.errors import FixedCodeError
 
 DEV_FLAG = "MYKEY_DEV"  # `make run` (devstack) and the test suite set it; production never does
 
 
-class ConfigurationError(ValueError):
+class ConfigurationError(FixedCodeError, ValueError):
     """The environment does not describe a service that may start; the message names what to set or unset."""
+
+    code = "configuration_refused"
 
 
 @dataclass(frozen=True)

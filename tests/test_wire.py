@@ -35,6 +35,30 @@ def test_the_card_and_certificate_families_are_coded_errors_with_their_codes_unc
     assert isinstance(MalformedCertificate("x"), ValueError) and issubclass(MalformedCertificate, CertificateError)
 
 
+def test_every_coded_error_family_of_the_services_shares_the_one_base():
+    from idp.cli import CommandFailed
+    from idp.config import ConfigurationError as IdpConfigurationError
+    from idp.login.transactions import LoginError
+    from idp.login.verification import ErrorCode, VerificationError
+    from idp.oidc.clients import ClientRegistrationError
+    from operator_console.registry import OperatorError
+    from revocation.config import ConfigurationError as RevocationConfigurationError
+    from revocation.domain.events import EventRefused
+    from revocation.operations.actions import OperationError
+
+    for family in (CommandFailed, LoginError, VerificationError, ClientRegistrationError, OperatorError,
+                   EventRefused, OperationError, IdpConfigurationError, RevocationConfigurationError):
+        assert issubclass(family, CodedError), family
+    assert LoginError("challenge_expired", "The login has expired.", status=410).status == 410
+    assert LoginError("challenge_expired", "The login has expired.").status == 400
+    refused = VerificationError("certificate_revoked", "The certificate is revoked.")
+    assert refused.code is ErrorCode.CERTIFICATE_REVOKED and repr(refused) == "VerificationError('certificate_revoked')"
+    for configuration_error in (IdpConfigurationError, RevocationConfigurationError):
+        error = configuration_error("Set REDIS_URL.")
+        assert isinstance(error, ValueError) and error.code == "configuration_refused"
+        assert str(error) == "Set REDIS_URL."
+
+
 def test_a_coded_error_carries_an_http_status_hint_only_when_given():
     assert CodedError("x", "A sentence.").status == 400
     assert CodedError("x", "A sentence.", status=410).status == 410

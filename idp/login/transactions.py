@@ -20,19 +20,16 @@ from dataclasses import dataclass, field, replace
 
 import redis
 
+from wire.errors import CodedError
+
 CHALLENGE_BYTES = 32  # ≥ 256 bits (Web eID)
 PREFIX = "idp:login"
 SPENT = b"spent"  # what a submit token's key holds once claimed; a transaction id is 43 base64url characters
 
 
-class LoginError(Exception):
-    """A login transaction problem. `code` is stable; `status` is the HTTP status to answer with."""
-
-    def __init__(self, code: str, message: str, status: int = 400):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
+class LoginError(CodedError):
+    """A login transaction problem. `code` is stable; `status` is the HTTP status to answer with (400 unless
+    given)."""
 
 
 def _b64(data: bytes) -> str:

@@ -45,6 +45,7 @@ from jpki.profile import (
     CertificateKind,
 )
 from jpki.signature import login_message, verify_signature
+from wire.errors import CodedError
 
 CARD, SMARTPHONE = "card", "smartphone"  # where the JPKI AP lives (docs/jpki-profile.md §1: token file EF 0006)
 TOKEN_TYPES = frozenset({CARD, SMARTPHONE})
@@ -75,16 +76,11 @@ class ErrorCode(enum.StrEnum):
     CERTIFICATES_NOT_LINKED = "certificates_not_linked"
 
 
-class VerificationError(Exception):
+class VerificationError(CodedError):
     """A proof was refused. `code` is one of ErrorCode; `message` is safe to show and to log."""
 
     def __init__(self, code: ErrorCode | str, message: str):
-        super().__init__(message)
-        self.code = ErrorCode(code)
-        self.message = message
-
-    def __repr__(self) -> str:
-        return f"VerificationError({self.code.value!r})"
+        super().__init__(ErrorCode(code), message)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from mykey.pairwise import sector_of
+from wire.errors import CodedError
 from wire.json_input import JSONInputError
 from wire.json_input import loads as json_loads
 
@@ -58,11 +59,8 @@ PRIVATE_KEY_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-class ClientRegistrationError(ValueError):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class ClientRegistrationError(CodedError, ValueError):
+    """Client metadata refused; `code` is an OAuth dynamic registration error (RFC 7591 §3.2.2) or ours."""
 
 
 class ClientDocumentError(ValueError):
