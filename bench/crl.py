@@ -241,7 +241,7 @@ def republish_result(workdir: Path) -> Result:
         services = build_services(RevocationConfig(redis_url=server.url, var_dir=var, base_url=BASE_URL), client)
         env = {"REDIS_URL": server.url, "MYKEY_VAR": str(var), "REVOCATION_URL": BASE_URL}
         worker = revocation_worker(env, log_path=workdir / "worker.log")
-        with Gunicorn("revocation.app:create_app()", env) as url, worker:
+        with Gunicorn("deploy.composition:revocation_app()", env) as url, worker:
             wait_for_first_publication(services.crl)
             for background in BACKGROUND_SIZES:
                 cards = register_cards(services, REPUBLISH_ROUNDS)

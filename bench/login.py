@@ -33,6 +33,7 @@ from pathlib import Path
 import redis
 
 from bench.harness import CpuByProcess, CpuElsewhere, Gunicorn, RedisServer, Result, wait_for_quiet, wrk
+from deploy.composition import StatusStoreRecords
 from idp.config import IdpConfig, load_or_create_secret
 from idp.services import IdpServices
 from idp.services import build_services as build_idp_services
@@ -84,8 +85,8 @@ def card_login_stack(workdir: Path) -> Iterator[Stack]:
     var = workdir / "var"
     with ExitStack() as stack:
         server = stack.enter_context(RedisServer(workdir / "redis"))
-        revocation_server = Gunicorn("revocation.app:create_app()", {})
-        idp_server = Gunicorn("idp.app:create_app()", {})
+        revocation_server = Gunicorn("deploy.composition:revocation_app()", {})
+        idp_server = Gunicorn("deploy.composition:idp_app()", {})
         ca = DevCA.generate(revocation_server.url)
         ca.save(var / "pki")
         secret_file = var / "idp" / "secret"
@@ -100,7 +101,7 @@ def card_login_stack(workdir: Path) -> Iterator[Stack]:
         stack.enter_context(revocation_server)
         idp_config = IdpConfig(issuer=idp_server.url, redis_url=server.url, var_dir=var,
                                revocation_url=revocation_server.url, secret=secret)
-        idp = build_idp_services(idp_config, client)
+        idp = build_idp_services(idp_config, client, certificates=StatusStoreRecords(revocation.store))
         stack.enter_context(idp_server)
         processes = {"idp": idp_server.process.pid, "revocation": revocation_server.process.pid,
                      "redis": server.process.pid}

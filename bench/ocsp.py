@@ -138,7 +138,7 @@ def measure_ours(workdir: Path, redis_url: str, population: Population, cluster:
     var_dir = workdir / "var"
     population.ca.save(var_dir / "pki")
     env = service_env(var_dir, redis_url, cluster, population.ca)
-    return measure_responder(lambda: Gunicorn("revocation.app:create_app()", env), "/ocsp", population)
+    return measure_responder(lambda: Gunicorn("deploy.composition:revocation_app()", env), "/ocsp", population)
 
 
 def measure_responder(serve: Callable[[], AbstractContextManager[str]], path: str, population: Population,

@@ -197,7 +197,7 @@ def measure_propagation(workdir: Path, redis_url: str, cluster: bool = False, ra
     holders = issue_holders(services, rate * SECONDS)
     events = revocation_events(holders)
     setup_s = time.monotonic() - setup_began
-    with Gunicorn("revocation.app:create_app()", env) as url, contextlib.ExitStack() as workers:
+    with Gunicorn("deploy.composition:revocation_app()", env) as url, contextlib.ExitStack() as workers:
         for _ in range(WORKERS):
             workers.enter_context(revocation_worker(env, only="events"))
         workers.enter_context(revocation_worker(env, only="crl"))

@@ -116,7 +116,7 @@ def run(workdir: Path) -> list[Result]:
         loader = Loader(store)
         baseline = used_memory(client)
         deadline = time.monotonic() + LOAD_CAP_S
-        with Gunicorn("revocation.app:create_app()", service_env(var_dir, server.url, False, ca)) as url:
+        with Gunicorn("deploy.composition:revocation_app()", service_env(var_dir, server.url, False, ca)) as url:
             loader.load(min(CHECKPOINT, SCALE_COUNT), deadline)
             at_1m = checkpoint(client, loader, baseline, url, ca)
             loader.load(SCALE_COUNT, deadline)

@@ -80,12 +80,10 @@ class RelyingParty:
 
 def card_accounts(stack: Stack) -> list[tuple[str, str]]:
     """(account id, sealed certificate reference) of each card's first login."""
-    from idp.oidc.provider import time_now
-
     accounts = []
     for path in issue_cards(stack, CARDS):
         serial = parse_certificate(VirtualCard.load(path).certificate(CertificateKind.AUTH)).serial
-        account = stack.idp.mykey.resolve("auth", serial, time_now())
+        account = stack.idp.mykey.resolve("auth", serial, stack.idp.clock())
         accounts.append((account.account_id, stack.idp.seal_certificate("auth", serial, "card")))
     return accounts
 

@@ -1,4 +1,5 @@
-"""gunicorn settings for the IdP: `gunicorn -c deploy/gunicorn-idp.conf.py 'idp.app:create_app()'`.
+"""gunicorn settings for the IdP: `gunicorn -c deploy/gunicorn-idp.conf.py
+'deploy.composition:idp_app()'`.
 
 Sync workers: the IdP's requests are CPU-bound (RSA and ECDSA signatures, JWT checks, certificate parsing), and
 threads competing for the GIL cost more than they save — bench/ measured threaded workers at about 35-45 % fewer

@@ -1,5 +1,5 @@
 """gunicorn settings for the revocation service: `gunicorn -c deploy/gunicorn-revocation.conf.py
-'revocation.app:create_app()'`.
+'deploy.composition:revocation_app()'`.
 
 Threaded workers with keep-alive: an OCSP answer is short work around a Redis round trip, so a thread waiting on
 Redis lets another request run, and a kept-alive connection spares a TCP handshake per request (bench/: about

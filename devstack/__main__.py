@@ -141,10 +141,9 @@ def ensure_dev_operator(services, token_file: Path) -> Path:
 
 
 def start_idp(stack: contextlib.ExitStack, port: int) -> str:
-    from idp.app import create_app
-    from idp.config import IdpConfig
+    from deploy.composition import idp_app
 
-    live = stack.enter_context(LiveServer(create_app(IdpConfig.from_env()), port))
+    live = stack.enter_context(LiveServer(idp_app(), port))
     say("idp", f"{live.url} (discovery {live.url}/.well-known/openid-configuration)")
     return live.url
 
@@ -156,10 +155,11 @@ def start_demo_rp(stack: contextlib.ExitStack, port: int, idp_url: str, registra
     from demo_rp.app import create_app
     from idp.config import IdpConfig
     from idp.oidc.clients import ClientRegistry
-    from idp.services import connect_redis
+    from wire.redis_connect import connect_redis
 
     base = f"http://127.0.0.1:{port}"
-    registry = ClientRegistry(connect_redis(IdpConfig.from_env()))
+    config = IdpConfig.from_env()
+    registry = ClientRegistry(connect_redis(config.redis_url, config.redis_cluster))
     known = json.loads(registration.read_text()) if registration.exists() else None
     if known is None or registry.get(known["client_id"]) is None:
         client, secret = registry.add("Example Shop (demo)", [f"{base}/callback"],

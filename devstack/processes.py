@@ -39,13 +39,16 @@ def stop(process: subprocess.Popen | None, timeout: float = 20) -> None:
 
 
 def production_settings(app: str) -> list[str]:
-    """`-c deploy/gunicorn-<service>.conf.py` for "<service>.app:create_app()", when that file exists."""
-    config = ROOT / "deploy" / f"gunicorn-{app.split('.', 1)[0]}.conf.py"
+    """`-c deploy/gunicorn-<service>.conf.py` for "deploy.composition:<service>_app()" (or another module of the
+    service's package, "<service>.app:create_app()"), when that file exists."""
+    module, _, factory = app.partition(":")
+    service = factory.removesuffix("_app()") if module == "deploy.composition" else module.split(".", 1)[0]
+    config = ROOT / "deploy" / f"gunicorn-{service}.conf.py"
     return ["-c", str(config)] if config.exists() else []
 
 
 class Gunicorn:
-    """`with Gunicorn("revocation.app:create_app()", env) as url:` — the app under gunicorn on a free loopback
+    """`with Gunicorn("deploy.composition:revocation_app()", env) as url:` — the app under gunicorn on a free loopback
     port, with the service's production settings (deploy/) and `workers` workers, ready when /healthz answers."""
 
     def __init__(self, app: str, env: dict[str, str], workers: int = 2, extra_args: list[str] | None = None):

@@ -1,7 +1,10 @@
 """The IdP's WSGI app: OpenID Provider endpoints, the bridge API, and the cardholder's pages.
 
-    gunicorn -c deploy/gunicorn-idp.conf.py 'idp.app:create_app()'    # production
-    MYKEY_DEV=1 python -m idp serve                                   # development
+    gunicorn -c deploy/gunicorn-idp.conf.py 'deploy.composition:idp_app()'    # production
+    MYKEY_DEV=1 python -m deploy serve idp                                     # development
+
+`create_app` takes the services already built: the composition root (deploy/composition.py) builds them with
+what the IdP reads of the certificate status store.
 
 Configuration comes from the environment (docs/configuration.md); outside development the app refuses to
 start without its production settings (idp/config.py).
@@ -15,8 +18,12 @@ import redis
 from flask import Flask, jsonify, request
 
 from idp.config import IdpConfig
+from idp.holder.pages import blueprint as pages
+from idp.login.bridge_api import blueprint as login_api
+from idp.oidc.endpoints import blueprint as oidc
+from idp.oidc.provider import build_authorization_server
 from idp.operator_pages import blueprint as operator_pages
-from idp.services import IdpServices, build_services
+from idp.services import EXTENSION, IdpServices
 from observability import logs
 from observability.metrics import metrics_response
 from operator_console import console
@@ -35,24 +42,16 @@ def _operator_console(app: Flask, config: IdpConfig, services: IdpServices) -> N
     app.register_blueprint(operator_pages, url_prefix=console.PREFIX)
 
 
-def create_app(config: IdpConfig | None = None, services: IdpServices | None = None) -> Flask:
-    from idp.oidc.provider import build_authorization_server
-
-    config = config or IdpConfig.from_env()
-    services = services or build_services(config)
+def create_app(config: IdpConfig, services: IdpServices) -> Flask:
     if os.environ.get("MYKEY_JSON_LOGS") == "1":
         logs.use_json_logs()
     logs.configure()
     app = Flask(__name__)
     app.json = BoundedJSONProvider(app)  # request.get_json(): depth- and size-bounded, never a crash
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.extensions["idp"] = services
+    app.extensions[EXTENSION] = services
     server, _ = build_authorization_server(app, services)
     app.extensions["idp_server"] = server
-
-    from idp.holder.pages import blueprint as pages
-    from idp.login.bridge_api import blueprint as login_api
-    from idp.oidc.endpoints import blueprint as oidc
 
     app.register_blueprint(oidc)
     app.register_blueprint(login_api)

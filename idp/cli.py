@@ -1,6 +1,8 @@
-"""`python -m idp`: run the IdP, register relying-party clients, rotate signing keys.
+"""`python -m idp`: register relying-party clients, rotate signing keys.
 
-    serve [--host 127.0.0.1 --port 8080]     development server (production: gunicorn 'idp.app:create_app()')
+The IdP itself is started by the composition root: `python -m deploy serve idp` in development, gunicorn with
+'deploy.composition:idp_app()' in production (deploy/composition.py).
+
     clients add --name NAME --redirect-uri URI [--redirect-uri URI ...] [--jwks FILE | --jwks-uri URI]
                 [--sector-identifier-uri URI] [--post-logout-redirect-uri URI] [--id-token-alg RS256|ES256]
                 [--fetch-ca-file PEM]
@@ -26,8 +28,10 @@ import redis
 
 from idp.config import DEFAULT_ISSUER, IdpConfig
 from idp.oidc.clients import ClientRegistrationError, ClientRegistry
+from idp.oidc.signing_keys import SigningKeys
 from wire.errors import CodedError
 from wire.json_input import loads as json_loads
+from wire.redis_connect import connect_redis
 
 ENVIRONMENT = f"""environment (the same as the IdP's):
   IDP_ISSUER         the issuer URL the IdP serves; printed as the discovery URL (default {DEFAULT_ISSUER}, development)
@@ -48,10 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m idp", description="MyKey OpenID Provider", epilog=ENVIRONMENT,
                                      formatter_class=raw)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the development server (use gunicorn in production)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-
     clients = commands.add_parser("clients", help="relying-party clients", epilog=ENVIRONMENT,
                                   formatter_class=raw).add_subparsers(dest="action", required=True)
     add = clients.add_parser("add", help="register a client", epilog=ENVIRONMENT, formatter_class=raw)
@@ -85,11 +85,6 @@ def main(argv: list[str] | None = None) -> int:
         config = IdpConfig.from_env()
     except ValueError as exc:
         return _fail(CommandFailed("configuration", str(exc)))
-    if args.command == "serve":
-        from idp.app import create_app
-
-        create_app(config).run(host=args.host, port=args.port, threaded=True)
-        return 0
     try:
         return _run(args, config)
     except CommandFailed as exc:
@@ -100,12 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args, config: IdpConfig) -> int:
-    from idp.services import connect_redis
-
-    client = connect_redis(config)
+    client = connect_redis(config.redis_url, config.redis_cluster)
     if args.command == "keys":
-        from idp.oidc.signing_keys import SigningKeys
-
         key = SigningKeys(client, config).rotate(args.alg)
         print(f"Published {key.alg} key {key.kid}; it starts signing at {key.signs_from:%Y-%m-%d %H:%M:%S} UTC.")
         return 0

@@ -1,4 +1,10 @@
-"""Wiring: one place that builds the IdP's parts from its configuration."""
+"""Wiring: one place that builds the IdP's parts from its configuration, and the one way to reach them.
+
+`build_services` assembles the parts; what the IdP asks of the certificate status store comes in from outside, as
+a `CertificateRecords` (idp/certificate_records.py), so the IdP never imports the revocation service: the
+composition root (deploy/composition.py) passes its adapter in. Views reach the parts of the running app with
+`current()`.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
-from redis.cluster import RedisCluster
+from flask import current_app
 
+from idp.certificate_records import CertificateRecords
 from idp.config import ConfigurationError, IdpConfig
 from idp.holder.sealing import Sealer
-from idp.holder.sessions import SessionStore, certificate_still_good
+from idp.holder.sessions import SessionStore
 from idp.login.revocation_check import RevocationChecker
 from idp.login.transactions import LoginStore
 from idp.login.trust import TrustStore
@@ -22,27 +29,17 @@ from idp.oidc.tokens import TokenStore
 from mykey.consent import AccessLog, ConsentStore
 from mykey.directory import MyKeyDirectory
 from observability.metrics import Counter
-from revocation.storage.keys import KeySpace
-from revocation.storage.store import StatusStore
+from wire.redis_connect import connect_redis
 
 CERTIFICATE_CONTEXT = "certificate-ref"
-
-
-class RenewalLinks:
-    """What `mykey` needs of the revocation service's 新旧紐付け: the certificate a renewal replaced."""
-
-    def __init__(self, store: StatusStore):
-        self.store = store
-
-    def previous(self, issuer: str, serial: int) -> int | None:
-        return self.store.links(issuer, serial)[0]
+EXTENSION = "idp"  # the app's extensions[...] entry that holds the IdpServices
 
 
 @dataclass
 class IdpServices:
     config: IdpConfig
     redis: redis.Redis
-    status: StatusStore
+    certificates: CertificateRecords
     clients: ClientRegistry
     tokens: TokenStore
     signing_keys: SigningKeys
@@ -69,21 +66,20 @@ class IdpServices:
     def certificate_good(self, certificate: str) -> bool:
         """Is the certificate behind a sealed reference still good (not revoked, held or expired)?"""
         ref = self.sealer.open(certificate, CERTIFICATE_CONTEXT)
-        return certificate_still_good(self.status, ref["issuer"], ref["serial"], self.clock())
+        record = self.certificates.find(ref["issuer"], ref["serial"])
+        return record is not None and record.good_at(self.clock())
 
 
-def connect_redis(config: IdpConfig) -> redis.Redis:
-    # A Redis address that never answers is an error within seconds, not after the system's connect timeout.
-    if config.redis_cluster:
-        return RedisCluster.from_url(config.redis_url, socket_connect_timeout=5)
-    return redis.Redis.from_url(config.redis_url, socket_connect_timeout=5)
+def current() -> IdpServices:
+    """The services of the app handling the current request (`create_app` installs them)."""
+    return current_app.extensions[EXTENSION]
 
 
-def build_services(config: IdpConfig, client: redis.Redis | None = None, trust: TrustStore | None = None,
-                   clock: Callable[[], dt.datetime] | None = None) -> IdpServices:
-    client = client or connect_redis(config)
+def build_services(config: IdpConfig, client: redis.Redis | None = None, *, certificates: CertificateRecords,
+                   trust: TrustStore | None = None, clock: Callable[[], dt.datetime] | None = None) -> IdpServices:
+    """The IdP's parts on `client` (else a connection to REDIS_URL); `certificates` answers for the status store."""
+    client = client or connect_redis(config.redis_url, config.redis_cluster)
     clock = clock or (lambda: dt.datetime.now(dt.UTC))
-    status = StatusStore(client, KeySpace(config.status_buckets, config.holder_buckets))
     if trust is None:
         trust = load_trust(config)
     checker = RevocationChecker(ocsp_url=f"{config.revocation_url}/ocsp", crl_base_url=config.revocation_url,
@@ -93,14 +89,14 @@ def build_services(config: IdpConfig, client: redis.Redis | None = None, trust: 
     services = IdpServices(
         config=config,
         redis=client,
-        status=status,
+        certificates=certificates,
         clients=ClientRegistry(client, fetch_ca_file=config.fetch_ca_file),
         tokens=TokenStore(client, config.code_ttl, config.refresh_token_ttl),
         signing_keys=keys,
         logins=LoginStore(client, config.login_ttl, clock),
         sessions=None,  # set below: it asks the services whether a certificate is still good
         verifier=CertificateVerifier(trust, checker, clock=clock),
-        mykey=MyKeyDirectory(client, config.subkey("mykey-serial"), RenewalLinks(status)),
+        mykey=MyKeyDirectory(client, config.subkey("mykey-serial"), certificates),
         consents=ConsentStore(client),
         access_log=AccessLog(client),
         sealer=Sealer(config.subkey("sealed-facts")),
@@ -119,7 +115,8 @@ def load_trust(config: IdpConfig) -> TrustStore:
             raise ConfigurationError("The development CA's roots (IDP_TRUST=dev) are trusted only in development.")
         from jpki.devca import DevCA
 
-        return TrustStore.development(DevCA.load_or_create(config.pki_dir, config.revocation_url))
+        dev_ca = DevCA.load_or_create(config.pki_dir, config.revocation_url)
+        return TrustStore.development((dev_ca.auth, dev_ca.signing))
     if config.trust_dir is None:
         raise ConfigurationError("IDP_TRUST=production needs IDP_TRUST_DIR, the directory of pinned root PEMs.")
     return TrustStore.from_directory(config.trust_dir, config.trust_pins)

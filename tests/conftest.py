@@ -151,6 +151,7 @@ def idp_service(revocation_service, revocation_config, redis_client):
     `.url`, `.services`, `.register_card(path)` (records a virtual card's certificates as issued)."""
     import secrets
 
+    from deploy.composition import StatusStoreRecords
     from devstack.processes import free_port
     from idp.app import create_app
     from idp.config import IdpConfig
@@ -159,9 +160,10 @@ def idp_service(revocation_service, revocation_config, redis_client):
     port = free_port()
     config = IdpConfig(issuer=f"http://127.0.0.1:{port}", redis_url=revocation_config.redis_url,
                        var_dir=revocation_config.var_dir, revocation_url=revocation_service.url,
-                       insecure_dev_cookies=True, secret=secrets.token_bytes(32),
-                       status_buckets=revocation_config.status_buckets, holder_buckets=revocation_config.holder_buckets)
-    services = build_services(config, redis_client)
+                       insecure_dev_cookies=True, secret=secrets.token_bytes(32))
+    # The IdP reads certificates through the composition root's adapter, from the live service's own store.
+    services = build_services(config, redis_client,
+                              certificates=StatusStoreRecords(revocation_service.services.store))
     create_login = services.logins.create
 
     def create_and_remember(*args, **kwargs):

@@ -30,9 +30,9 @@ def test_gunicorn_access_lines_lose_handles_serials_ocsp_requests_and_queries(re
     nonce, code = f"n{secrets.token_hex(8)}", f"c{secrets.token_hex(8)}"
     referer = {"Referer": f"https://rp.example.jp/callback?code={code}"}
 
-    idp_log = served("idp.app:create_app()", env, tmp_path / "idp-access.log",
+    idp_log = served("deploy.composition:idp_app()", env, tmp_path / "idp-access.log",
                      [f"/api/login/{handle}", f"/authorize?client_id=x&nonce={nonce}"], referer)
-    revocation_log = served("revocation.app:create_app()", env, tmp_path / "revocation-access.log",
+    revocation_log = served("deploy.composition:revocation_app()", env, tmp_path / "revocation-access.log",
                             [f"/ocsp/{ocsp_request}", f"/ops/certificates/auth/{serial}?nonce={nonce}"], referer)
 
     assert '"GET /api/login/… HTTP/1.1"' in idp_log and '"GET /authorize?… HTTP/1.1"' in idp_log

@@ -407,8 +407,8 @@ def idp_checker(answer_server, dev_ca):
     from idp.login.revocation_check import RevocationChecker
     from idp.login.trust import TrustStore
 
-    return RevocationChecker(f"{answer_server.url}/ocsp", answer_server.url, TrustStore.development(dev_ca),
-                             timeout=5, crl_cache_seconds=0)
+    return RevocationChecker(f"{answer_server.url}/ocsp", answer_server.url,
+                             TrustStore.development((dev_ca.auth, dev_ca.signing)), timeout=5, crl_cache_seconds=0)
 
 
 def _status_or_source_failed(check, *args):

@@ -3,6 +3,7 @@ Redis, with the virtual card answering through `python -m nfc_bridge login`."""
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 
 import pytest
@@ -114,3 +115,17 @@ def test_oic_client_completes_the_code_flow(idp_service, card):
     id_token = tokens["id_token"]  # oic verified its signature against the JWKS, and iss, aud, exp
     assert id_token["nonce"] == nonce and id_token["iss"] == idp_service.url
     assert id_token["aud"] == [registered.client_id]
+
+
+def test_id_token_times_come_from_the_services_clock(idp_service, jwt_client, card):
+    """iat and exp follow the IdP's one clock (`IdpServices.clock`), as its sessions and codes do."""
+    client, key = jwt_client
+    behind = dt.timedelta(minutes=5)  # a clock five minutes slow: the ID token is still valid, and tells
+    idp_service.services.clock = lambda: dt.datetime.now(dt.UTC) - behind
+    before = (dt.datetime.now(dt.UTC) - behind).timestamp()
+
+    _, claims, _ = login_with_authlib(idp_service, client, key, card)
+
+    after = (dt.datetime.now(dt.UTC) - behind).timestamp()
+    assert before - 1 <= claims["iat"] <= after + 1
+    assert claims["exp"] - claims["iat"] == int(idp_service.services.config.id_token_ttl.total_seconds())

@@ -11,6 +11,7 @@ import threading
 import pytest
 import redis
 
+from deploy.composition import StatusStoreRecords
 from mykey import keys
 from mykey.consent import ACCESS_LOG_LENGTH, AccessLog, ConsentStore
 from mykey.directory import (
@@ -42,16 +43,6 @@ class FakeRenewalLinks:
 
     def previous(self, issuer: str, serial: int) -> int | None:
         return self.replaced.get(serial)
-
-
-class StatusStoreLinks:
-    """The adapter the IdP uses: the revocation status store's previous link."""
-
-    def __init__(self, store: StatusStore):
-        self.store = store
-
-    def previous(self, issuer: str, serial: int) -> int | None:
-        return self.store.links(issuer, serial)[0]
 
 
 def new_serial() -> int:
@@ -124,7 +115,7 @@ def test_renewed_certificate_lands_on_the_same_account_and_mykey_id(directory, l
 
 def test_renewal_is_followed_through_the_revocation_status_store(redis_client):
     store = StatusStore(redis_client, KeySpace(status_buckets=1024, holder_buckets=1024))
-    directory = MyKeyDirectory(redis_client, SECRET, StatusStoreLinks(store))
+    directory = MyKeyDirectory(redis_client, SECRET, StatusStoreRecords(store))
     old, new = new_serial(), new_serial()
     original = directory.resolve(ISSUER, old, NOW)
     store.link_renewal(ISSUER, old, new)

@@ -126,11 +126,11 @@ def test_development_is_asked_for_explicitly(tmp_path):
     config = RevocationConfig.from_env({"MYKEY_DEV": "1", "MYKEY_VAR": str(tmp_path)})
     assert config.development and config.issuers_source == "dev"
     idp = IdpConfig.from_env({"MYKEY_DEV": "1", "MYKEY_VAR": str(tmp_path)})
-    assert idp.development and idp.login.trust == "dev" and idp.issuer == "http://127.0.0.1:8080"
+    assert idp.development and idp.trust == "dev" and idp.issuer == "http://127.0.0.1:8080"
 
 
-@pytest.mark.parametrize(("app", "missing"), [("revocation.app:create_app()", "REVOCATION_ISSUERS"),
-                                              ("idp.app:create_app()", "IDP_TRUST=production")])
+@pytest.mark.parametrize(("app", "missing"), [("deploy.composition:revocation_app()", "REVOCATION_ISSUERS"),
+                                              ("deploy.composition:idp_app()", "IDP_TRUST=production")])
 def test_gunicorn_without_production_settings_does_not_come_up_and_says_why(app, missing, redis_server, tmp_path):
     env = {"MYKEY_DEV": "0", "REDIS_URL": redis_server.url, "MYKEY_VAR": str(tmp_path),
            "IDP_SECRET_FILE": str(tmp_path / "secret")}
@@ -297,8 +297,9 @@ def test_a_card_login_in_chromium_through_nginx_tls_and_gunicorn_with_production
     client, secret = ClientRegistry(redis_client).add("Example Shop", [f"{rp_base}/callback"])
 
     with contextlib.ExitStack() as stack:
-        revocation_upstream = stack.enter_context(Gunicorn("revocation.app:create_app()", revocation_env, workers=1))
-        idp_upstream = stack.enter_context(Gunicorn("idp.app:create_app()", idp_env, workers=1))
+        revocation_upstream = stack.enter_context(Gunicorn("deploy.composition:revocation_app()", revocation_env,
+                                                           workers=1))
+        idp_upstream = stack.enter_context(Gunicorn("deploy.composition:idp_app()", idp_env, workers=1))
         stack.enter_context(nginx(tmp_path / "nginx", tls_certificate, tls_key, tls_ca,
                                   {idp_port: idp_upstream, revocation_port: revocation_upstream}))
         rp = stack.enter_context(LiveServer(create_demo_rp(idp_url, client.client_id, secret, rp_base), rp_port))

@@ -27,7 +27,7 @@ def test_revocation_service_under_gunicorn_answers_ocsp_and_crls(gunicorn, issue
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509 import ocsp
 
-    url = gunicorn("revocation.app:create_app()", {})
+    url = gunicorn("deploy.composition:revocation_app()", {})
     card = issue_card()
     request = ocsp.OCSPRequestBuilder().add_certificate(card["auth"], dev_ca.auth.certificate, hashes.SHA1()).build()
     for _ in range(4):  # more than one worker answers
@@ -39,7 +39,8 @@ def test_revocation_service_under_gunicorn_answers_ocsp_and_crls(gunicorn, issue
 
 
 def test_idp_under_gunicorn_serves_discovery_with_shared_keys(gunicorn, tmp_path):
-    url = gunicorn("idp.app:create_app()", {"IDP_ISSUER": "http://127.0.0.1:1", "IDP_SECRET_FILE": str(tmp_path / "s")})
+    url = gunicorn("deploy.composition:idp_app()",
+                   {"IDP_ISSUER": "http://127.0.0.1:1", "IDP_SECRET_FILE": str(tmp_path / "s")})
     kids = {tuple(sorted(k["kid"] for k in requests.get(f"{url}/jwks", timeout=10).json()["keys"])) for _ in range(6)}
     assert len(kids) == 1 and len(next(iter(kids))) == 2  # the same two keys (RS256, ES256) from every worker
     assert requests.get(f"{url}/.well-known/openid-configuration", timeout=10).json()["issuer"] == "http://127.0.0.1:1"

@@ -13,6 +13,7 @@ from devstack.redis_server import RedisServer
 
 
 def test_both_services_answer_503_with_retry_after_while_redis_is_down(tmp_path, dev_ca):
+    from deploy.composition import StatusStoreRecords
     from idp.app import create_app as create_idp
     from idp.config import IdpConfig
     from idp.services import build_services as build_idp
@@ -30,9 +31,11 @@ def test_both_services_answer_503_with_retry_after_while_redis_is_down(tmp_path,
         port = free_port()
         idp_config = IdpConfig(issuer=f"http://127.0.0.1:{port}", redis_url=server.url, var_dir=var,
                                revocation_url=dev_ca.revocation_url, insecure_dev_cookies=True,
-                               secret=secrets.token_bytes(32), status_buckets=64, holder_buckets=64)
-        revocation_app = create_revocation(revocation_config, build_revocation(revocation_config, client))
-        idp_app = create_idp(idp_config, build_idp(idp_config, client))
+                               secret=secrets.token_bytes(32))
+        revocation_services = build_revocation(revocation_config, client)
+        revocation_app = create_revocation(revocation_config, revocation_services)
+        idp_app = create_idp(idp_config, build_idp(idp_config, client,
+                                                   certificates=StatusStoreRecords(revocation_services.store)))
         with LiveServer(revocation_app) as revocation, LiveServer(idp_app, port=port) as idp:
             assert requests.get(f"{idp.url}/healthz", timeout=10).status_code == 200
             server.stop()

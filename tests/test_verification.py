@@ -84,7 +84,7 @@ def publish_crl(services, cert: x509.Certificate) -> None:
 
 @pytest.fixture
 def trust(dev_ca) -> TrustStore:
-    return TrustStore.development(dev_ca)
+    return TrustStore.development((dev_ca.auth, dev_ca.signing))
 
 
 @pytest.fixture

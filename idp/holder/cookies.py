@@ -6,14 +6,16 @@ Max-Age. Plain http on 127.0.0.1 drops the prefix and Secure only when IDP_INSEC
 
 from __future__ import annotations
 
-from flask import current_app, request
+from flask import request
+
+from idp.services import current
 
 LOGIN_COOKIE = "mykey-login"
 SESSION_COOKIE = "mykey-session"
 
 
 def _name(base: str) -> str:
-    return base if current_app.extensions["idp"].config.insecure_dev_cookies else f"__Host-{base}"
+    return base if current().config.insecure_dev_cookies else f"__Host-{base}"
 
 
 def read_cookie(base: str) -> str | None:
@@ -21,10 +23,10 @@ def read_cookie(base: str) -> str | None:
 
 
 def set_cookie(response, base: str, value: str, max_age: int) -> None:
-    secure = not current_app.extensions["idp"].config.insecure_dev_cookies
+    secure = not current().config.insecure_dev_cookies
     response.set_cookie(_name(base), value, max_age=max_age, path="/", secure=secure, httponly=True, samesite="Lax")
 
 
 def clear_cookie(response, base: str) -> None:
-    secure = not current_app.extensions["idp"].config.insecure_dev_cookies
+    secure = not current().config.insecure_dev_cookies
     response.delete_cookie(_name(base), path="/", secure=secure, httponly=True, samesite="Lax")

@@ -5,22 +5,22 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from urllib.parse import parse_qs, urlsplit
 
 import segno
-from flask import Blueprint, abort, current_app, jsonify, make_response, redirect, render_template, request
+from flask import Blueprint, abort, jsonify, make_response, redirect, render_template, request
 
 from idp.holder.cookies import LOGIN_COOKIE, SESSION_COOKIE, clear_cookie, read_cookie, set_cookie
 from idp.holder.sessions import Session
+from idp.login.bridge_api import STATUS_OF
 from idp.login.messages import explain
 from idp.login.transactions import LoginError
+from idp.services import current
+from mykey.directory import MyKeyIdError
 
 blueprint = Blueprint("pages", __name__)
 
 ACCOUNT_CLIENT = "mykey-account"  # the account page logs in like a relying party, with no code issued
-
-
-def _services():
-    return current_app.extensions["idp"]
 
 
 def language() -> str:
@@ -52,7 +52,7 @@ def _login_error(error: LoginError):
 
 def start_login(client_id: str, rp_name: str, return_to: str, share: list[str], wants_facts: bool):
     """Open a login transaction bound to this browser and send it to the login page."""
-    services = _services()
+    services = current()
     txn = services.logins.create(services.config.origin, client_id, rp_name, return_to, share, wants_facts)
     response = redirect("/login")
     set_cookie(response, LOGIN_COOKIE, txn.id, int(services.config.login_ttl.total_seconds()))
@@ -61,7 +61,7 @@ def start_login(client_id: str, rp_name: str, return_to: str, share: list[str], 
 
 @blueprint.get("/login")
 def login_page():
-    services = _services()
+    services = current()
     txn = services.logins.get(read_cookie(LOGIN_COOKIE))
     handle_url = f"{services.config.issuer}/api/login/{txn.handle}"
     qr = segno.make(handle_url, error="m").svg_inline(scale=4, dark="#1a1a1a")
@@ -76,7 +76,7 @@ def login_page():
 @blueprint.get("/login/status")
 def login_status():
     try:
-        txn = _services().logins.get(read_cookie(LOGIN_COOKIE))
+        txn = current().logins.get(read_cookie(LOGIN_COOKIE))
     except LoginError as error:
         return jsonify(state="failed", error=error.code, message=explain(error.code, language()))
     body = {"state": txn.state}
@@ -89,11 +89,9 @@ def login_status():
 
 @blueprint.post("/login/continue")
 def login_continue():
-    services = _services()
+    services = current()
     txn = services.logins.get(read_cookie(LOGIN_COOKIE))
     if txn.state == "failed":  # the browser learns the refusal with the status the bridge got (docs/bridge-api.yaml)
-        from idp.login.bridge_api import STATUS_OF
-
         code = txn.error or "server_error"
         return error_page(code, STATUS_OF.get(code, 403))
     if txn.state != "verified" or not txn.result:
@@ -116,7 +114,7 @@ def login_continue():
 
 @blueprint.post("/consent")
 def consent():
-    services = _services()
+    services = current()
     session_id = read_cookie(SESSION_COOKIE)
     session = services.sessions.get(session_id)
     if session is None:
@@ -127,8 +125,6 @@ def consent():
         return error_page("invalid_request", 400)
     digest = _digest(return_to)
     if request.form.get("decision") == "approve":
-        from urllib.parse import parse_qs, urlsplit
-
         query = parse_qs(urlsplit(return_to).query)
         scopes = sorted(set(query.get("scope", [""])[0].split()))
         services.consents.grant(session.account_id, query.get("client_id", [""])[0], scopes, services.clock())
@@ -143,7 +139,7 @@ def consent():
 
 @blueprint.get("/account")
 def account():
-    services = _services()
+    services = current()
     session_id = read_cookie(SESSION_COOKIE)
     session = services.sessions.get(session_id)
     if session is None:
@@ -160,7 +156,7 @@ def account():
 
 
 def _account_session():
-    services = _services()
+    services = current()
     session_id = read_cookie(SESSION_COOKIE)
     session = services.sessions.get(session_id)
     if session is None or request.form.get("csrf") != session.flags.get("csrf"):
@@ -171,17 +167,15 @@ def _account_session():
 @blueprint.post("/account/consents/<client_id>/withdraw")
 def withdraw(client_id: str):
     session = _account_session()
-    _services().consents.withdraw(session.account_id, client_id)
+    current().consents.withdraw(session.account_id, client_id)
     return redirect("/account?notice=withdrawn")
 
 
 @blueprint.post("/account/mykey-id")
 def change_mykey_id():
-    from mykey.directory import MyKeyIdError
-
     session = _account_session()
     try:
-        _services().mykey.set_custom_id(session.account_id, request.form.get("mykey_id", ""))
+        current().mykey.set_custom_id(session.account_id, request.form.get("mykey_id", ""))
     except MyKeyIdError as error:
         return redirect(f"/account?notice={error.code}")
     return redirect("/account?notice=mykey_id_changed")
@@ -190,5 +184,5 @@ def change_mykey_id():
 @blueprint.post("/account/mykey-id/release")
 def release_mykey_id():
     session = _account_session()
-    _services().mykey.give_up(session.account_id)
+    current().mykey.give_up(session.account_id)
     return redirect("/account?notice=mykey_id_released")

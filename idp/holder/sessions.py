@@ -1,6 +1,7 @@
 """IdP browser sessions after a card login, and the certificate they came from.
 
-Every use of a session (and of a refresh token) asks the status store whether the certificate is still good:
+Every use of a session (and of a refresh token) asks the status store whether the certificate is still good
+(`IdpServices.certificate_good`, through idp/certificate_records.py):
 a revoked or held certificate ends the sessions and tokens that came from it (docs/design.md, the last step of flow 2).
 Sessions, codes and tokens name that certificate only by a sealed reference (`IdpServices.seal_certificate`):
 no serial is stored in clear outside the revocation service.
@@ -17,8 +18,6 @@ from dataclasses import asdict, dataclass, field, replace
 
 import redis
 
-from revocation.storage.store import CertificateStatus, StatusStore
-
 PREFIX = "idp:session"
 
 
@@ -33,11 +32,6 @@ class Session:
 
     def __repr__(self) -> str:
         return f"Session(auth_time={self.auth_time})"
-
-
-def certificate_still_good(store: StatusStore, issuer: str, serial: int, now: dt.datetime) -> bool:
-    record = store.get(issuer, serial)
-    return record is not None and record.status is CertificateStatus.GOOD and record.not_after > now
 
 
 class SessionStore:

@@ -8,7 +8,8 @@ The status of a refusal says whose problem it is (`STATUS_OF`, the same table as
 client sent is a 400, the certificate's own state (revoked, suspended, expired, not yet valid) a 403, and a
 condition on the platform's side — the revocation status cannot be learnt — a 503 with Retry-After
 (RFC 9110 §15.6.4, §10.2.3), so that a bridge or a phone app tells the holder to try again rather than that their
-card is at fault. Transaction problems (unknown, spent, expired) carry their own status (idp.login.LoginError).
+card is at fault. Transaction problems (unknown, spent, expired) carry their own status
+(idp.login.transactions.LoginError).
 
 The token type the bridge reports goes into the certificate reference that the session, the authorization code
 and the tokens carry, so the ID token's `amr`, the access record and the login metric say whether a card or a
@@ -23,11 +24,12 @@ import base64
 import binascii
 import logging
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from idp.login.messages import explain
 from idp.login.transactions import LoginError, LoginTransaction
 from idp.login.verification import TOKEN_TYPES, ErrorCode, VerificationError
+from idp.services import current
 from jpki.certificate import FourFacts
 from jpki.signature import login_message
 
@@ -58,10 +60,6 @@ STATUS_OF: dict[str, int] = {
 }
 
 
-def _services():
-    return current_app.extensions["idp"]
-
-
 def _b64decode(value: str) -> bytes:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
 
@@ -81,7 +79,7 @@ def _login_error(error: LoginError):
 
 @blueprint.get("/api/login/<handle>")
 def fetch(handle: str):
-    txn, submit_token = _services().logins.fetch(handle)
+    txn, submit_token = current().logins.fetch(handle)
     response = jsonify(
         rp_name=txn.rp_name,
         short_code=txn.short_code,
@@ -90,7 +88,7 @@ def fetch(handle: str):
         signing_challenge=txn.signing_challenge,
         share=txn.share,
         expires_at=txn.expires_at,
-        submit_url=f"{_services().config.issuer}/api/login/submit",
+        submit_url=f"{current().config.issuer}/api/login/submit",
         submit_token=submit_token,
     )
     response.headers["Cache-Control"] = "no-store"
@@ -106,18 +104,18 @@ def submit():
     if set(body) - set(fields) or any(not isinstance(body.get(f), str | None) or len(body.get(f) or "") > MAX_FIELD
                                       for f in fields):
         return error_response("proof_malformed", 400)
-    txn = _services().logins.claim_submission(body.get("submit_token") or "")
+    txn = current().logins.claim_submission(body.get("submit_token") or "")
     # A label value is one of a few names, never what the client wrote.
     token_type = body["token_type"] if body.get("token_type") in TOKEN_TYPES else "unknown"
     try:
         result = _verify(txn, body)
     except VerificationError as error:
-        _services().logins.finish(txn, error=error.code)
-        _services().logins_total.inc(result=error.code, token_type=token_type)
+        current().logins.finish(txn, error=error.code)
+        current().logins_total.inc(result=error.code, token_type=token_type)
         log.info("card login refused", extra={"code": error.code})
         return error_response(error.code, STATUS_OF[error.code])
-    _services().logins.finish(txn, result=result)
-    _services().logins_total.inc(result="ok", token_type=token_type)
+    current().logins.finish(txn, result=result)
+    current().logins_total.inc(result="ok", token_type=token_type)
     log.info("card login verified", extra={"code": "ok"})
     return jsonify(result="ok", message="Verified. Return to your browser to continue.",
                    message_ja="確認できました。ブラウザに戻って続けてください。")
@@ -135,12 +133,12 @@ def _decode(body: dict, name: str) -> bytes:
 
 def _verify(txn: LoginTransaction, body: dict) -> str:
     """Run the verification pipeline(s), map the certificate to its account, and seal the result."""
-    services = _services()
+    services = current()
     token_type = body.get("token_type")  # checked by the verifier (check_size_and_shape)
     verified = services.verifier.verify_login(_decode(body, "certificate"), _decode(body, "signature"),
                                               txn.origin, _b64decode(txn.challenge), token_type=token_type)
     serial = verified.certificate.serial
-    if services.status.get(verified.issuer, serial) is None:
+    if services.certificates.find(verified.issuer, serial) is None:
         # The CRL fallback cannot say "never issued"; the status store can (a serial never issued is never good).
         raise VerificationError("revocation_unknown", "This certificate is not known to the revocation service.")
     facts = None
@@ -148,7 +146,7 @@ def _verify(txn: LoginTransaction, body: dict) -> str:
         message = login_message(txn.origin, _b64decode(txn.signing_challenge))
         signing = services.verifier.verify_signing(_decode(body, "signing_certificate"),
                                                    _decode(body, "signing_signature"), message, token_type=token_type)
-        record = services.status.get(signing.issuer, signing.certificate.serial)
+        record = services.certificates.find(signing.issuer, signing.certificate.serial)
         if record is None or record.auth_serial != serial:  # 紐付け: both certificates from one card
             raise VerificationError("certificates_not_linked",
                                     "The signing and user-authentication certificates are not from the same card.")

@@ -11,15 +11,12 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from jpki.issuer import Issuer
 from jpki.profile import JLIS_ROOT_FINGERPRINTS, CertificateKind
-
-if TYPE_CHECKING:  # only `development` takes one; production never imports the development CA
-    from jpki.devca import DevCA
 
 # The production profile: J-LIS's own roots, one per generation (docs/jpki-profile.md §3).
 PRODUCTION_FINGERPRINTS: Mapping[CertificateKind, Mapping[str, str]] = JLIS_ROOT_FINGERPRINTS
@@ -61,10 +58,13 @@ class TrustStore:
     # --- building -------------------------------------------------------------------------------------
 
     @classmethod
-    def development(cls, dev_ca: DevCA) -> TrustStore:
-        """The dev CA's roots ("dev J-LIS"). Never used with production fingerprints."""
-        return cls({CertificateKind.AUTH: (dev_ca.auth.certificate,),
-                    CertificateKind.SIGNING: (dev_ca.signing.certificate,)})
+    def development(cls, issuers: Iterable[Issuer]) -> TrustStore:
+        """The development CA's roots ("dev J-LIS"), given as its issuers (`DevCA.auth`, `DevCA.signing`), so this
+        module never imports the development CA. Never used with production fingerprints."""
+        roots: dict[CertificateKind, tuple[x509.Certificate, ...]] = {}
+        for issuer in issuers:
+            roots[issuer.kind] = (*roots.get(issuer.kind, ()), issuer.certificate)
+        return cls(roots)
 
     @classmethod
     def from_directory(cls, directory: Path, extra_pins: Iterable[tuple[CertificateKind, str]] = ()) -> TrustStore:

@@ -7,6 +7,7 @@ import secrets
 from urllib.parse import urlencode
 
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import Blueprint, current_app, jsonify, make_response, redirect, render_template, request
 from joserfc import jwt
@@ -18,12 +19,9 @@ from idp.holder.pages import language, start_login
 from idp.login.messages import explain
 from idp.oidc.clients import FOUR_FACTS_SCOPES
 from idp.oidc.provider import check_compact_jwt, user_for
+from idp.services import current
 
 blueprint = Blueprint("oidc", __name__)
-
-
-def _services():
-    return current_app.extensions["idp"]
 
 
 def _server():
@@ -36,7 +34,7 @@ def request_digest(return_to: str) -> str:
 
 @blueprint.get("/.well-known/openid-configuration")
 def discovery():
-    issuer = _services().config.issuer
+    issuer = current().config.issuer
     return jsonify(
         issuer=issuer,
         authorization_endpoint=f"{issuer}/authorize",
@@ -69,14 +67,14 @@ def discovery():
 
 @blueprint.get("/jwks")
 def jwks():
-    response = jsonify(_services().signing_keys.jwks())
+    response = jsonify(current().signing_keys.jwks())
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
 
 
 @blueprint.get("/authorize")
 def authorize():
-    services, server = _services(), _server()
+    services, server = current(), _server()
     return_to = request.full_path if request.query_string else request.path
     digest = request_digest(return_to)
     session_id = read_cookie(SESSION_COOKIE)
@@ -124,21 +122,19 @@ def _with_issuer(response):
     location = response.headers.get("Location")
     if location and "iss=" not in location.split("?", 1)[-1]:
         separator = "&" if "?" in location else "?"
-        response.headers["Location"] = f"{location}{separator}{urlencode({'iss': _services().config.issuer})}"
+        response.headers["Location"] = f"{location}{separator}{urlencode({'iss': current().config.issuer})}"
     return response
 
 
 def _spend_login(session_id: str) -> None:
     for flag in ("login_for", "facts"):
-        _services().sessions.take_flag(session_id, flag)
+        current().sessions.take_flag(session_id, flag)
 
 
 def _max_age(value: str | None, redirect_uri: str) -> int | None:
     if value is None:
         return None
     if not value.isdigit() or len(value) > 9:
-        from authlib.oauth2.rfc6749 import InvalidRequestError
-
         raise InvalidRequestError("max_age must be a whole number of seconds.", redirect_uri=redirect_uri,
                                   state=request.args.get("state"))
     return int(value)
@@ -151,7 +147,7 @@ def _start_login(client, return_to: str, scopes: list[str], wants_facts: bool):
 
 def _consent_page(client, scopes: list[str], return_to: str, session_id: str):
     token = secrets.token_urlsafe(24)
-    _services().sessions.set_flags(session_id, consent_token=token, consent_return_to=return_to)
+    current().sessions.set_flags(session_id, consent_token=token, consent_return_to=return_to)
     lang = language()
     return render_template("consent.html", lang=lang, rp_name=client.name, token=token,
                            share=[s for s in scopes if s in FOUR_FACTS_SCOPES])
@@ -180,7 +176,7 @@ def revoke():
 @blueprint.route("/logout", methods=["GET", "POST"])
 def logout():
     """RP-Initiated Logout 1.0: end the IdP session; return to the RP only to a URI it registered."""
-    services = _services()
+    services = current()
     values = request.values
     target = None
     hint, post_logout = values.get("id_token_hint"), values.get("post_logout_redirect_uri")
@@ -199,11 +195,11 @@ def _client_of_id_token(id_token: str) -> str | None:
     """The audience of an ID token we signed (expired ones are fine for a logout hint); None for anything else."""
     try:
         check_compact_jwt(id_token)  # bounded JSON before joserfc reads it (idp/oidc/provider.py docstring)
-        keys = KeySet.import_key_set(_services().signing_keys.jwks())
+        keys = KeySet.import_key_set(current().signing_keys.jwks())
         claims = jwt.decode(id_token, keys, algorithms=["RS256", "ES256"]).claims
     except (JoseError, ValueError):
         return None
-    if claims.get("iss") != _services().config.issuer:
+    if claims.get("iss") != current().config.issuer:
         return None
     audience = claims.get("aud")
     return audience[0] if isinstance(audience, list) and audience else audience

@@ -20,7 +20,6 @@ import base64
 import binascii
 import hashlib
 import logging
-import time
 from dataclasses import dataclass
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
@@ -34,8 +33,11 @@ from authlib.oauth2.rfc9101.errors import RequestNotSupportedError, RequestUriNo
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode, UserInfo, UserInfoEndpoint
 
+from idp.login.verification import AUTHENTICATION_METHODS
 from idp.oidc.clients import FOUR_FACTS_SCOPES, ClientDocumentError
 from idp.oidc.tokens import REPLAYED, AuthorizationCode, Token, new_token_value, token_digest
+from idp.services import current
+from mykey.pairwise import pairwise_subject
 from wire.json_input import loads as json_loads
 
 log = logging.getLogger(__name__)
@@ -60,21 +62,13 @@ class CardUser:
     @property
     def token_type(self) -> str:
         """"card" or "smartphone": named by the certificate reference, so every way of making a CardUser knows it."""
-        return _services().token_type_of(self.certificate)
+        return current().token_type_of(self.certificate)
 
     def __repr__(self) -> str:
         return "CardUser(<redacted>)"
 
 
-def _services():
-    from flask import current_app
-
-    return current_app.extensions["idp"]
-
-
 def user_for(services, client, account_id: str, auth_time: int, certificate: str, facts: str | None) -> CardUser:
-    from mykey.pairwise import pairwise_subject
-
     sub = pairwise_subject(services.config.subkey("pairwise-sub"), client.sector, account_id)
     return CardUser(account_id, sub, auth_time, certificate, facts)
 
@@ -168,14 +162,16 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
     def get_audiences(self):
-        issuer = _services().config.issuer
+        issuer = current().config.issuer
         return [issuer, f"{issuer}/token"]
 
     def validate_jti(self, claims, jti):
         seen = hashlib.sha256(f"{claims['sub']}:{jti}".encode()).hexdigest()
         key = f"idp:jti:{seen}"
-        ttl = max(60, int(claims.get("exp", time.time()) - time.time()) + 120)
-        return bool(_services().redis.set(key, 1, nx=True, ex=ttl))
+        services = current()
+        now = services.clock().timestamp()
+        ttl = max(60, int(claims.get("exp", now) - now) + 120)
+        return bool(services.redis.set(key, 1, nx=True, ex=ttl))
 
     def extract_assertion(self, assertion):
         try:
@@ -186,7 +182,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
     def resolve_client_public_key(self, client):
         try:
-            return _services().clients.public_keys(client)
+            return current().clients.public_keys(client)
         except ClientDocumentError as exc:  # the operator's log says why; the caller learns only that it failed
             log.warning("private_key_jwt: no usable keys for client %s: %s", client.client_id, exc)
             raise InvalidClientError(description="The client's public keys could not be read.") from None
@@ -196,7 +192,7 @@ class CodeGrant(AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["private_key_jwt", "client_secret_basic"]
 
     def save_authorization_code(self, code, request):
-        services = _services()
+        services = current()
         user: CardUser = request.user
         data = request.payload.data
         record = AuthorizationCode(
@@ -212,7 +208,7 @@ class CodeGrant(AuthorizationCodeGrant):
             services.redis.set(f"idp:nonce:{nonce_key}", 1, ex=int(services.config.refresh_token_ttl.total_seconds()))
 
     def query_authorization_code(self, code, client):
-        found = _services().tokens.consume_code(code)
+        found = current().tokens.consume_code(code)
         if found is REPLAYED:
             raise InvalidGrantError("This code was already used; every token issued from it is now revoked.")
         if found is None or found.client_id != client.client_id:
@@ -223,7 +219,7 @@ class CodeGrant(AuthorizationCodeGrant):
         pass  # consumed atomically in query_authorization_code
 
     def authenticate_user(self, authorization_code: AuthorizationCode):
-        services = _services()
+        services = current()
         if not services.certificate_good(authorization_code.certificate):
             raise InvalidGrantError("The card's certificate is no longer valid.")
         user = user_for(services, self.request.client, authorization_code.account_id, authorization_code.auth_time,
@@ -237,21 +233,21 @@ class RefreshGrant(RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotate: each refresh token is used once
 
     def authenticate_refresh_token(self, refresh_token):
-        token = _services().tokens.get(refresh_token)
+        token = current().tokens.get(refresh_token)
         if token is None or token.kind != "refresh" or token.is_expired():
             return None
         token.extra["value_digest"] = token_digest(refresh_token)
         return token
 
     def authenticate_user(self, refresh_token: Token):
-        services = _services()
+        services = current()
         if not services.certificate_good(refresh_token.certificate):
             services.tokens.revoke_digest(refresh_token.extra["value_digest"])
             raise InvalidGrantError("The card's certificate is no longer valid; log in with the card again.")
         return CardUser(refresh_token.account_id, refresh_token.sub, 0, refresh_token.certificate, refresh_token.facts)
 
     def revoke_old_credential(self, refresh_token: Token):
-        services = _services()
+        services = current()
         services.tokens.revoke_digest(refresh_token.extra["value_digest"])
 
 
@@ -261,53 +257,52 @@ class OpenIDCodeExtension(OpenIDCode):
 
     def exists_nonce(self, nonce, request):
         key = hashlib.sha256(f"{request.payload.client_id}:{nonce}".encode()).hexdigest()
-        return bool(_services().redis.exists(f"idp:nonce:{key}"))
+        return bool(current().redis.exists(f"idp:nonce:{key}"))
 
     def resolve_client_private_key(self, client):
-        return _services().signing_keys.key_set(client.id_token_signed_response_alg)
+        return current().signing_keys.key_set(client.id_token_signed_response_alg)
 
     def get_encode_header(self, client):
         alg = client.id_token_signed_response_alg
-        return {"alg": alg, "typ": "JWT", "kid": _services().signing_keys.current(alg).kid}
+        return {"alg": alg, "typ": "JWT", "kid": current().signing_keys.current(alg).kid}
 
     def get_client_claims(self, client):
-        services = _services()
-        return {"iss": services.config.issuer, "aud": [client.client_id],
-                "exp": int(time.time() + services.config.id_token_ttl.total_seconds())}
+        services = current()
+        now = int(services.clock().timestamp())
+        return {"iss": services.config.issuer, "aud": [client.client_id], "iat": now,
+                "exp": now + int(services.config.id_token_ttl.total_seconds())}
 
     def get_authorization_code_claims(self, authorization_code):
         """Authlib's nonce, auth_time, acr and amr from the code; amr (RFC 8176) for the token the login used."""
-        from idp.login.verification import AUTHENTICATION_METHODS
-
         claims = super().get_authorization_code_claims(authorization_code)
-        claims["amr"] = list(AUTHENTICATION_METHODS[_services().token_type_of(authorization_code.certificate)])
+        claims["amr"] = list(AUTHENTICATION_METHODS[current().token_type_of(authorization_code.certificate)])
         return claims
 
     def generate_user_info(self, user: CardUser, scope):
-        return user_claims(_services(), user, scope)
+        return user_claims(current(), user, scope)
 
 
 class Issuer(IssuerParameter):
     def get_issuer(self) -> str:
-        return _services().config.issuer
+        return current().config.issuer
 
 
 class TokenRevocation(RevocationEndpoint):
     CLIENT_AUTH_METHODS = ["private_key_jwt", "client_secret_basic"]
 
     def query_token(self, token_string, token_type_hint):
-        token = _services().tokens.get(token_string)
+        token = current().tokens.get(token_string)
         if token is not None:
             token.extra["value"] = token_string
         return token
 
     def revoke_token(self, token, request):
-        _services().tokens.revoke(token.extra["value"])
+        current().tokens.revoke(token.extra["value"])
 
 
 class CardTokenValidator(BearerTokenValidator):
     def authenticate_token(self, token_string):
-        services = _services()
+        services = current()
         token = services.tokens.get(token_string)
         if token is None or token.kind != "access":
             return None
@@ -320,38 +315,32 @@ class CardTokenValidator(BearerTokenValidator):
 
 class UserInfoFromCard(UserInfoEndpoint):
     def get_issuer(self):
-        return _services().config.issuer
+        return current().config.issuer
 
     def generate_user_info(self, user: Token, scope):
-        services = _services()
+        services = current()
         card_user = CardUser(user.account_id, user.sub, 0, user.certificate, user.facts)
         return user_claims(services, card_user, scope)
 
     def resolve_private_key(self):
-        return _services().signing_keys.key_set("RS256")
+        return current().signing_keys.key_set("RS256")
 
 
 def save_token(token: dict, request) -> None:
     """Authlib's save_token hook: one Redis record per access and refresh token, linked to their code."""
-    services = _services()
+    services = current()
     user: CardUser = request.user
     facts = user.facts
-    now = int(time.time())
+    now = services.clock()
     common = dict(client_id=request.client.client_id, scope=token.get("scope", ""), account_id=user.account_id,
-                  sub=user.sub, certificate=user.certificate, issued_at=now,
+                  sub=user.sub, certificate=user.certificate, issued_at=int(now.timestamp()),
                   code_digest=getattr(request, "code_digest", None), facts=facts)
     services.tokens.save_token(token["access_token"], Token(expires_in=token["expires_in"], kind="access", **common))
     if token.get("refresh_token"):
         ttl = int(services.config.refresh_token_ttl.total_seconds())
         services.tokens.save_token(token["refresh_token"], Token(expires_in=ttl, kind="refresh", **common))
     services.access_log.record(user.account_id, request.client.client_id, sorted(set(common["scope"].split())),
-                               time_now(), token_type=user.token_type)
-
-
-def time_now():
-    import datetime as dt
-
-    return dt.datetime.now(dt.UTC)
+                               now, token_type=user.token_type)
 
 
 def build_authorization_server(app, services) -> tuple[AuthorizationServer, ResourceProtector]:

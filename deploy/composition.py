@@ -1,0 +1,71 @@
+"""The composition root: the one module that imports both services, and the way each is started.
+
+    gunicorn -c deploy/gunicorn-idp.conf.py -b 127.0.0.1:8080 'deploy.composition:idp_app()'
+    gunicorn -c deploy/gunicorn-revocation.conf.py -b 127.0.0.1:8081 'deploy.composition:revocation_app()'
+    MYKEY_DEV=1 python -m deploy serve idp|revocation [--host 127.0.0.1] [--port N]    # development
+
+The IdP and the revocation service never import each other. What the IdP needs of the revocation service's status
+store is the narrow, read-only `CertificateRecords` protocol it owns (idp/certificate_records.py); the one adapter
+that answers it from the `StatusStore` is here, `StatusStoreRecords`. Each app reads its configuration from the
+environment (docs/configuration.md) and refuses to start outside development without its production settings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import redis
+from flask import Flask
+
+from idp.app import create_app as create_idp_app
+from idp.certificate_records import CertificateRecord, Standing
+from idp.config import IdpConfig
+from idp.login.trust import TrustStore
+from idp.services import IdpServices
+from idp.services import build_services as build_idp_services
+from revocation.app import create_app as create_revocation_app
+from revocation.config import RevocationConfig
+from revocation.services import build_services as build_revocation_services
+from revocation.storage.keys import KeySpace
+from revocation.storage.store import CertificateStatus, StatusStore
+from wire.redis_connect import connect_redis
+
+_STANDING = {CertificateStatus.GOOD: Standing.GOOD, CertificateStatus.REVOKED: Standing.REVOKED,
+             CertificateStatus.ON_HOLD: Standing.ON_HOLD}
+
+
+class StatusStoreRecords:
+    """The IdP's `CertificateRecords`, answered from the revocation service's status store (reads only)."""
+
+    def __init__(self, store: StatusStore):
+        self.store = store
+
+    def find(self, issuer: str, serial: int) -> CertificateRecord | None:
+        record = self.store.get(issuer, serial)
+        if record is None:
+            return None
+        return CertificateRecord(_STANDING[record.status], record.not_after, record.auth_serial)
+
+    def previous(self, issuer: str, serial: int) -> int | None:
+        return self.store.links(issuer, serial)[0]
+
+
+def idp_services(config: IdpConfig, client: redis.Redis | None = None, *, trust: TrustStore | None = None,
+                 clock: Callable[[], dt.datetime] | None = None) -> IdpServices:
+    """The IdP's services on `client` (else REDIS_URL), reading certificates from the status store there."""
+    client = client or connect_redis(config.redis_url, config.redis_cluster)
+    store = StatusStore(client, KeySpace(config.status_buckets, config.holder_buckets))
+    return build_idp_services(config, client, certificates=StatusStoreRecords(store), trust=trust, clock=clock)
+
+
+def idp_app(config: IdpConfig | None = None) -> Flask:
+    """The IdP's WSGI app, configured from the environment: what gunicorn starts."""
+    config = config or IdpConfig.from_env()
+    return create_idp_app(config, idp_services(config))
+
+
+def revocation_app(config: RevocationConfig | None = None) -> Flask:
+    """The revocation service's WSGI app, configured from the environment: what gunicorn starts."""
+    config = config or RevocationConfig.from_env()
+    return create_revocation_app(config, build_revocation_services(config))
