@@ -11,16 +11,14 @@ import secrets
 import redis
 
 from operator_console.keys import OPERATORS
+from wire.errors import CodedError
 
 TOKEN_PREFIX = "rvop_"  # noqa: S105 - a prefix, not a secret
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
-class OperatorError(ValueError):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class OperatorError(CodedError, ValueError):
+    """An operator token request refused (a bad name, an active operator of that name)."""
 
 
 def _digest(token: str) -> str:

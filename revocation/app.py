@@ -24,6 +24,7 @@ from revocation.ocsp.web import blueprint as ocsp_blueprint
 from revocation.operations.api import blueprint as ops_blueprint
 from revocation.operations.pages import blueprint as pages_blueprint
 from revocation.services import Services, build_services, install
+from revocation.storage.store import StorageLayoutError
 from wire.http_answers import store_unavailable_response
 from wire.json_input import BoundedJSONProvider
 
@@ -50,6 +51,10 @@ def create_app(config: RevocationConfig | None = None, services: Services | None
     app.register_blueprint(console.blueprint, url_prefix=console.PREFIX)
     app.register_blueprint(pages_blueprint, url_prefix=console.PREFIX)
 
+    @app.before_request
+    def layout_checked():
+        services.claim_layout()  # once: when Redis was unreachable at start, before the first request it answers
+
     @app.get("/metrics")
     def metrics():
         return metrics_response([services.ocsp_responses], [lambda: revocation_gauges(services)])
@@ -63,6 +68,10 @@ def create_app(config: RevocationConfig | None = None, services: Services | None
     @app.errorhandler(redis.TimeoutError)
     def store_unavailable(_error):
         return store_unavailable_response()
+
+    @app.errorhandler(StorageLayoutError)
+    def wrong_layout(error: StorageLayoutError):
+        return jsonify(error=error.code, message=error.message), error.status
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

@@ -3,6 +3,7 @@ handler reaches them (`current()`, after `create_app` has `install`ed them on th
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import redis
@@ -22,6 +23,7 @@ from revocation.storage.stream import EventStream
 from wire.redis_connect import connect_redis
 
 EXTENSION = "revocation"  # the key in Flask's app.extensions
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,18 +39,24 @@ class Services:
     audit: AuditLog
     operators: OperatorRegistry
     ocsp_responses: Counter
+    layout_claimed: bool = False
+
+    def claim_layout(self) -> None:
+        """Record the storage layout, or check it against the recorded one, once per process (storage/store.py
+        `claim_layout`); StorageLayoutError when this process's bucket counts are not the deployment's."""
+        if not self.layout_claimed:
+            claim_layout(self.redis, self.store.keys)
+            self.layout_claimed = True
 
 
 def build_services(config: RevocationConfig, client: redis.Redis | None = None) -> Services:
     client = client or connect_redis(config.redis_url, config.redis_cluster)
     issuers = load_issuers(config)
-    keys = KeySpace(config.status_buckets, config.holder_buckets)
-    claim_layout(client, keys)  # refuses to start with bucket counts other than the deployment's
-    store = StatusStore(client, keys)
+    store = StatusStore(client, KeySpace(config.status_buckets, config.holder_buckets))
     ocsp = OcspResponder(store, issuers, config)
     crl = CrlPublisher(store, issuers, config)
     applier = Applier(store, config.moved_abroad_revokes_auth, listeners=(ocsp.on_status_change,))
-    return Services(
+    services = Services(
         config=config,
         redis=client,
         issuers=issuers,
@@ -63,6 +71,13 @@ def build_services(config: RevocationConfig, client: redis.Redis | None = None) 
                                "OCSP responses by certificate status (good, revoked, on_hold, not_issued) or error",
                                ("status",)),
     )
+    try:
+        services.claim_layout()  # refuses to start with bucket counts other than the deployment's
+    except (redis.ConnectionError, redis.TimeoutError):
+        # Redis is not there yet: the app checks before its first request, the worker before its first round,
+        # and a command fails on its first Redis call anyway.
+        log.warning("storage layout not checked: Redis is unreachable", extra={"code": "storage_layout_deferred"})
+    return services
 
 
 def install(app: Flask, services: Services) -> None:

@@ -33,6 +33,7 @@ CRL_POLL_SECONDS = 0.01  # a CRL-only worker looks for due shards this often (ea
 def run_worker(services: Services, stop: threading.Event, batch: int = 100, block_ms: int = 200,
                roles: tuple[str, ...] = ROLES) -> None:
     name = consumer_name()
+    services.claim_layout()
     services.stream.ensure_group()
     while not stop.is_set():
         try:

@@ -10,7 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
+import requests
 
+from devstack.http import LiveServer
+from devstack.processes import free_port
+from devstack.redis_server import RedisServer
 from revocation.app import create_app
 from revocation.services import build_services
 from revocation.storage.keys import LAYOUT, KeySpace
@@ -46,6 +51,19 @@ def test_a_start_with_other_bucket_counts_is_refused_and_says_why(revocation_con
     with pytest.raises(StorageLayoutError):
         create_app(other)
     assert redis_client.get(LAYOUT) == recorded  # the refused start changed nothing
+
+
+def test_a_service_started_before_redis_checks_the_layout_before_its_first_request(tmp_path, revocation_config):
+    port = free_port()
+    config = dataclasses.replace(revocation_config, redis_url=f"redis://127.0.0.1:{port}/0", status_buckets=2048)
+    client = redis.Redis.from_url(config.redis_url, socket_connect_timeout=2, socket_timeout=2)
+    app = create_app(config, build_services(config, client))  # Redis is not there yet: the check waits
+    with RedisServer(tmp_path / "redis", port=port) as server, LiveServer(app) as live:
+        redis.Redis.from_url(server.url).set(LAYOUT, KeySpace(1024, 1024).layout())
+        answer = requests.get(f"{live.url}/crl/auth/0.crl", timeout=10)
+        assert answer.status_code == 503 and answer.json()["error"] == "storage_layout_mismatch"
+        redis.Redis.from_url(server.url).set(LAYOUT, KeySpace(2048, 1024).layout())
+        assert requests.get(f"{live.url}/healthz", timeout=10).status_code == 200  # checked once it agrees
 
 
 def test_the_command_line_refuses_other_bucket_counts_in_one_sentence(revocation_config, revocation_services):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import jsonschema
 
 from jpki.profile import CertificateKind
+from wire.errors import CodedError
 from wire.json_input import JSONInputError, loads
 
 MAX_EVENT_BYTES = 16 * 1024
@@ -119,13 +120,8 @@ _MY_NUMBER_LIKE = re.compile(r"(?<![0-9])[0-9]{4}[ -]?[0-9]{4}[ -]?[0-9]{4}(?![0
 _SERIAL_FIELDS = frozenset({"serial", "old_serial", "new_serial"})
 
 
-class EventRefused(ValueError):
+class EventRefused(CodedError, ValueError):
     """An event that will not be applied. `code` is stable; `message` never contains a submitted value."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from revocation.domain.events import (
 from revocation.services import Services
 from revocation.storage.store import CertificateStatus, hold, release, revoke
 from revocation.storage.stream import Delivery
+from wire.errors import CodedError
 
 ISSUERS = ("auth", "signing")
 SERIAL = re.compile(r"^[0-9A-Fa-f]{1,40}$")
@@ -34,12 +35,11 @@ MANUAL_REASONS = {
 MAX_COMMENT = 500
 
 
-class OperationError(Exception):
+class OperationError(CodedError):
+    """An operator request refused; `detail` lists per-event refusals of a batch."""
+
     def __init__(self, code: str, message: str, status: int = 400, detail: list | None = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
+        super().__init__(code, message, status)
         self.detail = detail
 
 
