@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _certificate_arguments(parser: argparse.ArgumentParser) -> None:
-    # Checked by operations.parse_certificate_ref, as for the API, so both give the same error codes.
+    # Checked by operations.actions.parse_certificate_ref, as for the API, so both give the same error codes.
     parser.add_argument("issuer", metavar="{auth,sign}")
     parser.add_argument("serial", help="the serial number in hexadecimal")
 

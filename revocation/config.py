@@ -15,7 +15,7 @@ docs/configuration.md is the reference for every variable (and for the worker, w
 | OCSP_NONCE_CONCURRENCY | live (nonce) signatures at once per process | 8 |
 | CRL_VALIDITY_SECONDS | nextUpdate − thisUpdate of CRLs | 86400 |
 | CRL_MIN_INTERVAL_MS | a shard is republished at most this often | 50 |
-| STATUS_BUCKETS / HOLDER_BUCKETS | fixed for a deployment's life: changing them moves keys | 1048576 |
+| STATUS_BUCKETS / HOLDER_BUCKETS | fixed for a deployment's life: recorded in Redis, other counts refused | 1048576 |
 | CONSOLE_INSECURE_DEV_COOKIES | 1: the operator console's cookie over plain http on 127.0.0.1 (development only) | 0 |
 | CONSOLE_PEER_URL | the IdP's console page (RP clients), linked from this console's menu | none |
 
