@@ -26,6 +26,8 @@ trusts, or creates, the development CA.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import os
 import re
 import secrets
@@ -127,9 +129,6 @@ class IdpConfig:
 
     def subkey(self, purpose: str) -> bytes:
         """A separate key per use of the platform secret, so that one HMAC never answers for another."""
-        import hashlib
-        import hmac
-
         return hmac.new(self.secret, purpose.encode(), hashlib.sha256).digest()
 
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import redis
 
-PREFIX = "idp:session"
+from idp import keys
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class SessionStore:
 
     @staticmethod
     def _key(session_id: str) -> str:
-        return f"{PREFIX}:{hashlib.sha256(session_id.encode()).hexdigest()}"
+        return keys.session(hashlib.sha256(session_id.encode()).hexdigest())
 
     def create(self, session: Session) -> str:
         session_id = secrets.token_urlsafe(32)

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field, replace
 
 import redis
 
+from idp import keys
 from wire.errors import CodedError
 
 CHALLENGE_BYTES = 32  # ≥ 256 bits (Web eID)
-PREFIX = "idp:login"
 SPENT = b"spent"  # what a submit token's key holds once claimed; a transaction id is 43 base64url characters
 
 
@@ -75,13 +75,13 @@ class LoginStore:
         self.clock = clock
 
     def _key(self, txn_id: str) -> str:
-        return f"{PREFIX}:{{{_digest(txn_id)[:16]}}}:{_digest(txn_id)}"
+        return keys.login_transaction(_digest(txn_id))
 
     def _handle_key(self, handle: str) -> str:
-        return f"{PREFIX}:handle:{_digest(handle)}"
+        return keys.login_handle(_digest(handle))
 
     def _submit_key(self, token: str) -> str:
-        return f"{PREFIX}:submit:{_digest(token)}"
+        return keys.login_submit(_digest(token))
 
     def create(self, origin: str, client_id: str, rp_name: str, return_to: str, share: list[str],
                wants_facts: bool) -> LoginTransaction:

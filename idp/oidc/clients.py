@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 
 import redis
+from idp.keys import CLIENTS
 from authlib.oauth2.rfc6749 import ClientMixin
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -45,7 +46,7 @@ from wire.errors import CodedError
 from wire.json_input import JSONInputError
 from wire.json_input import loads as json_loads
 
-CLIENTS_HASH = "idp:clients"
+CLIENTS_HASH = CLIENTS
 SCOPES = ("openid", "name", "address", "birthdate", "gender")
 FOUR_FACTS_SCOPES = frozenset({"name", "address", "birthdate", "gender"})
 AUTH_METHODS = ("private_key_jwt", "client_secret_basic")

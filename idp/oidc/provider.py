@@ -33,6 +33,7 @@ from authlib.oauth2.rfc9101.errors import RequestNotSupportedError, RequestUriNo
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode, UserInfo, UserInfoEndpoint
 
+from idp import keys
 from idp.login.verification import AUTHENTICATION_METHODS
 from idp.oidc.clients import FOUR_FACTS_SCOPES, ClientDocumentError
 from idp.oidc.tokens import REPLAYED, AuthorizationCode, Token, new_token_value, token_digest
@@ -167,7 +168,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
     def validate_jti(self, claims, jti):
         seen = hashlib.sha256(f"{claims['sub']}:{jti}".encode()).hexdigest()
-        key = f"idp:jti:{seen}"
+        key = keys.client_assertion_jti(seen)
         services = current()
         now = services.clock().timestamp()
         ttl = max(60, int(claims.get("exp", now) - now) + 120)
@@ -205,7 +206,8 @@ class CodeGrant(AuthorizationCodeGrant):
         services.tokens.save_code(record)
         if record.nonce:  # a nonce is spent once a code carries it (OIDC Core §15.5.2)
             nonce_key = hashlib.sha256(f"{record.client_id}:{record.nonce}".encode()).hexdigest()
-            services.redis.set(f"idp:nonce:{nonce_key}", 1, ex=int(services.config.refresh_token_ttl.total_seconds()))
+            services.redis.set(keys.spent_nonce(nonce_key), 1,
+                               ex=int(services.config.refresh_token_ttl.total_seconds()))
 
     def query_authorization_code(self, code, client):
         found = current().tokens.consume_code(code)
@@ -257,7 +259,7 @@ class OpenIDCodeExtension(OpenIDCode):
 
     def exists_nonce(self, nonce, request):
         key = hashlib.sha256(f"{request.payload.client_id}:{nonce}".encode()).hexdigest()
-        return bool(current().redis.exists(f"idp:nonce:{key}"))
+        return bool(current().redis.exists(keys.spent_nonce(key)))
 
     def resolve_client_private_key(self, client):
         return current().signing_keys.key_set(client.id_token_signed_response_alg)

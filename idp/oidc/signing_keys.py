@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from idp.config import IdpConfig
+from idp.keys import SIGNING_KEYS, SIGNING_KEYS_LOCK
 
-KEYS_HASH = "idp:signing-keys"
+KEYS_HASH = SIGNING_KEYS
 ALGORITHMS = ("RS256", "ES256")
 # How long a process may sign from the keys it last read. A rotation made elsewhere is seen this much later; that is
 # harmless, as a new key is published `key_rotation_overlap` before it signs and a retired one stays published.
@@ -86,7 +87,7 @@ class SigningKeys:
         """At start: one signing key per algorithm, usable at once (nobody has tokens from us yet)."""
         now = now or dt.datetime.now(dt.UTC)
         # Every worker of every IdP process runs this at start: one at a time, so they make one key, not many.
-        with self.redis.lock(f"{KEYS_HASH}:lock", timeout=30, blocking_timeout=30):
+        with self.redis.lock(SIGNING_KEYS_LOCK, timeout=30, blocking_timeout=30):
             have = {k.alg for k in self.all() if k.retired_at is None}
             for alg in ALGORITHMS:
                 if alg not in have:

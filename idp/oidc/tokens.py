@@ -18,7 +18,8 @@ import redis
 from authlib.oauth2.rfc6749 import TokenMixin
 from authlib.oidc.core import AuthorizationCodeMixin
 
-PREFIX = "idp"
+from idp import keys
+
 ACR = "aal3"  # card + PIN: a hardware cryptographic authenticator with a memorised secret
 
 
@@ -132,12 +133,11 @@ class TokenStore:
 
     @staticmethod
     def _code_keys(digest: str) -> list[str]:
-        tag = f"{{{digest[:16]}}}"
-        return [f"{PREFIX}:code:{tag}:{digest}", f"{PREFIX}:code-used:{tag}:{digest}"]
+        return [keys.code(digest), keys.code_used(digest)]
 
     @staticmethod
     def _family_key(code_digest: str) -> str:
-        return f"{PREFIX}:code-tokens:{code_digest}"
+        return keys.code_tokens(code_digest)
 
     def save_code(self, code: AuthorizationCode) -> None:
         self.redis.set(self._code_keys(code.code_digest)[0], json.dumps(asdict(code)),
@@ -167,7 +167,7 @@ class TokenStore:
     # --- tokens --------------------------------------------------------------------------------------------
 
     def _token_key(self, digest: str) -> str:
-        return f"{PREFIX}:token:{digest}"
+        return keys.token(digest)
 
     def save_token(self, value: str, token: Token) -> None:
         digest = token_digest(value)
