@@ -27,8 +27,7 @@ from idp.services import build_services as build_idp_services
 from revocation.app import create_app as create_revocation_app
 from revocation.config import RevocationConfig
 from revocation.services import build_services as build_revocation_services
-from revocation.storage.keys import KeySpace
-from revocation.storage.store import CertificateStatus, StatusStore
+from revocation.storage.store import CertificateStatus, StatusStore, StorageLayoutError
 from wire.redis_connect import connect_redis
 
 _STANDING = {CertificateStatus.GOOD: Standing.GOOD, CertificateStatus.REVOKED: Standing.REVOKED,
@@ -36,27 +35,46 @@ _STANDING = {CertificateStatus.GOOD: Standing.GOOD, CertificateStatus.REVOKED: S
 
 
 class StatusStoreRecords:
-    """The IdP's `CertificateRecords`, answered from the revocation service's status store (reads only)."""
+    """The IdP's `CertificateRecords`, answered from the revocation service's status store (reads only).
 
-    def __init__(self, store: StatusStore):
-        self.store = store
+    Given a client rather than a store, it reads the storage layout the revocation service recorded in Redis
+    (`StatusStore.from_layout`) at first use, so the IdP carries no bucket counts of its own and may start before
+    any revocation process has: until one has, no certificate is known, which is the truth.
+    """
+
+    def __init__(self, store: StatusStore | None = None, *, client: redis.Redis | None = None):
+        if (store is None) == (client is None):
+            raise TypeError("StatusStoreRecords reads either a given store or the layout recorded through a client")
+        self._store, self._client = store, client
+
+    def _status_store(self) -> StatusStore | None:
+        if self._store is None:
+            try:
+                self._store = StatusStore.from_layout(self._client)
+            except StorageLayoutError as error:
+                if error.code != "storage_layout_unknown":
+                    raise
+                return None  # no revocation process has started on this Redis yet
+        return self._store
 
     def find(self, issuer: str, serial: int) -> CertificateRecord | None:
-        record = self.store.get(issuer, serial)
+        store = self._status_store()
+        record = store.get(issuer, serial) if store is not None else None
         if record is None:
             return None
         return CertificateRecord(_STANDING[record.status], record.not_after, record.auth_serial)
 
     def previous(self, issuer: str, serial: int) -> int | None:
-        return self.store.links(issuer, serial)[0]
+        store = self._status_store()
+        return store.links(issuer, serial)[0] if store is not None else None
 
 
 def idp_services(config: IdpConfig, client: redis.Redis | None = None, *, trust: TrustStore | None = None,
                  clock: Callable[[], dt.datetime] | None = None) -> IdpServices:
     """The IdP's services on `client` (else REDIS_URL), reading certificates from the status store there."""
     client = client or connect_redis(config.redis_url, config.redis_cluster)
-    store = StatusStore(client, KeySpace(config.status_buckets, config.holder_buckets))
-    return build_idp_services(config, client, certificates=StatusStoreRecords(store), trust=trust, clock=clock)
+    return build_idp_services(config, client, certificates=StatusStoreRecords(client=client), trust=trust,
+                              clock=clock)
 
 
 def idp_app(config: IdpConfig | None = None) -> Flask:

@@ -13,7 +13,6 @@ docs/configuration.md is the reference for every variable; in short:
 | IDP_TRUST_DIR | directory of `auth-*.pem` and `signing-*.pem` roots for `production` | — |
 | IDP_TRUST_PINS | more pinned root fingerprints besides J-LIS's: `auth:<SHA-256 hex>,signing:<SHA-256 hex>` | — |
 | IDP_INSECURE_DEV_COOKIES | 1 allows plain-http cookies without `__Host-`/Secure: development, 127.0.0.1 only | 0 |
-| STATUS_BUCKETS / HOLDER_BUCKETS | the revocation store's bucket counts (read-only use here) | 1048576 |
 | IDP_DEV_CARD | development only: a virtual card file whose login command the login page shows too | — |
 | IDP_SECRET_FILE | the platform secret (keys for MyKey, pairwise sub, sealing) | $MYKEY_VAR/idp/secret |
 
@@ -74,8 +73,6 @@ class IdpConfig:
     key_rotation_overlap: dt.timedelta = dt.timedelta(hours=1)
     max_body_bytes: int = 64 * 1024
     dev_card: str | None = None  # development: the login page also shows the virtual-card command
-    status_buckets: int = 1 << 20  # must match the revocation service's STATUS_BUCKETS / HOLDER_BUCKETS
-    holder_buckets: int = 1 << 20
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> IdpConfig:
@@ -101,8 +98,6 @@ class IdpConfig:
             development=development,
             insecure_dev_cookies=env.get("IDP_INSECURE_DEV_COOKIES", "0") == "1",
             dev_card=env.get("IDP_DEV_CARD") or None,
-            status_buckets=int(env.get("STATUS_BUCKETS", str(1 << 20))),
-            holder_buckets=int(env.get("HOLDER_BUCKETS", str(1 << 20))),
             secret=(load_or_create_secret if development else load_secret)(
                 Path(env.get("IDP_SECRET_FILE", var_dir / "idp" / "secret"))),
         )

@@ -38,6 +38,19 @@ def test_a_certificate_never_issued_is_unknown(redis_client):
     assert records.find(ISSUER, new_serial()) is None
 
 
+def test_the_idp_reads_the_layout_the_revocation_service_recorded_and_may_start_first(redis_client):
+    from revocation.storage.store import claim_layout
+
+    records = StatusStoreRecords(client=redis_client)  # as the IdP builds it: no bucket counts of its own
+    serial = new_serial()
+    assert records.find(ISSUER, serial) is None and records.previous(ISSUER, serial) is None  # nothing recorded yet
+
+    keys = KeySpace(status_buckets=256, holder_buckets=128)  # not the defaults: the reader must learn them
+    claim_layout(redis_client, keys)
+    StatusStore(redis_client, keys).register(ISSUER, serial, StatusRecord.issued(0, NOT_AFTER))
+    assert records.find(ISSUER, serial) == CertificateRecord(Standing.GOOD, NOT_AFTER, None)
+
+
 def test_an_issued_certificate_is_good_until_it_expires(redis_client):
     store, records = records_on(redis_client)
     serial = new_serial()
