@@ -7,8 +7,9 @@ prints). Operators log in with the same tokens and sessions as on the revocation
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 
+from idp.services import current
 from operator_console.console import operator_page, render
 
 blueprint = Blueprint("operator_clients", __name__)
@@ -17,4 +18,4 @@ blueprint = Blueprint("operator_clients", __name__)
 @blueprint.get("/clients")
 @operator_page
 def clients():
-    return render("operator/clients.html", clients=current_app.extensions["idp"].clients.list())
+    return render("operator/clients.html", clients=current().clients.list())

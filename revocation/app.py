@@ -1,6 +1,6 @@
 """The revocation service's WSGI app: OCSP, CRLs and the operator API. Stateless; all state is in Redis.
 
-    gunicorn -c deploy/gunicorn-revocation.conf.py 'revocation.app:create_app()'    # production
+    gunicorn -c deploy/gunicorn-revocation.conf.py 'deploy.composition:revocation_app()'    # production
     MYKEY_DEV=1 python -m revocation serve                                          # development
 
 Configuration comes from the environment (docs/configuration.md); outside development the app refuses to

@@ -1,6 +1,6 @@
 """`python -m revocation`: the revocation service's command line (configuration from the environment).
 
-    serve [--host 127.0.0.1] [--port 8081]     development server (production: gunicorn 'revocation.app:create_app()')
+    serve [--host 127.0.0.1] [--port 8081]     development server (production: gunicorn, docs/operators.md)
     worker [--only events|crl]                  apply stream events and publish CRL shards until SIGTERM or Ctrl-C
     event '<json>'                              submit one event and apply it (refused: exit 1, its code on stderr)
     events import FILE.jsonl                    submit a file of events, one per line; a refused line is reported
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CommandLine(prog="python -m revocation", description="MyKey revocation service", epilog=EPILOG)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="development server; in production run "
-                                              "gunicorn -w 2 -b HOST:PORT 'revocation.app:create_app()'")
+                                              "gunicorn -w 2 -b HOST:PORT 'deploy.composition:revocation_app()'")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8081)
     commands.add_parser("worker", help="apply events and publish CRLs until SIGTERM or Ctrl-C (run one or more)"
