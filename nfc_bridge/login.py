@@ -13,14 +13,10 @@ terminal escape sequences or a wall of text into the holder's terminal.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import os
 import re
-import time
 import unicodedata
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -30,6 +26,7 @@ from jpki.signature import login_message
 from nfc_bridge.client import JpkiClient
 from nfc_bridge.transports import Transport
 from wire.errors import CodedError
+from wire.fetch import Fetcher, FetchFailed, FetchPolicy
 from wire.json_input import JSONInputError
 from wire.json_input import loads as json_loads
 
@@ -37,6 +34,11 @@ DEFAULT_IDP = os.environ.get("IDP_ISSUER", "http://127.0.0.1:8080")
 HTTP_TIMEOUT = 15
 MAX_RESPONSE = 64 * 1024  # a login answer is well under 4 KiB
 MAX_SHOWN = 200  # characters of the service's own message that are shown
+# http or https (the login link says which; docs/bridge-api.yaml), bounded in size and total time, no redirect
+# (a login link names the service that signs the challenge; a hop elsewhere is refused), and the holder's own
+# HTTP(S)_PROXY honoured: the bridge runs on the holder's computer, behind whatever proxy it needs.
+_FETCHER = Fetcher(FetchPolicy(timeout=HTTP_TIMEOUT, max_bytes=MAX_RESPONSE, schemes=frozenset({"http", "https"}),
+                               environment_proxy=True))
 _CODE = re.compile(r"[a-z0-9_]{1,64}")
 SHAREABLE = frozenset({"name", "address", "birthdate", "gender"})
 
@@ -84,37 +86,12 @@ def plain_text(value: object, default: str) -> str:
 
 
 def _http(url: str, body: dict | None = None) -> dict:
-    if not url.startswith(("http://", "https://")):
-        raise LoginFailed("bad_login_link", "The login link must start with https:// (or http:// on this computer).")
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(  # noqa: S310 - scheme checked above
-        url, data=data, method="POST" if data else "GET",
-        headers={"Content-Type": "application/json", "Accept": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310 - http(s) only
-            return _json_object(_read_bounded(response))
-    except urllib.error.HTTPError as error:
-        raise _refusal(error) from None
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
-        # URLError and socket errors are OSErrors; HTTPException covers a status line or headers that are not
-        # HTTP and a body shorter than its Content-Length; ValueError an unusable URL.
-        raise LoginFailed("idp_unreachable", "The login service could not be reached or did not answer in HTTP "
-                          f"({error.__class__.__name__}).") from None
-
-
-def _read_bounded(response) -> bytes:
-    """The body, refused when larger than MAX_RESPONSE or slower than HTTP_TIMEOUT in all (a trickle would
-    otherwise restart the per-read timeout forever)."""
-    deadline = time.monotonic() + HTTP_TIMEOUT
-    body = bytearray()
-    while len(body) <= MAX_RESPONSE:
-        if time.monotonic() > deadline:
-            raise LoginFailed("idp_unreachable", "The login service answered too slowly.")
-        chunk = response.read(MAX_RESPONSE + 1 - len(body))
-        if not chunk:
-            return bytes(body)
-        body += chunk
-    raise LoginFailed("bad_login_answer", "The login service's answer was larger than any login answer.")
+        answer = _FETCHER.fetch(url, data, "application/json" if data else None, accept="application/json")
+    except FetchFailed as failed:
+        raise _failure(failed) from None
+    return _json_object(answer.body)
 
 
 def _json_object(body: bytes) -> dict:
@@ -127,15 +104,25 @@ def _json_object(body: bytes) -> dict:
     return answer
 
 
-def _refusal(error: urllib.error.HTTPError) -> LoginFailed:
-    """The service's refusal (docs/bridge-api.yaml: `error` and `message`), or a plain one when it sent none."""
+def _failure(failed: FetchFailed) -> LoginFailed:
+    """One sentence for what went wrong; for an HTTP refusal, the service's own (docs/bridge-api.yaml: `error`
+    and `message`), or a plain one when it sent none."""
+    if failed.reason == "url_not_allowed":
+        return LoginFailed("bad_login_link", "The login link must start with https:// (or http:// on this computer).")
+    if failed.reason == "too_large":
+        return LoginFailed("bad_login_answer", "The login service's answer was larger than any login answer.")
+    if failed.reason == "timeout":
+        return LoginFailed("idp_unreachable", "The login service answered too slowly.")
+    if failed.reason != "http_status":
+        return LoginFailed("idp_unreachable", "The login service could not be reached or did not answer in HTTP.")
+    status = failed.answer.status
     try:
-        answer = _json_object(_read_bounded(error))
-    except (LoginFailed, http.client.HTTPException, OSError):
+        answer = _json_object(failed.answer.body)
+    except LoginFailed:
         answer = {}
     code = answer.get("error")
-    return LoginFailed(code if isinstance(code, str) and _CODE.fullmatch(code) else f"http_{error.code}",
-                       plain_text(answer.get("message"), f"The login service answered HTTP {error.code}."))
+    return LoginFailed(code if isinstance(code, str) and _CODE.fullmatch(code) else f"http_{status}",
+                       plain_text(answer.get("message"), f"The login service answered HTTP {status}."))
 
 
 def _origin(url: str) -> str:

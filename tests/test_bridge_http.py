@@ -158,3 +158,16 @@ def test_what_the_holder_is_shown_must_be_plain(change):
     with CannedServer(serve) as server, pytest.raises(LoginFailed) as info:
         fetch_login(f"{server.url}/api/login/{HANDLE}")
     assert info.value.code == "bad_login_answer"
+
+
+def test_a_redirect_from_the_login_service_is_not_followed():
+    # The login link names the service whose challenge the card signs; a hop to another address is refused.
+    paths = []
+
+    def answer(method, path):
+        paths.append(path)
+        return http("302 Found", b"", extra=f"Location: /elsewhere/{HANDLE}\r\n")
+
+    with CannedServer(answer) as server, pytest.raises(LoginFailed) as info:
+        fetch_login(f"{server.url}/api/login/{HANDLE}")
+    assert info.value.code == "http_302" and paths == [f"/api/login/{HANDLE}"]

@@ -17,7 +17,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from devstack.http import LiveServer
-from idp.login.revocation_check import RevocationChecker, RevocationStatus, RevocationUnknown, fetch
+from idp.login.revocation_check import RevocationChecker, RevocationStatus, RevocationUnknown, fetcher
 from idp.login.trust import PRODUCTION_FINGERPRINTS, TrustStore, TrustStoreError, fingerprint
 from idp.login.verification import CertificateVerifier, ErrorCode, VerificationError
 from jpki.certificate import FourFacts
@@ -488,8 +488,9 @@ def test_replayed_response_with_another_nonce_is_refused(trust, revocation_servi
     # Record a genuine, signed "good" from the live service, then replay it to a later request.
     request = (ocsp.OCSPRequestBuilder().add_certificate(auth_user["cert"], dev_ca.auth.certificate, hashes.SHA256())
                .add_extension(x509.OCSPNonce(secrets.token_bytes(32)), critical=False).build())
-    recorded = fetch(revocation_service.url + "/ocsp", TIMEOUT, 65536,
-                     request.public_bytes(serialization.Encoding.DER), "application/ocsp-request")
+    recorded = fetcher(TIMEOUT, 65536).fetch(revocation_service.url + "/ocsp",
+                                             request.public_bytes(serialization.Encoding.DER),
+                                             "application/ocsp-request").body
     assert ocsp.load_der_ocsp_response(recorded).certificate_status is ocsp.OCSPCertStatus.GOOD
     with fake_ocsp(lambda body: recorded) as server:
         assert check_via(trust, server.url, auth_user["cert"]).ocsp_failure == "nonce_mismatch"

@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import http.client
 import logging
 import re
 import secrets
 import threading
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +31,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from idp.login.trust import TrustStore
 from jpki.profile import CRL_ISSUER_SLUG, crl_shard, crl_url
+from wire.fetch import Fetcher, FetchFailed, FetchPolicy
 
 log = logging.getLogger(__name__)
 
@@ -86,42 +83,16 @@ class SourceFailed(Exception):
         self.final = final
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    # A redirect could lead the request away from the pinned revocation base; treat it as a failure.
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
+def fetcher(timeout: float, limit: int) -> Fetcher:
+    """Revocation traffic: http or https (the answers are signed; RFC 6960 Appendix A.1), no redirect away from
+    the configured base, no proxy, bounded in size and total time (wire/fetch.py)."""
+    return Fetcher(FetchPolicy(timeout=timeout, max_bytes=limit, schemes=frozenset({"http", "https"})))
 
 
-# Platform-internal traffic: no environment proxy gets to see (or answer) revocation requests.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
-
-
-def fetch(url: str, timeout: float, limit: int, body: bytes | None = None, content_type: str | None = None) -> bytes:
-    """GET (or POST `body`) with a total time bound, a size bound, no redirects and no proxy."""
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise SourceFailed("url_not_http")
-    headers = {"Content-Type": content_type} if content_type else {}
-    method = "POST" if body is not None else "GET"
-    request = urllib.request.Request(url, data=body, headers=headers, method=method)  # noqa: S310 (scheme checked)
-    deadline = time.monotonic() + timeout
-    try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            data = bytearray()
-            while chunk := response.read(16 * 1024):
-                data += chunk
-                if len(data) > limit:
-                    raise SourceFailed("too_large")
-                if time.monotonic() > deadline:  # a slow drip must not stretch the bound
-                    raise SourceFailed("timeout")
-            return bytes(data)
-    except urllib.error.HTTPError as exc:
-        raise SourceFailed(f"http_{exc.code}") from None
-    except urllib.error.URLError as exc:
-        raise SourceFailed("timeout" if isinstance(exc.reason, TimeoutError) else "unreachable") from None
-    except TimeoutError:
-        raise SourceFailed("timeout") from None
-    except (OSError, http.client.HTTPException):
-        raise SourceFailed("unreachable") from None
+def _source_failure(failed: FetchFailed) -> SourceFailed:
+    if failed.reason == "http_status":
+        return SourceFailed(f"http_{failed.answer.status}")
+    return SourceFailed("url_not_http" if failed.reason == "url_not_allowed" else failed.reason)
 
 
 class RevocationChecker:
@@ -135,6 +106,8 @@ class RevocationChecker:
         self.clock = clock
         self.crl_cache_seconds = crl_cache_seconds
         self._crl_cache: dict[str, tuple[x509.CertificateRevocationList, dt.datetime]] = {}
+        self._ocsp_fetcher = fetcher(timeout, MAX_OCSP_RESPONSE)
+        self._crl_fetcher = fetcher(timeout, MAX_CRL)
         self._lock = threading.Lock()
 
     def check(self, cert: x509.Certificate, issuer: x509.Certificate) -> RevocationResult:
@@ -166,8 +139,11 @@ class RevocationChecker:
                    .add_certificate(cert, issuer, hashes.SHA256())
                    .add_extension(x509.OCSPNonce(nonce), critical=False)
                    .build())
-        raw = fetch(self.ocsp_url, self.timeout, MAX_OCSP_RESPONSE, request.public_bytes(Encoding.DER),
-                    "application/ocsp-request")
+        try:
+            raw = self._ocsp_fetcher.fetch(self.ocsp_url, request.public_bytes(Encoding.DER),
+                                           "application/ocsp-request").body
+        except FetchFailed as failed:
+            raise _source_failure(failed) from None
         try:
             response = ocsp.load_der_ocsp_response(raw)
         except ValueError:
@@ -238,7 +214,10 @@ class RevocationChecker:
         return crl
 
     def _fetch_crl(self, url: str, issuer: x509.Certificate) -> x509.CertificateRevocationList:
-        raw = fetch(url, self.timeout, MAX_CRL)
+        try:
+            raw = self._crl_fetcher.fetch(url).body
+        except FetchFailed as failed:
+            raise _source_failure(failed) from None
         try:
             crl = x509.load_der_x509_crl(raw)
         except ValueError:

@@ -23,26 +23,23 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import http.client
 import json
 import secrets
-import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from urllib.parse import urlsplit
 
 import redis
-from idp.keys import CLIENTS
 from authlib.oauth2.rfc6749 import ClientMixin
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from idp.keys import CLIENTS
 from mykey.pairwise import sector_of
 from wire.errors import CodedError
+from wire.fetch import LOOPBACK_HOSTS, Fetcher, FetchFailed, FetchPolicy
 from wire.json_input import JSONInputError
 from wire.json_input import loads as json_loads
 
@@ -57,7 +54,6 @@ FETCH_TIMEOUT_SECONDS = 5.0
 MAX_DOCUMENT_BYTES = 64 * 1024
 PUBLIC_KEY_TYPES = frozenset({"RSA", "EC", "OKP"})
 PRIVATE_KEY_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class ClientRegistrationError(CodedError, ValueError):
@@ -128,11 +124,6 @@ class Client(ClientMixin):
         return f"Client({self.client_id}, {self.name!r})"
 
 
-class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None  # urllib then raises HTTPError with the 3xx status
-
-
 class ClientDocuments:
     """Fetch a small JSON document a client publishes: bounded, verified, never redirected (module docstring)."""
 
@@ -141,52 +132,36 @@ class ClientDocuments:
         self.ca_file = ca_file
         self.timeout = timeout
         self.limit = limit
-        context = ssl.create_default_context(cafile=ca_file)  # a missing or unreadable bundle fails here, early
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _RefuseRedirects(),
-                                                   urllib.request.HTTPSHandler(context=context))
+        # A missing or unreadable CA bundle fails here, early.
+        policy = FetchPolicy(timeout=timeout, max_bytes=limit, schemes=frozenset({"https"}), ca_file=ca_file)
+        self._https = Fetcher(policy)
+        self._https_or_loopback = Fetcher(replace(policy, loopback_http=True))
 
     def fetch(self, uri: str, what: str, allow_loopback_http: bool = False):
         """The decoded JSON at `uri`; ClientDocumentError saying why not. `what` names the URL in messages."""
-        parts = urlsplit(uri)
-        plain_ok = allow_loopback_http and parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
-        if not parts.hostname or (parts.scheme != "https" and not plain_ok):
-            raise ClientDocumentError(f"The {what} must be an https URL.")
-        body = self._read(uri, what)
+        fetcher = self._https_or_loopback if allow_loopback_http else self._https
+        try:
+            body = fetcher.fetch(uri, accept="application/json").body
+        except FetchFailed as failed:
+            raise ClientDocumentError(self._failure(failed, what)) from None
         try:
             return json_loads(body, max_bytes=self.limit)
         except JSONInputError as exc:
             raise ClientDocumentError(f"The {what} returned a document that is not valid JSON ({exc.reason}).") \
                 from None
 
-    def _read(self, uri: str, what: str) -> bytes:
-        request = urllib.request.Request(uri, headers={"Accept": "application/json"})  # noqa: S310 - scheme checked
-        deadline = time.monotonic() + self.timeout
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                body = bytearray()
-                while chunk := response.read(16 * 1024):
-                    body += chunk
-                    if len(body) > self.limit:
-                        raise ClientDocumentError(f"The {what} returned a document larger than {self.limit} bytes.")
-                    if time.monotonic() > deadline:  # a slow drip must not stretch the bound
-                        raise TimeoutError
-                return bytes(body)
-        except urllib.error.HTTPError as exc:
-            if 300 <= exc.code < 400:
-                raise ClientDocumentError(f"The {what} answered with a redirect (HTTP {exc.code}); redirects are "
-                                          "not followed, so register the final URL.") from None
-            raise ClientDocumentError(f"The {what} answered HTTP {exc.code}.") from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, ssl.SSLCertVerificationError):
-                raise ClientDocumentError(f"The {what} has a TLS certificate this IdP does not trust (set "
-                                          "IDP_FETCH_CA_FILE for a private CA).") from None
-            if isinstance(exc.reason, TimeoutError):
-                raise ClientDocumentError(f"The {what} did not answer within {self.timeout:g} seconds.") from None
-            raise ClientDocumentError(f"The {what} could not be reached.") from None
-        except TimeoutError:
-            raise ClientDocumentError(f"The {what} did not answer within {self.timeout:g} seconds.") from None
-        except (OSError, http.client.HTTPException):
-            raise ClientDocumentError(f"The {what} could not be reached.") from None
+    def _failure(self, failed: FetchFailed, what: str) -> str:
+        status = failed.answer.status if failed.answer else None
+        return {
+            "url_not_allowed": f"The {what} must be an https URL.",
+            "too_large": f"The {what} returned a document larger than {self.limit} bytes.",
+            "tls_untrusted": f"The {what} has a TLS certificate this IdP does not trust (set IDP_FETCH_CA_FILE for a "
+                             "private CA).",
+            "timeout": f"The {what} did not answer within {self.timeout:g} seconds.",
+            "http_status": f"The {what} answered with a redirect (HTTP {status}); redirects are not followed, so "
+                           "register the final URL." if status and 300 <= status < 400
+                           else f"The {what} answered HTTP {status}.",
+        }.get(failed.reason, f"The {what} could not be reached.")
 
 
 class JwksCache:
