@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from jpki.certificate import FourFacts, encode_birthdate, encode_der_utf8
-from jpki.issuer import DEFAULT_REVOCATION_URL, Issuer, load_issuers, save_issuers, write_file
+from jpki.issuer import DEFAULT_REVOCATION_URL, Issuer, IssuerFilesMissing, load_issuers, save_issuers, write_file
 from jpki.profile import (
     AUTH_POLICY_OID,
     MIN_SIGNING_AGE,
@@ -179,7 +179,12 @@ class DevCA:
     def load(cls, directory: Path) -> DevCA:
         directory = Path(directory)
         meta = json.loads((directory / CA_META).read_text())
-        issuers = load_issuers(directory)
+        try:
+            issuers = load_issuers(directory)
+        except IssuerFilesMissing as missing:
+            # A development CA saved before the one issuer layout (`<slug>-root.pem`): it is made anew, not moved.
+            raise IssuerFilesMissing(directory, missing.missing, f"Remove {directory} to make a new development CA "
+                                     "(and new virtual cards from it).") from None
         return cls(issuers[CertificateKind.AUTH], issuers[CertificateKind.SIGNING], meta["revocation_url"])
 
     @classmethod

@@ -52,8 +52,8 @@ class IssuerFilesMissing(FixedCodeError):
 
     code = "issuer_files_missing"
 
-    def __init__(self, directory: Path, missing: list[str]):
-        super().__init__(f"{directory} lacks {', '.join(missing)}.")
+    def __init__(self, directory: Path, missing: list[str], advice: str = ""):
+        super().__init__(f"{directory} lacks {', '.join(missing)}." + (f" {advice}" if advice else ""))
         self.directory = directory
         self.missing = missing
 

@@ -95,6 +95,17 @@ def test_the_issuer_loader_names_every_missing_file_and_nothing_else(tmp_path):
     assert "BEGIN" not in refused.value.message
 
 
+def test_a_dev_ca_saved_in_the_old_root_layout_is_refused_with_what_to_do(tmp_path):
+    DevCA.generate().save(tmp_path)
+    for slug in ("auth", "signing"):  # the layout before jpki/issuer.py: <slug>-root.pem, <slug>-root.key.pem
+        (tmp_path / f"{slug}-ca.pem").rename(tmp_path / f"{slug}-root.pem")
+        (tmp_path / f"{slug}-crl-signer.key.pem").rename(tmp_path / f"{slug}-root.key.pem")
+    with pytest.raises(IssuerFilesMissing) as refused:
+        DevCA.load_or_create(tmp_path)
+    assert refused.value.message.endswith(f"Remove {tmp_path} to make a new development CA (and new virtual cards "
+                                          "from it).")
+
+
 def test_responders_near_their_end_are_renewed_on_load(tmp_path):
     past = dt.datetime.now(dt.UTC) - dt.timedelta(days=6)
     DevCA.generate("http://127.0.0.1:1", now=past).save(tmp_path)
