@@ -12,9 +12,6 @@ start without its production settings (idp/config.py).
 
 from __future__ import annotations
 
-import os
-
-import redis
 from flask import Flask, jsonify, request
 
 from idp.config import IdpConfig
@@ -24,12 +21,10 @@ from idp.oidc.endpoints import blueprint as oidc
 from idp.oidc.provider import build_authorization_server
 from idp.operator_pages import blueprint as operator_pages
 from idp.services import EXTENSION, IdpServices
-from observability import logs
 from observability.metrics import metrics_response
 from operator_console import console
 from operator_console.registry import OperatorRegistry
-from wire.http_answers import store_unavailable_response
-from wire.json_input import BoundedJSONProvider
+from wire.service_app import new_service_app
 
 
 def _operator_console(app: Flask, config: IdpConfig, services: IdpServices) -> None:
@@ -43,12 +38,8 @@ def _operator_console(app: Flask, config: IdpConfig, services: IdpServices) -> N
 
 
 def create_app(config: IdpConfig, services: IdpServices) -> Flask:
-    if os.environ.get("MYKEY_JSON_LOGS") == "1":
-        logs.use_json_logs()
-    logs.configure()
-    app = Flask(__name__)
-    app.json = BoundedJSONProvider(app)  # request.get_json(): depth- and size-bounded, never a crash
-    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app = new_service_app(__name__, max_body_bytes=config.max_body_bytes, store=services.redis,
+                          metrics=lambda: metrics_response([services.logins_total]))
     app.extensions[EXTENSION] = services
     server, _ = build_authorization_server(app, services)
     app.extensions["idp_server"] = server
@@ -57,15 +48,6 @@ def create_app(config: IdpConfig, services: IdpServices) -> Flask:
     app.register_blueprint(login_api)
     app.register_blueprint(pages)
     _operator_console(app, config, services)
-
-    @app.get("/metrics")
-    def metrics():
-        return metrics_response([services.logins_total])
-
-    @app.get("/healthz")
-    def healthz():
-        services.redis.ping()
-        return jsonify(status="ok")
 
     @app.after_request
     def security_headers(response):
@@ -83,11 +65,6 @@ def create_app(config: IdpConfig, services: IdpServices) -> Flask:
     @app.errorhandler(404)
     def not_found(_error):
         return jsonify(error="not_found", message="There is nothing at this address."), 404
-
-    @app.errorhandler(redis.ConnectionError)
-    @app.errorhandler(redis.TimeoutError)
-    def store_unavailable(_error):
-        return store_unavailable_response()
 
     @app.errorhandler(405)
     def not_allowed(error):

@@ -9,13 +9,9 @@ start without its production settings (revocation/config.py).
 
 from __future__ import annotations
 
-import os
-
-import redis
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from observability import logs
 from observability.metrics import gauge, metrics_response
 from operator_console import console
 from revocation.config import RevocationConfig
@@ -25,19 +21,15 @@ from revocation.operations.api import blueprint as ops_blueprint
 from revocation.operations.pages import blueprint as pages_blueprint
 from revocation.services import Services, build_services, install
 from revocation.storage.store import StorageLayoutError
-from wire.http_answers import store_unavailable_response
-from wire.json_input import BoundedJSONProvider
+from wire.service_app import new_service_app
 
 
 def create_app(config: RevocationConfig | None = None, services: Services | None = None) -> Flask:
     config = config or RevocationConfig.from_env()
     services = services or build_services(config)
-    if os.environ.get("MYKEY_JSON_LOGS") == "1":
-        logs.use_json_logs()
-    logs.configure()
-    app = Flask(__name__)
-    app.json = BoundedJSONProvider(app)  # request.get_json(): depth- and size-bounded, never a crash
-    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app = new_service_app(__name__, max_body_bytes=config.max_body_bytes, store=services.redis,
+                          metrics=lambda: metrics_response([services.ocsp_responses],
+                                                           [lambda: revocation_gauges(services)]))
     install(app, services)  # request handlers reach them through revocation.services.current()
 
     app.register_blueprint(ocsp_blueprint)
@@ -54,20 +46,6 @@ def create_app(config: RevocationConfig | None = None, services: Services | None
     @app.before_request
     def layout_checked():
         services.claim_layout()  # once: when Redis was unreachable at start, before the first request it answers
-
-    @app.get("/metrics")
-    def metrics():
-        return metrics_response([services.ocsp_responses], [lambda: revocation_gauges(services)])
-
-    @app.get("/healthz")
-    def healthz():
-        services.redis.ping()
-        return jsonify(status="ok")
-
-    @app.errorhandler(redis.ConnectionError)
-    @app.errorhandler(redis.TimeoutError)
-    def store_unavailable(_error):
-        return store_unavailable_response()
 
     @app.errorhandler(StorageLayoutError)
     def wrong_layout(error: StorageLayoutError):

@@ -20,8 +20,8 @@ PACKAGES = sorted(p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file(
 # answered once in the composition root (deploy/composition.py). Packages not listed (devstack, bench, demo_rp) are
 # tooling and may import anything.
 MAY_IMPORT = {
-    "wire": set(),
     "observability": set(),
+    "wire": {"observability"},  # service_app.py installs log hygiene in every app
     "mykey": set(),
     "jpki": {"wire"},
     "operator_console": {"wire"},
