@@ -27,6 +27,7 @@ import redis
 
 from mykey import keys
 from mykey.keys import as_text
+from wire.errors import FixedCodeError
 
 # No 0/O, 1/I/L: a generated ID is read off a screen or over the phone and typed back without doubt.
 GENERATED_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -70,14 +71,10 @@ class Account:
     created_at: dt.datetime
 
 
-class MyKeyIdError(Exception):
+class MyKeyIdError(FixedCodeError):
     """A MyKey ID change refused; `code` is stable for pages, APIs and tests. Messages never echo the input."""
 
     code = "mykey_id_error"
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
 
 
 class MyKeyIdTaken(MyKeyIdError):

@@ -22,7 +22,7 @@ PACKAGES = sorted(p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file(
 MAY_IMPORT = {
     "observability": set(),
     "wire": {"observability"},  # service_app.py installs log hygiene in every app
-    "mykey": set(),
+    "mykey": {"wire"},
     "jpki": {"wire"},
     "operator_console": {"wire"},
     "nfc_bridge": {"jpki", "wire"},
