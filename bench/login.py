@@ -164,7 +164,8 @@ def prepare_submissions(stack: Stack, signers: list[CardSigner], count: int) -> 
 def verified_logins(stack: Stack) -> int:
     """The IdP's own count of verified card logins (observability Counter in Redis)."""
     counter = stack.idp.logins_total
-    return int(counter.redis.hget(counter.key, json.dumps(["ok"])) or 0)
+    return sum(int(counter.redis.hget(counter.key, json.dumps(["ok", token_type])) or 0)
+               for token_type in ("card", "smartphone"))
 
 
 def measured_load(stack: Stack, requests: list[bytes] | list[str], seconds: int, single_use: bool = True,
