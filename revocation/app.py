@@ -1,5 +1,8 @@
 """The revocation service's WSGI app: OCSP, CRLs and the operator API. Stateless; all state is in Redis.
 
+OCSP is served by a bare WSGI callable placed in front of the Flask app (`app.wsgi_app`), so every way the app
+is started — gunicorn, the development server, a test client — answers OCSP the one same way.
+
     gunicorn -c deploy/gunicorn-revocation.conf.py 'deploy.composition:revocation_app()'    # production
     MYKEY_DEV=1 python -m revocation serve                                          # development
 
@@ -16,7 +19,7 @@ from observability.metrics import gauge, metrics_response
 from operator_console import console
 from revocation.config import RevocationConfig
 from revocation.crl.web import blueprint as crl_blueprint
-from revocation.ocsp.web import blueprint as ocsp_blueprint
+from revocation.ocsp.wsgi import OcspEndpoint, with_ocsp
 from revocation.operations.api import blueprint as ops_blueprint
 from revocation.operations.pages import blueprint as pages_blueprint
 from revocation.services import Services, build_services, install
@@ -32,7 +35,9 @@ def create_app(config: RevocationConfig | None = None, services: Services | None
                                                            [lambda: revocation_gauges(services)]))
     install(app, services)  # request handlers reach them through revocation.services.current()
 
-    app.register_blueprint(ocsp_blueprint)
+    # OCSP is answered in front of Flask, without a dispatch (revocation/ocsp/wsgi.py); everything else is Flask's.
+    app.wsgi_app = with_ocsp(app.wsgi_app, OcspEndpoint(services.ocsp, services.ocsp_responses,
+                                                        ready=services.claim_layout))
     app.register_blueprint(crl_blueprint)
     app.register_blueprint(ops_blueprint, url_prefix="/ops")
     console.install(app, console.Console(

@@ -1,1 +1,2 @@
-"""OCSP (RFC 6960): the responder that answers from certificate status, and its HTTP endpoint."""
+"""OCSP (RFC 6960): the responder that answers from certificate status (responder.py), and its HTTP endpoint
+(wsgi.py)."""
