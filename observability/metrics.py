@@ -3,11 +3,26 @@
 A service registers counters and gauges; `/metrics` renders them in the Prometheus text format with
 prometheus_client (a custom collector reads the Redis totals at scrape time). Label values are codes and names
 only — never serials, tokens or personal data.
+
+Counting costs no Redis round trip on the request path: `Counter.inc` adds to the process's own tally, and one
+flusher thread per process and Redis adds the tallies to the Redis totals (one pipeline of HINCRBY) at most once
+every FLUSH_SECONDS, and at exit. A total in Redis is therefore up to FLUSH_SECONDS behind, except at a scrape:
+`/metrics` publishes a flush request on FLUSH_CHANNEL, every process's flusher flushes at once and acknowledges,
+and the scrape waits (at most SCRAPE_WAIT_SECONDS) for as many acknowledgements as PUBLISH counted subscribers, so
+the totals it reads hold every count made before it began (docs/operators.md, "Metrics").
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
+import os
+import secrets
+import threading
+import time
+import weakref
+from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 
 import redis
@@ -16,6 +31,113 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 PREFIX = "metrics"
+FLUSH_SECONDS = 1.0
+FLUSH_CHANNEL = f"{PREFIX}:flush"
+SCRAPE_WAIT_SECONDS = 1.0
+log = logging.getLogger(__name__)
+
+
+class _Flusher:
+    """One per process and Redis client: owns the pending tallies of that client's counters and adds them to Redis
+    at most once every FLUSH_SECONDS, at once when a scrape asks (FLUSH_CHANNEL), and at exit."""
+
+    def __init__(self, client: redis.Redis):
+        self.client = weakref.ref(client)  # the thread ends once nothing counts on this client any more
+        self.lock = threading.Lock()
+        self.pending: dict[str, Tally[str]] = {}  # Redis key → field → count not yet in Redis
+        self.pid = os.getpid()
+        self.stopped = threading.Event()
+        self.pubsub = self._subscribe()  # before the first count returns, so that a scrape already reaches us
+        self.thread = threading.Thread(target=self._run, name="metrics-flusher", daemon=True)
+        self.thread.start()
+        atexit.register(self.stop)
+
+    def add(self, key: str, field: str) -> None:
+        with self.lock:
+            self.pending.setdefault(key, Tally())[field] += 1
+
+    def flush(self) -> None:
+        with self.lock:
+            pending, self.pending = self.pending, {}
+        if not pending:
+            return
+        client = self.client()
+        if client is None:
+            return
+        try:
+            pipe = client.pipeline(transaction=False)
+            for key, fields in pending.items():
+                for field, count in fields.items():
+                    pipe.hincrby(key, field, count)
+            pipe.execute()
+        except redis.RedisError:
+            with self.lock:  # keep them for the next flush; a metric must never be lost for a blip
+                for key, fields in pending.items():
+                    self.pending.setdefault(key, Tally()).update(fields)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if os.getpid() == self.pid:
+            self.flush()
+
+    def _subscribe(self):
+        try:
+            pubsub = self.client().pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(FLUSH_CHANNEL)
+            return pubsub
+        except redis.RedisError:
+            return None  # the thread tries again
+
+    def _run(self) -> None:
+        while not self.stopped.is_set() and self.client() is not None:  # ends at stop(), with the client or process
+            try:
+                if self.pubsub is None:
+                    self.pubsub = self._subscribe()
+                    if self.pubsub is None:
+                        self.flush()
+                        self.stopped.wait(FLUSH_SECONDS)
+                        continue
+                message = self.pubsub.get_message(timeout=FLUSH_SECONDS)
+                self.flush()
+                client = self.client()
+                if message is not None and client is not None:  # acknowledge on the key the scrape named
+                    client.pipeline(transaction=False).incr(message["data"]).expire(message["data"], 60).execute()
+            except redis.RedisError:
+                self.pubsub = None
+                self.stopped.wait(FLUSH_SECONDS)
+            except Exception as exc:  # never let the thread die: counts would silently stop reaching Redis
+                log.warning("metrics flusher: %s", type(exc).__name__, exc_info=True)
+                self.stopped.wait(FLUSH_SECONDS)
+        if self.pubsub is not None:
+            self.pubsub.close()
+
+
+_flushers: dict[int, _Flusher] = {}
+_flushers_lock = threading.Lock()
+
+
+def _flusher_for(client: redis.Redis) -> _Flusher:
+    flusher = _flushers.get(id(client))
+    if flusher is None or flusher.client() is not client or flusher.pid != os.getpid():
+        # A forked child starts its own, with nothing pending; a new client may reuse a collected one's id.
+        with _flushers_lock:
+            flusher = _flushers.get(id(client))
+            if flusher is None or flusher.client() is not client or flusher.pid != os.getpid():
+                flusher = _flushers[id(client)] = _Flusher(client)
+    return flusher
+
+
+def flush_everywhere(client: redis.Redis) -> None:
+    """Ask every process's flusher on this Redis to flush now and wait (bounded) until they have."""
+    ack = f"{PREFIX}:flushed:{secrets.token_hex(8)}"
+    try:
+        listeners = client.publish(FLUSH_CHANNEL, ack)
+        deadline = time.monotonic() + SCRAPE_WAIT_SECONDS
+        while int(client.get(ack) or 0) < listeners and time.monotonic() < deadline:
+            time.sleep(0.005)
+        client.delete(ack)
+    except redis.RedisError:
+        pass  # the scrape reads what is there
 
 
 class Counter:
@@ -29,10 +151,8 @@ class Counter:
         self.key = f"{PREFIX}:{{{name}}}"
 
     def inc(self, **labels: str) -> None:
-        try:
-            self.redis.hincrby(self.key, json.dumps([labels[name] for name in self.labels]), 1)
-        except redis.RedisError:
-            pass  # a metric must never fail the request it counts
+        """Count one, in this process; the flusher adds it to the Redis total (no round trip here)."""
+        _flusher_for(self.redis).add(self.key, json.dumps([labels[name] for name in self.labels]))
 
     def family(self) -> CounterMetricFamily:
         family = CounterMetricFamily(self.name, self.documentation, labels=list(self.labels))
@@ -57,6 +177,9 @@ class _Collector:
 
 
 def metrics_response(counters: Iterable[Counter], gauges: Iterable[Gauges] = ()) -> Response:
+    counters = list(counters)
+    for client in {id(counter.redis): counter.redis for counter in counters}.values():
+        flush_everywhere(client)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(counters, gauges))
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
