@@ -23,7 +23,9 @@ The status store is the truth; a signed response is only a cache of it. Per requ
   change; `on_status_change` (an applier listener) re-signs at once; a miss signs lazily. The cache is written
   only if the status record is still the one that was signed (a Lua compare-and-set), so a slow request can
   never put back a response for an older status. The key expires a while before nextUpdate, so no periodic
-  refresh job is needed: the first request after expiry re-signs.
+  refresh job is needed: the first request after expiry re-signs. Each process also holds what it read from that
+  cache (revocation/ocsp/held.py), dropped the moment Redis announces a change to the entry, so a repeated request
+  costs no round trip; not with a Redis Cluster.
 
 Responses are signed by the issuer's delegated responder (RFC 6960 §4.2.2.2), which is included in the response
 and named by key hash (RFC 5019 §2.2.3). Nothing here logs serials, nonces or request bytes.
@@ -43,9 +45,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.ocsp import OCSPCertStatus, OCSPResponseStatus
+from redis.cluster import RedisCluster
 
 from jpki.issuer import Issuer
 from revocation.config import RevocationConfig
+from revocation.ocsp.held import HeldResponses
 from revocation.storage.keys import serial_field
 from revocation.storage.store import CertificateStatus, StatusRecord, StatusStore
 
@@ -132,6 +136,8 @@ class OcspResponder:
         self.cache_margin = config.ocsp_validity / 4
         self.live_signing = threading.BoundedSemaphore(config.ocsp_nonce_concurrency)
         self._cache_if_current = store.redis.register_script(_CACHE_IF_CURRENT)
+        self.held: HeldResponses[OcspAnswer] | None = (
+            None if isinstance(store.redis, RedisCluster) else HeldResponses(store.redis, _ocsp_cache_prefix(store)))
         # (algorithm, issuerNameHash, issuerKeyHash) → issuer slug, and back; computed once.
         self._issuer_by_id: dict[tuple[str, bytes, bytes], str] = {}
         self._id_of: dict[tuple[str, str], tuple[bytes, bytes]] = {}
@@ -205,9 +211,16 @@ class OcspResponder:
 
     def _cached(self, query: _Query) -> OcspAnswer:
         key = self.store.keys.ocsp_cache(query.issuer, query.serial)
+        held, ticket = self.held.lookup(key, query.algorithm) if self.held is not None else (None, None)
+        if held is not None:
+            return held
         der, about = self.store.redis.hmget(key, [query.algorithm, _ABOUT])
         if der is not None and about is not None:  # an entry from before descriptions were kept is re-signed
-            return _from_cache(der, about)
+            answer = _from_cache(der, about)
+            if self.held is not None:  # no longer than the Redis entry lives
+                self.held.keep(key, query.algorithm, answer, (answer.next_update - self.cache_margin).timestamp(),
+                               ticket)
+            return answer
         record = self.store.get(query.issuer, query.serial)
         if record is None:
             return self._live(query, None)
@@ -256,6 +269,11 @@ class OcspResponder:
     @staticmethod
     def _now() -> dt.datetime:
         return dt.datetime.now(dt.UTC).replace(microsecond=0)  # GeneralizedTime without fractions (RFC 5280)
+
+
+def _ocsp_cache_prefix(store: StatusStore) -> str:
+    """What every OCSP cache key starts with: the part before its hash tag, taken from the one key builder."""
+    return store.keys.ocsp_cache("-", 1).split("{", 1)[0]
 
 
 def _describe(answer: OcspAnswer) -> str:
