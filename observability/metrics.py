@@ -9,7 +9,9 @@ flusher thread per process and Redis adds the tallies to the Redis totals (one p
 every FLUSH_SECONDS, and at exit. A total in Redis is therefore up to FLUSH_SECONDS behind, except at a scrape:
 `/metrics` publishes a flush request on FLUSH_CHANNEL, every process's flusher flushes at once and acknowledges,
 and the scrape waits (at most SCRAPE_WAIT_SECONDS) for as many acknowledgements as PUBLISH counted subscribers, so
-the totals it reads hold every count made before it began (docs/operators.md, "Metrics").
+the totals it reads hold every count made before it began (docs/operators.md, "Metrics"). When the totals are wiped
+(FLUSHDB; EPOCH_KEY goes with them), counts still pending from before are dropped rather than added to the new
+totals.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 PREFIX = "metrics"
 FLUSH_SECONDS = 1.0
 FLUSH_CHANNEL = f"{PREFIX}:flush"
+EPOCH_KEY = f"{PREFIX}:epoch"  # changes when the totals are wiped (FLUSHDB): counts from before it are dropped
 SCRAPE_WAIT_SECONDS = 1.0
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,10 @@ class _Flusher:
         self.pending: dict[str, Tally[str]] = {}  # Redis key → field → count not yet in Redis
         self.pid = os.getpid()
         self.stopped = threading.Event()
+        try:
+            self.epoch = self._epoch(client)  # counts added from now on belong to this epoch of the totals
+        except redis.RedisError:
+            self.epoch = None  # unknown: the first flush that reaches Redis adopts the current one
         self.pubsub = self._subscribe()  # before the first count returns, so that a scrape already reaches us
         self.thread = threading.Thread(target=self._run, name="metrics-flusher", daemon=True)
         self.thread.start()
@@ -65,6 +72,11 @@ class _Flusher:
         if client is None:
             return
         try:
+            epoch = self._epoch(client)
+            if self.epoch is not None and epoch != self.epoch:
+                self.epoch = epoch  # the totals were wiped since (some of) these were counted: never add them
+                return
+            self.epoch = epoch
             pipe = client.pipeline(transaction=False)
             for key, fields in pending.items():
                 for field, count in fields.items():
@@ -74,6 +86,11 @@ class _Flusher:
             with self.lock:  # keep them for the next flush; a metric must never be lost for a blip
                 for key, fields in pending.items():
                     self.pending.setdefault(key, Tally()).update(fields)
+
+    @staticmethod
+    def _epoch(client: redis.Redis) -> bytes | None:
+        client.set(EPOCH_KEY, secrets.token_hex(8), nx=True)
+        return client.get(EPOCH_KEY)
 
     def stop(self) -> None:
         self.stopped.set()
