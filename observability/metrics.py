@@ -123,7 +123,7 @@ class _Flusher:
                 self.pubsub = None
                 self.stopped.wait(FLUSH_SECONDS)
             except Exception as exc:  # never let the thread die: counts would silently stop reaching Redis
-                log.warning("metrics flusher: %s", type(exc).__name__, exc_info=True)
+                log.warning("metrics flusher: %s; retrying", type(exc).__name__)  # the type only, as everywhere
                 self.stopped.wait(FLUSH_SECONDS)
         if self.pubsub is not None:
             self.pubsub.close()

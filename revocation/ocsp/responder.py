@@ -137,7 +137,7 @@ class OcspResponder:
         self.live_signing = threading.BoundedSemaphore(config.ocsp_nonce_concurrency)
         self._cache_if_current = store.redis.register_script(_CACHE_IF_CURRENT)
         self.held: HeldResponses[OcspAnswer] | None = (
-            None if isinstance(store.redis, RedisCluster) else HeldResponses(store.redis, _ocsp_cache_prefix(store)))
+            None if isinstance(store.redis, RedisCluster) else HeldResponses(store.redis, store.keys.ocsp_cache_prefix))
         # (algorithm, issuerNameHash, issuerKeyHash) → issuer slug, and back; computed once.
         self._issuer_by_id: dict[tuple[str, bytes, bytes], str] = {}
         self._id_of: dict[tuple[str, str], tuple[bytes, bytes]] = {}
@@ -269,11 +269,6 @@ class OcspResponder:
     @staticmethod
     def _now() -> dt.datetime:
         return dt.datetime.now(dt.UTC).replace(microsecond=0)  # GeneralizedTime without fractions (RFC 5280)
-
-
-def _ocsp_cache_prefix(store: StatusStore) -> str:
-    """What every OCSP cache key starts with: the part before its hash tag, taken from the one key builder."""
-    return store.keys.ocsp_cache("-", 1).split("{", 1)[0]
 
 
 def _describe(answer: OcspAnswer) -> str:

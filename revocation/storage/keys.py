@@ -62,8 +62,10 @@ class KeySpace:
     def history(self, issuer: str, serial: int) -> str:
         return f"{PREFIX}:hist:{self.status_tag(issuer, serial)}:{serial:X}"
 
+    ocsp_cache_prefix = f"{PREFIX}:ocsp:"  # every OCSP cache key starts with it (held answers track the prefix)
+
     def ocsp_cache(self, issuer: str, serial: int) -> str:
-        return f"{PREFIX}:ocsp:{self.status_tag(issuer, serial)}:{serial:X}"
+        return f"{self.ocsp_cache_prefix}{self.status_tag(issuer, serial)}:{serial:X}"
 
     # --- CRL shards ---------------------------------------------------------------------------------------
 

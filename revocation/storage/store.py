@@ -167,20 +167,19 @@ class StatusStore:
 
     def latest(self, issuer: str, serial: int, limit: int = 32) -> int:
         """Follow renewal links forward to the newest certificate of the chain."""
-        for _ in range(limit):
-            _, following = self.links(issuer, serial)
-            if following is None:
-                return serial
-            serial = following
-        return serial
+        return self._follow(issuer, serial, 1, limit)
 
     def first(self, issuer: str, serial: int, limit: int = 32) -> int:
         """Follow renewal links back to the first certificate of the chain (a stable anchor)."""
+        return self._follow(issuer, serial, 0, limit)
+
+    def _follow(self, issuer: str, serial: int, direction: int, limit: int) -> int:
+        """Walk one way along (previous, next) links, at most `limit` steps (a card is renewed every 5 years)."""
         for _ in range(limit):
-            previous, _ = self.links(issuer, serial)
-            if previous is None:
-                return serial
-            serial = previous
+            step = self.links(issuer, serial)[direction]
+            if step is None:
+                break
+            serial = step
         return serial
 
     def crl_entries(self, issuer: str, shard: int) -> Iterator[tuple[int, ReasonFlags, dt.datetime]]:
