@@ -81,6 +81,11 @@ class KeySpace:
         """Hash: serial -> release time, for holds lifted since the last full CRL (delta removeFromCRL)."""
         return f"{PREFIX}:crl:rel:{self.shard_tag(issuer, shard)}"
 
+    def crl_changes(self, issuer: str, shard: int) -> str:
+        """Stream: one entry (field `s` = serial field) each time a serial's entry in `crl_entries` is written or
+        removed, in the same MULTI as that write, so a publisher can apply only what changed since it last read."""
+        return f"{PREFIX}:crl:chg:{self.shard_tag(issuer, shard)}"
+
     def crl_published(self, issuer: str, shard: int) -> str:
         """Hash: the shard's published full and delta CRLs, CRL number, times."""
         return f"{PREFIX}:crl:pub:{self.shard_tag(issuer, shard)}"

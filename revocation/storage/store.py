@@ -96,6 +96,7 @@ return 1
 """
 
 
+CRL_CHANGES_MAXLEN = 1_000_000  # approximate; a publisher that fell further behind reads the whole shard again
 REGISTER_BATCH = 10_000  # certificates per pipeline round trip in `register_many`
 
 
@@ -267,7 +268,8 @@ class StatusStore:
 
     def _sync_crl_index(self, issuer: str, serial: int, record: StatusRecord,
                         before: StatusRecord | None) -> None:
-        """Make the shard's CRL index agree with the record. Idempotent: safe to repeat after a crash."""
+        """Make the shard's CRL index agree with the record. Idempotent: safe to repeat after a crash. Each sync
+        also appends the serial to the shard's change log (`KeySpace.crl_changes`), in the same MULTI."""
         field = serial_field(serial)
         entries = self.keys.crl_entries(issuer, record.shard)
         pipe = self.redis.pipeline(transaction=True)
@@ -278,6 +280,8 @@ class StatusStore:
         else:
             pipe.hset(entries, field, _CRL_ENTRY.pack(REASON_CODES[record.reason], _epoch(record.revoked_at)))
             pipe.hdel(self.keys.crl_released(issuer, record.shard), field)
+        pipe.xadd(self.keys.crl_changes(issuer, record.shard), {"s": field}, maxlen=CRL_CHANGES_MAXLEN,
+                  approximate=True)
         pipe.execute()
         if before is not None:
             self.redis.sadd(CRL_DIRTY, f"{issuer}:{record.shard}")
