@@ -13,19 +13,23 @@ The status store is the truth; a signed response is only a cache of it. Per requ
   by an issuance event, so the store is authoritative, and a never-issued serial must never look "good". That
   answer is short-lived (UNISSUED_VALIDITY) and never cached in Redis: the issuance event may simply not have
   arrived yet, and caching answers for arbitrary serials would let anyone fill Redis.
+- Every answer for an issued serial starts from the pre-signed response for its CertID form, cached in Redis
+  next to the status record (`KeySpace.ocsp_cache`, same hash slot): a hash holding, per CertID hash algorithm
+  (a response's CertID must use the request's), the DER and its times and status, so that a hit is served without
+  parsing the DER. The store's compare-and-set deletes that key on every status change; a miss signs lazily, and
+  only the form asked for (`on_status_change`, an applier listener, may still sign both forms at once). The cache
+  is written only if the status record is still the one that was signed (a Lua compare-and-set), so a slow request
+  racing a revocation can never put back a response for an older status. The key expires a while before
+  nextUpdate (no earlier than its earliest form should), so no periodic refresh job is needed: the first request
+  after expiry re-signs. Each process also holds what it read from that cache (revocation/ocsp/held.py), dropped
+  the moment Redis announces a change to the entry, so a repeated request costs no round trip; not with a Redis
+  Cluster.
+- Without a nonce that pre-signed response is the answer, byte for byte.
 - With a nonce (RFC 9654, which obsoletes RFC 8954 and allows 1..128 octets; 0 or over 128 → `malformedRequest`)
-  the response is signed live and echoes it. Live signing is capped per process (`ocsp_nonce_concurrency`);
-  past the cap, after a short wait, the answer is `tryLater`.
-- Without a nonce the answer comes from a pre-signed response cached in Redis next to the status record
-  (`KeySpace.ocsp_cache`, same hash slot): a hash holding the SHA-1 and the SHA-256 CertID forms, signed
-  together, because a response's CertID must use the request's hash algorithm, and their times and status, so
-  that a hit is served without parsing the DER. The store's compare-and-set deletes that key on every status
-  change; `on_status_change` (an applier listener) re-signs at once; a miss signs lazily. The cache is written
-  only if the status record is still the one that was signed (a Lua compare-and-set), so a slow request can
-  never put back a response for an older status. The key expires a while before nextUpdate, so no periodic
-  refresh job is needed: the first request after expiry re-signs. Each process also holds what it read from that
-  cache (revocation/ocsp/held.py), dropped the moment Redis announces a change to the entry, so a repeated request
-  costs no round trip; not with a Redis Cluster.
+  the pre-signed response is re-signed for the request: dated now, the nonce echoed, everything else as it was
+  (revocation/ocsp/der.py) — one signature, no status read, no response builder, and as coherent as the
+  nonce-less answer. Live signing (this, and the never-issued answer) is capped per process
+  (`ocsp_nonce_concurrency` signatures at once); past the cap, after a short wait, the answer is `tryLater`.
 
 Responses are signed by the issuer's delegated responder (RFC 6960 §4.2.2.2), which is included in the response
 and named by key hash (RFC 5019 §2.2.3). Nothing here logs serials, nonces or request bytes.
@@ -36,19 +40,21 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.ocsp import OCSPCertStatus, OCSPResponseStatus
 from redis.cluster import RedisCluster
 
 from jpki.issuer import Issuer
 from revocation.config import RevocationConfig
+from revocation.ocsp.der import with_nonce
 from revocation.ocsp.held import HeldResponses
 from revocation.storage.keys import serial_field
 from revocation.storage.store import CertificateStatus, StatusRecord, StatusStore
@@ -62,15 +68,21 @@ MAX_NONCE_BYTES = 128  # RFC 9654 §2.1
 NONCE_WAIT_SECONDS = 0.1  # how long a live signature waits for a free slot before `tryLater`
 UNISSUED_VALIDITY = dt.timedelta(minutes=5)
 CERT_ID_HASHES: dict[str, hashes.HashAlgorithm] = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}  # noqa: S303
-_ABOUT = "about"  # cache field next to the responses: "<thisUpdate>:<nextUpdate>:<status label>" (epoch seconds)
 
-# Store the pre-signed responses only if the status record is still the one they were signed for.
-# KEYS: status bucket, OCSP cache.  ARGV: record field, packed record, ttl (ms), then hash name / DER pairs.
+
+def _about(form: str) -> str:
+    """The cache field next to a form's response: "<thisUpdate>:<nextUpdate>:<status label>" (epoch seconds)."""
+    return f"about:{form}"
+
+
+# Store pre-signed responses only if the status record is still the one they were signed for. Every form already
+# in the entry was stored under that same check, and a status change deletes the entry, so forms are added next to
+# each other; the entry lives no longer than its earliest form should (PEXPIRE … LT, Redis 7.0).
+# KEYS: status bucket, OCSP cache.  ARGV: record field, packed record, ttl (ms), then field / value pairs.
 _CACHE_IF_CURRENT = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[2], unpack(ARGV, 4))
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3], 'LT')
 return 1
 """
 
@@ -120,6 +132,15 @@ def _public_key_bits(certificate: x509.Certificate) -> bytes:
     raise ValueError("issuer key type not supported for OCSP CertIDs")
 
 
+def _signer(key) -> Callable[[bytes], bytes]:
+    """Signs bytes as `_sign` has cryptography sign a response: the responder's key, SHA-256."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return lambda data: key.sign(data, ec.ECDSA(hashes.SHA256()))
+    if isinstance(key, rsa.RSAPrivateKey):
+        return lambda data: key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    raise ValueError("responder key type not supported")
+
+
 def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
     h = hashes.Hash(algorithm)
     h.update(data)
@@ -136,6 +157,7 @@ class OcspResponder:
         self.cache_margin = config.ocsp_validity / 4
         self.live_signing = threading.BoundedSemaphore(config.ocsp_nonce_concurrency)
         self._cache_if_current = store.redis.register_script(_CACHE_IF_CURRENT)
+        self._signers = {slug: _signer(issuer.responder_key) for slug, issuer in issuers.items()}
         self.held: HeldResponses[OcspAnswer] | None = (
             None if isinstance(store.redis, RedisCluster) else HeldResponses(store.redis, store.keys.ocsp_cache_prefix))
         # (algorithm, issuerNameHash, issuerKeyHash) → issuer slug, and back; computed once.
@@ -154,9 +176,12 @@ class OcspResponder:
     def respond(self, request_der: bytes) -> OcspAnswer:
         try:
             query = self._parse(request_der)
-            if query.nonce is not None:
-                return self._live(query, self.store.get(query.issuer, query.serial))
-            return self._cached(query)
+            presigned = self._presigned(query)
+            if presigned is None:  # a serial we never issued: signed for this request, nonce or not
+                return self._live(query, None)
+            if query.nonce is None:
+                return presigned
+            return self._with_nonce(query, presigned)
         except _Refused as refused:
             return OcspAnswer.refusal(refused.status)
         except redis.RedisError as exc:
@@ -201,7 +226,7 @@ class OcspResponder:
         return _Query(slug, serial, algorithm, nonce)
 
     def _live(self, query: _Query, record: StatusRecord | None) -> OcspAnswer:
-        """Sign now, for this request only: a nonce, or a serial we never issued."""
+        """Sign now, for this request only (with its nonce, if any): a serial we never issued."""
         if not self.live_signing.acquire(timeout=NONCE_WAIT_SECONDS):
             raise _Refused(OCSPResponseStatus.TRY_LATER)
         try:
@@ -209,12 +234,25 @@ class OcspResponder:
         finally:
             self.live_signing.release()
 
-    def _cached(self, query: _Query) -> OcspAnswer:
+    def _with_nonce(self, query: _Query, presigned: OcspAnswer) -> OcspAnswer:
+        """The pre-signed answer re-signed for this request: dated now, the nonce echoed (revocation/ocsp/der.py)."""
+        if not self.live_signing.acquire(timeout=NONCE_WAIT_SECONDS):
+            raise _Refused(OCSPResponseStatus.TRY_LATER)
+        try:
+            der = with_nonce(presigned.der, query.nonce, self._now(), self._signers[query.issuer])
+        finally:
+            self.live_signing.release()
+        return OcspAnswer(der, OCSPResponseStatus.SUCCESSFUL, presigned.this_update, presigned.next_update,
+                          cacheable=False, certificate_status=presigned.certificate_status)
+
+    def _presigned(self, query: _Query) -> OcspAnswer | None:
+        """The pre-signed answer in the request's CertID form: held in process, else from Redis, else signed now
+        and cached (that form only). None for a serial the store has never seen."""
         key = self.store.keys.ocsp_cache(query.issuer, query.serial)
         held, ticket = self.held.lookup(key, query.algorithm) if self.held is not None else (None, None)
         if held is not None:
             return held
-        der, about = self.store.redis.hmget(key, [query.algorithm, _ABOUT])
+        der, about = self.store.redis.hmget(key, [query.algorithm, _about(query.algorithm)])
         if der is not None and about is not None:  # an entry from before descriptions were kept is re-signed
             answer = _from_cache(der, about)
             if self.held is not None:  # no longer than the Redis entry lives
@@ -223,16 +261,18 @@ class OcspResponder:
             return answer
         record = self.store.get(query.issuer, query.serial)
         if record is None:
-            return self._live(query, None)
-        return self._fill_cache(query.issuer, query.serial, record, self._now())[query.algorithm]
+            return None
+        # A miss signs only the form asked for: a status change deletes the entry, and most clients ask in one form.
+        return self._fill_cache(query.issuer, query.serial, record, self._now(), (query.algorithm,))[query.algorithm]
 
-    def _fill_cache(self, issuer: str, serial: int, record: StatusRecord, now: dt.datetime) -> dict[str, OcspAnswer]:
-        """Sign the response in every CertID form and cache them while `record` is still the current status."""
-        answers = {name: self._sign(issuer, serial, name, record, now, None) for name in CERT_ID_HASHES}
+    def _fill_cache(self, issuer: str, serial: int, record: StatusRecord, now: dt.datetime,
+                    forms: tuple[str, ...] = tuple(CERT_ID_HASHES)) -> dict[str, OcspAnswer]:
+        """Sign the response in the given CertID forms and cache them while `record` is still the current status."""
+        answers = {name: self._sign(issuer, serial, name, record, now, None) for name in forms}
         ttl = next(iter(answers.values())).next_update - self.cache_margin - now
         if ttl > dt.timedelta(seconds=1):
-            pairs = [item for name, answer in answers.items() for item in (name, answer.der)]
-            pairs += [_ABOUT, _describe(next(iter(answers.values())))]
+            pairs = [item for name, answer in answers.items() for item in (name, answer.der, _about(name),
+                                                                           _describe(answer))]
             keys = self.store.keys
             self._cache_if_current(keys=[keys.status(issuer, serial), keys.ocsp_cache(issuer, serial)],
                                    args=[serial_field(serial), record.pack(), int(ttl.total_seconds() * 1000),
