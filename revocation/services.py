@@ -55,7 +55,9 @@ def build_services(config: RevocationConfig, client: redis.Redis | None = None) 
     store = StatusStore(client, KeySpace(config.status_buckets, config.holder_buckets))
     ocsp = OcspResponder(store, issuers, config)
     crl = CrlPublisher(store, issuers, config)
-    applier = Applier(store, config.moved_abroad_revokes_auth, listeners=(ocsp.on_status_change,))
+    # No OCSP re-signing listener: the store's compare-and-set drops a changed certificate's cached response, and
+    # the responder signs the next one when it is first asked for (revocation/ocsp/responder.py), once per change.
+    applier = Applier(store, config.moved_abroad_revokes_auth)
     services = Services(
         config=config,
         redis=client,

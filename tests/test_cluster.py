@@ -25,7 +25,7 @@ from tests.test_idp_e2e import (  # noqa: F401
 from tests.test_ocsp import (  # noqa: F401
     test_lost_card_is_revoked_with_certificate_hold,
     test_nonce_is_echoed_in_a_live_response,
-    test_nonceless_answers_come_from_the_cache_which_is_resigned_on_status_change,
+    test_nonceless_answers_come_from_the_cache_which_follows_every_status_change,
 )
 from tests.test_operator_console import (  # noqa: F401
     console,

@@ -74,7 +74,7 @@ def test_a_crash_between_the_holder_step_and_the_certificates_is_completed_on_re
     stream.drain("c1", applier)
     stream.submit(LOST)
     stream.redis.xreadgroup("appliers", "crashing", {"rv:events": ">"}, count=1)
-    applier._phase_one(LOST)  # the holder record and the event record are written, then the process "dies"
+    applier._phase_one([LOST])  # the holder record and the event record are written, then the process "dies"
     assert store.get("auth", 0xA1).status is CertificateStatus.GOOD
     deliveries = stream.consume("survivor", applier, reclaim_idle_ms=0)
     assert len(deliveries) == 1 and deliveries[0].outcome.duplicate

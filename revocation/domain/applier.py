@@ -1,4 +1,4 @@
-"""Apply a resident-register event: holder record first, then each certificate, both idempotent.
+"""Apply resident-register events: holder record first, then each certificate, both idempotent.
 
 Phase 1 (the holder's slot): compare-and-set the holder record and store the event's record — the certificate
 actions it implies — under its `event_id`. A second delivery of the same event finds that record and gets the
@@ -6,6 +6,17 @@ same actions back. Phase 2 (each certificate's slot): apply those actions throug
 change is a compare-and-set that respects per-holder order (store.hold/release/revoke). A crash between the
 phases loses nothing: the stream redelivers the unacknowledged event, phase 1 answers from the record, phase 2
 completes.
+
+Events are applied in batches (`apply_batch`; `apply` is a batch of one), each phase in a few round trips for the
+whole batch rather than a few per event: phase 1 reads every holder record and event record of the batch in one
+pipeline, plans each holder's events in stream order against the state the previous one left (pure Python), and
+writes each holder's new state with its events' records in one compare-and-set script per holder (a holder whose
+record or event ids moved meanwhile — another worker — is read and planned again). Phase 2 hands every
+certificate's actions, in stream order, to `StatusStore.apply_steps`. The result is the one that applying the
+same events one at a time gives: same records, same histories, same CRL index, same outcomes.
+
+What fails for one event stays that event's: a refusal, a planning defect or a listener raising is returned in
+that event's place, and the events after it go on. Only Redis itself failing raises for the batch.
 
 Order (docs/operators.md "Events"; finality from docs/jpki-profile.md §4): events apply by `occurred_at`, not by
 arrival. Revocation is final whatever the order; a hold or release older than the certificate's last change does
@@ -16,6 +27,9 @@ One event is refused here rather than applied: a renewal whose old certificate w
 certificate's issuance arrive afterwards it would be registered good although superseded. The refusal comes
 before phase 1 and records nothing, not even the event id, so the same event can be sent again once the old
 certificate is known.
+
+Nothing here signs: the store's compare-and-set drops a changed certificate's cached OCSP response, and the
+responder signs a fresh one on the next request for it. Listeners (none in production) hear each change.
 """
 
 from __future__ import annotations
@@ -28,20 +42,33 @@ from dataclasses import dataclass, field
 from jpki.profile import CRL_ISSUER_SLUG, CertificateKind, crl_shard
 from revocation.domain.events import EventRefused, RevocationEvent
 from revocation.domain.policy import Effect, Rule, Scope, policy_table
-from revocation.storage.store import REASON_CODES, REASONS_BY_CODE, StatusRecord, StatusStore, hold, release, revoke
+from revocation.storage.store import (
+    REASON_CODES,
+    REASONS_BY_CODE,
+    StatusRecord,
+    StatusStore,
+    Step,
+    hold,
+    release,
+    revoke,
+    run_script_pipelined,
+)
 
 EVENT_RECORD_TTL = 400 * 24 * 3600  # idempotency window for event ids
 
-# Phase 1: KEYS holder bucket, event record. ARGV holder, expected ('' = absent), new state, record, ttl.
+# Phase 1, one holder's events of a batch. KEYS: holder bucket, then each new event's record key.
+# ARGV: holder, expected state ('' = absent), new state, ttl, then each event's record (same order as its key).
+# 0 when the state or any of those event ids moved since they were read (plan again), else 1.
 _CAS_HOLDER = """
-local seen = redis.call('GET', KEYS[2])
-if seen then return {0, seen} end
-local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
-if current ~= ARGV[2] then return {2, ''} end
+if (redis.call('HGET', KEYS[1], ARGV[1]) or '') ~= ARGV[2] then return 0 end
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end
+end
 if ARGV[3] ~= ARGV[2] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
-redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[5])
-return {1, ARGV[4]}
+for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 3], 'EX', ARGV[4]) end
+return 1
 """
+_EFFECT_NAMES = {"register": "registered", "revoke": "revoked", "hold": "held", "release": "released"}
 
 Listener = Callable[[str, int, StatusRecord], None]
 
@@ -81,14 +108,35 @@ class Applier:
         self._cas_holder = store.redis.register_script(_CAS_HOLDER)
 
     def apply(self, event: RevocationEvent) -> Outcome:
-        self.refuse_unknown_old_serials(event)
-        duplicate, record = self._phase_one(event)
-        outcome = Outcome(event.event_id, event.type, duplicate=duplicate, note=record.get("note"))
-        for action in record["actions"]:
-            effect = self._phase_two(event, action)
-            if effect and not duplicate:
-                outcome.changes[effect] = outcome.changes.get(effect, 0) + 1
-        return outcome
+        """Apply one event (a batch of one); raises what refused or failed it."""
+        [result] = self.apply_batch([event])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def apply_batch(self, events: list[RevocationEvent]) -> list[Outcome | Exception]:
+        """Apply `events` in order; each one's Outcome, or the exception that refused (EventRefused) or failed it,
+        in its place. Raises only when Redis fails: then some of the batch may be applied, and applying the
+        whole batch again is safe (phase 1 answers from its records, phase 2's steps are compare-and-sets)."""
+        results: list[Outcome | Exception | None] = [None] * len(events)
+        registered: set[tuple[str, int]] = set()
+        for index, event in enumerate(events):
+            try:
+                self.refuse_unknown_old_serials(event, frozenset(registered))
+            except EventRefused as refusal:
+                results[index] = refusal
+                continue
+            registered |= {(_issuer(cert.kind), cert.serial) for cert in event.certificates}
+        planned = self._phase_one(events, skip={i for i, result in enumerate(results) if result is not None})
+        for index, plan in planned.items():
+            if isinstance(plan, Exception):
+                results[index] = plan
+            else:
+                duplicate, record = plan
+                results[index] = Outcome(events[index].event_id, events[index].type, duplicate=duplicate,
+                                         note=record.get("note"))
+        self._phase_two(events, planned, results)
+        return results  # type: ignore[return-value]  # every place is filled by now
 
     def refuse_unknown_old_serials(self, event: RevocationEvent,
                                    registered_before: frozenset[tuple[str, int]] = frozenset()) -> None:
@@ -110,19 +158,73 @@ class Applier:
 
     # --- phase 1: the holder ------------------------------------------------------------------------------
 
-    def _phase_one(self, event: RevocationEvent, attempts: int = 16) -> tuple[bool, dict]:
-        bucket, event_key = self.keys.holders(event.holder), self.keys.event(event.holder, event.event_id)
+    def _phase_one(self, events: list[RevocationEvent], skip: set[int] = frozenset(),
+                   attempts: int = 16) -> dict[int, tuple[bool, dict] | Exception]:
+        """Record the events (but those in `skip`): per event index, (duplicate, its record) or what failed it."""
+        by_holder: dict[str, list[int]] = {}
+        for index, event in enumerate(events):
+            if index not in skip:
+                by_holder.setdefault(event.holder, []).append(index)
+        planned: dict[int, tuple[bool, dict] | Exception] = {}
+        todo = list(by_holder)
         for _ in range(attempts):
-            raw = self.store.redis.hget(bucket, event.holder) or b""
-            state = json.loads(raw) if raw else {"cards": {}, "died": None}
-            new_state, record = self._plan(event, state)
-            encoded = json.dumps(new_state, separators=(",", ":"), sort_keys=True).encode() if new_state else raw
-            answer, stored = self._cas_holder(
-                keys=[bucket, event_key],
-                args=[event.holder, raw, encoded, json.dumps(record, separators=(",", ":")), EVENT_RECORD_TTL])
-            if answer in (0, 1):
-                return answer == 0, json.loads(stored)
-        raise RuntimeError("holder record kept changing under concurrent appliers")
+            pipe = self.store.redis.pipeline(transaction=False)
+            for holder in todo:
+                pipe.hget(self.keys.holders(holder), holder)
+                for index in by_holder[holder]:
+                    pipe.get(self.keys.event(holder, events[index].event_id))
+            answers = iter(pipe.execute())
+            calls, plans = [], []
+            for holder in todo:
+                raw = next(answers) or b""
+                seen = {index: next(answers) for index in by_holder[holder]}
+                plan, call = self._plan_holder(holder, raw, [(events[i], i, seen[i]) for i in by_holder[holder]])
+                if call is None:
+                    planned.update(plan)
+                else:
+                    calls.append(call)
+                    plans.append((holder, plan))
+            written = run_script_pipelined(self.store.redis, self._cas_holder, calls)
+            todo = []
+            for (holder, plan), ok in zip(plans, written, strict=True):
+                if ok:
+                    planned.update(plan)
+                else:
+                    todo.append(holder)
+            if not todo:
+                return planned
+        raise RuntimeError("holder records kept changing under concurrent appliers")
+
+    def _plan_holder(self, holder: str, raw: bytes, queue: list[tuple[RevocationEvent, int, bytes | None]],
+                     ) -> tuple[dict[int, tuple[bool, dict] | Exception], tuple[list, list] | None]:
+        """Plan one holder's events in order from its stored state `raw`; `queue` holds (event, index, its stored
+        record if already applied). Returns each event's plan and the compare-and-set call (None: nothing new)."""
+        state = json.loads(raw) if raw else {"cards": {}, "died": None}
+        encoded = raw
+        plan: dict[int, tuple[bool, dict] | Exception] = {}
+        recorded: dict[str, bytes] = {}  # event key → record, for an event id repeated within the batch
+        keys, records = [], []
+        for event, index, stored in queue:
+            event_key = self.keys.event(holder, event.event_id)
+            stored = stored or recorded.get(event_key)
+            if stored is not None:
+                plan[index] = (True, json.loads(stored))
+                continue
+            try:
+                new_state, record = self._plan(event, state)
+            except Exception as exc:  # a defect behind this one event: it fails alone, recording nothing
+                plan[index] = exc
+                continue
+            if new_state is not None:
+                state = new_state
+                encoded = json.dumps(new_state, separators=(",", ":"), sort_keys=True).encode()
+            recorded[event_key] = json.dumps(record, separators=(",", ":")).encode()
+            keys.append(event_key)
+            records.append(recorded[event_key])
+            plan[index] = (False, record)
+        if not keys:
+            return plan, None
+        return plan, ([self.keys.holders(holder), *keys], [holder, raw, encoded, EVENT_RECORD_TTL, *records])
 
     def _plan(self, event: RevocationEvent, state: dict) -> tuple[dict | None, dict]:
         """The holder's next state and the certificate actions of `event` (pure: no I/O)."""
@@ -189,25 +291,50 @@ class Applier:
 
     # --- phase 2: each certificate ------------------------------------------------------------------------
 
-    def _phase_two(self, event: RevocationEvent, action: dict) -> str | None:
-        issuer = action["issuer"]
-        if action["do"] == "link":
-            self.store.link_renewal(issuer, int(action["old"], 16), int(action["new"], 16))
-            return None
-        serial = int(action["serial"], 16)
+    def _phase_two(self, events: list[RevocationEvent], planned: dict[int, tuple[bool, dict] | Exception],
+                   results: list) -> None:
+        """Every recorded event's actions (a duplicate's too: they complete what a crash interrupted), in stream
+        order per certificate, through the store; counts each change on its event's outcome."""
+        steps: dict[tuple[str, int], list[Step]] = {}
+        owners: list[tuple[int, tuple[str, int], int, str]] = []  # event index, certificate, step position, effect
+        links: list[tuple[str, int, int]] = []
+        for index in sorted(planned):
+            plan = planned[index]
+            if isinstance(plan, Exception):
+                continue
+            for action in plan[1]["actions"]:
+                if action["do"] == "link":
+                    links.append((action["issuer"], int(action["old"], 16), int(action["new"], 16)))
+                    continue
+                certificate = (action["issuer"], int(action["serial"], 16))
+                queue = steps.setdefault(certificate, [])
+                owners.append((index, certificate, len(queue), action["do"]))
+                queue.append(self._step(events[index], action))
+        done = self.store.apply_steps(steps, links)
+        for index, certificate, position, do in owners:
+            record, changed = done[certificate][position]
+            outcome = results[index]
+            if not changed or not isinstance(outcome, Outcome):
+                continue
+            if not outcome.duplicate:
+                name = _EFFECT_NAMES[do]
+                outcome.changes[name] = outcome.changes.get(name, 0) + 1
+            if do != "register":
+                try:
+                    self.notify(*certificate, record)
+                except Exception as exc:  # the listener's failure is this event's, not the batch's
+                    results[index] = exc
+
+    @staticmethod
+    def _step(event: RevocationEvent, action: dict) -> Step:
         if action["do"] == "register":
-            record = StatusRecord.issued(action["shard"], dt.datetime.fromtimestamp(action["not_after"], dt.UTC),
-                                         int(action["auth"], 16) if action["auth"] else None)
-            return "registered" if self.store.register(issuer, serial, record) else None
+            return Step(register=StatusRecord.issued(
+                action["shard"], dt.datetime.fromtimestamp(action["not_after"], dt.UTC),
+                int(action["auth"], 16) if action["auth"] else None))
         at = dt.datetime.fromtimestamp(action["at"], dt.UTC)
         reason = REASONS_BY_CODE[action["reason"]]
         change = {Effect.REVOKE.value: lambda: revoke(reason, at), Effect.HOLD.value: lambda: hold(at),
                   Effect.RELEASE.value: lambda: release(at)}[action["do"]]()
         history = {"at": at.isoformat(), "do": action["do"], "reason": reason.value,
                    "event_id": event.event_id, "event_type": event.type, "source": event.source}
-        record, changed = self.store.transition(issuer, serial, change, history)
-        if not changed or record is None:
-            return None
-        self.notify(issuer, serial, record)
-        return {"revoke": "revoked", "hold": "held", "release": "released"}[action["do"]]
-
+        return Step(change=change, history=history)

@@ -6,6 +6,15 @@ an update, and each change updates in the same step what derives from it in the 
 certificate's history and its cached OCSP response. The CRL shard index (other slot) is synced right after,
 idempotently.
 
+The event worker changes many certificates at once (`apply_steps`): one pipeline reads every record, each
+certificate's steps are folded in order in Python (the same change functions), one pipeline of compare-and-set
+scripts writes the results (a certificate whose record moved meanwhile is read and folded again), and one pipeline
+syncs the CRL index of every certificate a status step touched, with its change-log entry, renewal links and the
+dirty-shard mark. A few round trips for a batch instead of five per certificate. redis-py's cluster pipeline
+refuses EVALSHA, so on a Redis Cluster the scripts go as EVAL (Redis caches the compiled script by its digest
+either way); every script touches one certificate's keys, so each call stays in one slot and the cluster pipeline
+routes it to its node.
+
 The bucket counts (STATUS_BUCKETS, HOLDER_BUCKETS) decide which key holds each record, so they are fixed for a
 deployment's life: the first revocation process to start records them (`claim_layout`), every later one must
 agree or refuse to start, and a reader that does not carry the settings itself builds its store from the record
@@ -14,15 +23,19 @@ agree or refuse to start, and a reader that does not carry the settings itself b
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import json
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import redis
 from cryptography.x509 import ReasonFlags
+from redis.cluster import RedisCluster
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from revocation.storage.keys import CRL_DIRTY, LAYOUT, KeySpace, serial_field, serial_from_field
 from wire.errors import CodedError
@@ -85,15 +98,75 @@ class StatusRecord:
 
 
 # Compare-and-set of one certificate record, with what derives from it in the same slot.
-# KEYS: status bucket, history list, OCSP cache.  ARGV: field, expected ('' = absent), new, history entry ('' = none)
+# KEYS: status bucket, history list, OCSP cache.  ARGV: field, expected ('' = absent), new, history entries (0..n)
 _CAS_RECORD = """
 local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
 if current ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[4]) end
+if #ARGV > 3 then redis.call('RPUSH', KEYS[2], unpack(ARGV, 4)) end
 redis.call('DEL', KEYS[3])
 return 1
 """
+
+
+def run_script_pipelined(client: redis.Redis, script: Script, calls: Sequence[tuple[list, list]]) -> list:
+    """Run `script` once per (keys, args) in one pipeline; the answers in order. Each call's keys share a slot.
+
+    On one server: EVALSHA, and a script the server does not hold (a restart, SCRIPT FLUSH) is loaded and only
+    those calls sent again — a NOSCRIPT call ran nothing. On a Redis Cluster: EVAL, which its pipeline accepts.
+    Any other error is raised (the first), after the pipeline ran: callers' scripts are compare-and-sets, safe
+    to run again."""
+    if not calls:
+        return []
+    cluster = isinstance(client, RedisCluster)
+    answers: list = [None] * len(calls)
+    todo = list(range(len(calls)))
+    for _ in range(2):
+        pipe = client.pipeline(transaction=False)
+        for index in todo:
+            keys, args = calls[index]
+            if cluster:
+                pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
+            else:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+        for index, answer in zip(todo, pipe.execute(raise_on_error=False), strict=True):
+            answers[index] = answer
+        todo = [index for index in todo if isinstance(answers[index], NoScriptError)]
+        if not todo:
+            break
+        client.script_load(script.script)
+    for answer in answers:
+        if isinstance(answer, Exception):
+            raise answer
+    return answers
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing a batch does to one certificate: register `record` if the serial is unknown, or apply `change`
+    (a change function: hold, release, revoke) with the `history` entry to keep when the status changes."""
+
+    register: StatusRecord | None = None
+    change: Callable[[StatusRecord], StatusRecord | None] | None = None
+    history: dict | None = None
+
+
+@dataclass
+class _Fold:
+    """One certificate's steps folded over its record as read: what to write, and each step's result."""
+
+    raw: bytes | None
+    record: StatusRecord | None = None
+    results: list[tuple[StatusRecord | None, bool]] = dataclasses.field(default_factory=list)
+    history: list[bytes] = dataclasses.field(default_factory=list)
+    status_changed: bool = False
+    touches_index: bool = False
+    released_at: dt.datetime | None = None
+
+    def write(self) -> bytes | None:
+        """The packed record to compare-and-set, or None when it stays as read."""
+        packed = self.record.pack() if self.record is not None else None
+        return packed if packed != self.raw else None
 
 
 CRL_CHANGES_MAXLEN = 1_000_000  # approximate; a publisher that fell further behind reads the whole shard again
@@ -198,8 +271,7 @@ class StatusStore:
 
     def register(self, issuer: str, serial: int, record: StatusRecord) -> bool:
         """Record a newly issued certificate; False if it was already known (idempotent)."""
-        return bool(self._cas(keys=self._cas_keys(issuer, serial),
-                              args=[serial_field(serial), b"", record.pack(), b""]))
+        return bool(self._cas(keys=self._cas_keys(issuer, serial), args=[serial_field(serial), b"", record.pack()]))
 
     def register_many(self, issuer: str, rows: Iterable[tuple[int, StatusRecord]]) -> int:
         """Record many newly issued certificates (a migration, a backfill); returns how many were new.
@@ -256,8 +328,8 @@ class StatusStore:
                 self._sync_crl_index(issuer, serial, current, None)
                 return current, False
             status_changed = (updated.status, updated.reason) != (current.status, current.reason)
-            entry = json.dumps(history, separators=(",", ":")) if history and status_changed else ""
-            if self._cas(keys=self._cas_keys(issuer, serial), args=[field, raw, updated.pack(), entry]):
+            entries = [json.dumps(history, separators=(",", ":"))] if history and status_changed else []
+            if self._cas(keys=self._cas_keys(issuer, serial), args=[field, raw, updated.pack(), *entries]):
                 self._sync_crl_index(issuer, serial, updated, current if status_changed else None)
                 return updated, status_changed
         raise RuntimeError("status record kept changing under concurrent appliers")
@@ -270,21 +342,113 @@ class StatusStore:
                         before: StatusRecord | None) -> None:
         """Make the shard's CRL index agree with the record. Idempotent: safe to repeat after a crash. Each sync
         also appends the serial to the shard's change log (`KeySpace.crl_changes`), in the same MULTI."""
+        released = record.changed_at if (before is not None and before.status is CertificateStatus.ON_HOLD
+                                         and record.status is CertificateStatus.GOOD) else None
+        pipe = self.redis.pipeline(transaction=True)
+        self._queue_crl_sync(pipe, issuer, serial, record, released)
+        pipe.execute()
+        if before is not None:
+            self.redis.sadd(CRL_DIRTY, f"{issuer}:{record.shard}")
+
+    def _queue_crl_sync(self, pipe, issuer: str, serial: int, record: StatusRecord,
+                        released_at: dt.datetime | None) -> None:
+        """Queue on `pipe` the index write for `record` (entry set, or removed with the release noted when a hold
+        was lifted at `released_at`), then its change-log entry: a publisher that reads the log entry finds the
+        write already made."""
         field = serial_field(serial)
         entries = self.keys.crl_entries(issuer, record.shard)
-        pipe = self.redis.pipeline(transaction=True)
         if record.status is CertificateStatus.GOOD:
             pipe.hdel(entries, field)
-            if before is not None and before.status is CertificateStatus.ON_HOLD:
-                pipe.hset(self.keys.crl_released(issuer, record.shard), field, _epoch(record.changed_at))
+            if released_at is not None:
+                pipe.hset(self.keys.crl_released(issuer, record.shard), field, _epoch(released_at))
         else:
             pipe.hset(entries, field, _CRL_ENTRY.pack(REASON_CODES[record.reason], _epoch(record.revoked_at)))
             pipe.hdel(self.keys.crl_released(issuer, record.shard), field)
         pipe.xadd(self.keys.crl_changes(issuer, record.shard), {"s": field}, maxlen=CRL_CHANGES_MAXLEN,
                   approximate=True)
-        pipe.execute()
-        if before is not None:
-            self.redis.sadd(CRL_DIRTY, f"{issuer}:{record.shard}")
+
+    # --- writing a batch ----------------------------------------------------------------------------------
+
+    def apply_steps(self, steps: dict[tuple[str, int], list[Step]],
+                    links: Sequence[tuple[str, int, int]] = (), attempts: int = 16,
+                    ) -> dict[tuple[str, int], list[tuple[StatusRecord | None, bool]]]:
+        """Apply each certificate's steps in order, as `register` and `transition` would one after another, in a
+        few round trips; returns, per (issuer, serial), each step's (record after it, whether it changed).
+
+        "Changed" means newly registered for a register step and a changed status for a change step, as the
+        single-certificate methods answer. Afterwards every certificate a change step reached has its CRL index
+        synced (also when nothing changed: that completes a sync a crash interrupted), with its change-log entry;
+        `links` (issuer, old, new) are written in the same pipeline, and shards whose index changed are marked
+        dirty in it. That pipeline is MULTI/EXEC on one server; on a cluster each command goes to its slot's node.
+        """
+        todo = list(steps)
+        folds: dict[tuple[str, int], _Fold] = {}
+        for _ in range(attempts):
+            pipe = self.redis.pipeline(transaction=False)
+            for issuer, serial in todo:
+                pipe.hget(self.keys.status(issuer, serial), serial_field(serial))
+            for certificate, raw in zip(todo, pipe.execute(), strict=True):
+                folds[certificate] = _fold(raw, steps[certificate])
+            writing = [certificate for certificate in todo if folds[certificate].write() is not None]
+            answers = run_script_pipelined(self.redis, self._cas, [
+                (self._cas_keys(issuer, serial),
+                 [serial_field(serial), folds[issuer, serial].raw or b"", folds[issuer, serial].write(),
+                  *folds[issuer, serial].history]) for issuer, serial in writing])
+            todo = [certificate for certificate, written in zip(writing, answers, strict=True) if not written]
+            if not todo:
+                break
+        else:
+            raise RuntimeError("status records kept changing under concurrent appliers")
+        self._sync_many(folds, links)
+        return {certificate: fold.results for certificate, fold in folds.items()}
+
+    def _sync_many(self, folds: dict[tuple[str, int], _Fold], links: Sequence[tuple[str, int, int]]) -> None:
+        pipe = self.redis.pipeline(transaction=not isinstance(self.redis, RedisCluster))
+        dirty: set[str] = set()
+        for (issuer, serial), fold in folds.items():
+            if fold.touches_index and fold.record is not None:
+                self._queue_crl_sync(pipe, issuer, serial, fold.record, fold.released_at)
+                if fold.status_changed:
+                    dirty.add(f"{issuer}:{fold.record.shard}")
+        for issuer, old, new in links:
+            pipe.hset(self.keys.links(issuer, old), b"n" + serial_field(old), serial_field(new))
+            pipe.hset(self.keys.links(issuer, new), b"p" + serial_field(new), serial_field(old))
+        if dirty:
+            pipe.sadd(CRL_DIRTY, *sorted(dirty))
+        if len(pipe):
+            pipe.execute()
+
+
+def _fold(raw: bytes | None, steps: list[Step]) -> _Fold:
+    """`steps` applied in order to the record packed in `raw` (None: not registered). Pure: no I/O."""
+    fold = _Fold(raw, StatusRecord.unpack(raw) if raw else None)
+    for step in steps:
+        record = fold.record
+        if step.register is not None:
+            if record is None:
+                fold.record = step.register
+            fold.results.append((fold.record, record is None))
+            continue
+        if record is None:  # a change to a certificate never registered does nothing, as `transition` answers
+            fold.results.append((None, False))
+            continue
+        fold.touches_index = True
+        updated = step.change(record)
+        if updated is None or updated == record:
+            fold.results.append((record, False))
+            continue
+        changed = (updated.status, updated.reason) != (record.status, record.reason)
+        if changed:
+            fold.status_changed = True
+            if step.history:
+                fold.history.append(json.dumps(step.history, separators=(",", ":")).encode())
+            if record.status is CertificateStatus.ON_HOLD and updated.status is CertificateStatus.GOOD:
+                fold.released_at = updated.changed_at
+            elif updated.status is not CertificateStatus.GOOD:
+                fold.released_at = None
+        fold.record = updated
+        fold.results.append((updated, changed))
+    return fold
 
 
 def hold(at: dt.datetime):

@@ -81,7 +81,10 @@ class EventStream:
     def consume(self, consumer: str, applier: Applier, count: int = 100, block_ms: int | None = None,
                 reclaim_idle_ms: int = 30_000) -> list[Delivery]:
         """Handle up to `count` entries: first ones abandoned by dead consumers, then new ones. Each is applied and
-        acknowledged, or dead-lettered; only a Redis outage (`TRANSIENT`) ends the batch early, by raising."""
+        acknowledged, or dead-lettered; only a Redis outage (`TRANSIENT`) ends the batch early, by raising.
+
+        The entries are read together, parsed one by one (an unreadable one is dead-lettered there), applied as
+        one batch (`Applier.apply_batch`, which answers per event) and acknowledged by one XACK."""
         self.ensure_group()
         entries = self._reclaim(consumer, count, reclaim_idle_ms)
         if len(entries) < count:
@@ -89,15 +92,49 @@ class EventStream:
                                            block=block_ms)
             for _, items in answer or []:
                 entries += items
-        done: list[Delivery] = []
+        done: dict[int, Delivery] = {}
+        parsed: list[tuple[int, str, RevocationEvent]] = []
         try:
-            for entry_id, fields in entries:
-                done.append(self._handle(_text(entry_id), fields, applier))
+            for position, (entry_id, fields) in enumerate(entries):
+                try:
+                    parsed.append((position, _text(entry_id), entry_event(fields)))
+                except EventRefused as refusal:
+                    done[position] = self._refuse(_text(entry_id), refusal, None)
+                except TRANSIENT:
+                    raise
+                except Exception as exc:  # a defect behind one entry must not hold back the others
+                    done[position] = self._failed(_text(entry_id), None, exc)
+            results = self._apply(applier, [event for _, _, event in parsed])
+            for (position, entry_id, event), result in zip(parsed, results, strict=True):
+                done[position] = self._verdict(entry_id, event, result)
         finally:
-            applied = [delivery.entry_id for delivery in done if delivery.refused is None]
+            applied = [delivery.entry_id for delivery in done.values() if delivery.refused is None]
             if applied:  # one acknowledgement for the entries applied (dead letters were acknowledged with theirs)
                 self.redis.xack(self.stream, self.group, *applied)
-        return done
+        return [done[position] for position in sorted(done)]
+
+    @staticmethod
+    def _apply(applier: Applier, events: list[RevocationEvent]) -> list[Outcome | Exception]:
+        """The batch's results; should the batch itself fail other than by an outage (a defect), each event is
+        applied alone so that the failure lands on the event behind it. Applying again is safe: idempotent."""
+        if not events:
+            return []
+        try:
+            return applier.apply_batch(events)
+        except TRANSIENT:
+            raise
+        except Exception:  # a defect in the batch code: find whose event it is
+            log.warning("event batch failed; applying its events one at a time", extra={"code": "batch_failed"})
+        results: list[Outcome | Exception] = []
+        for event in events:
+            try:
+                [result] = applier.apply_batch([event])
+            except TRANSIENT:
+                raise
+            except Exception as exc:
+                result = exc
+            results.append(result)
+        return results
 
     def _reclaim(self, consumer: str, count: int, idle_ms: int) -> list:
         # Redis ≥ 7 drops entries deleted while pending from the pending list and reports them apart.
@@ -105,27 +142,26 @@ class EventStream:
                                                start_id="0-0", count=count)
         return [entry for entry in entries if entry and entry[1]]
 
-    def _handle(self, entry_id: str, fields: dict, applier: Applier) -> Delivery:
-        event = None
-        try:
-            event = entry_event(fields)
-            outcome = applier.apply(event)
-        except TRANSIENT:
-            raise
-        except EventRefused as refusal:
-            return self._refuse(entry_id, refusal, event)
-        except Exception as exc:  # a defect or bad data behind this one event: it must not hold back the others
-            failure = exc.__class__.__name__  # the type only: an exception's text can carry serials or handles
-            known = {"event_id": event.event_id, "type": event.type} if event is not None else {}
-            log.warning("event not applied: %s raised; moved to the dead-letter stream", failure,
-                        extra={"code": "apply_failed", **known})
-            refusal = EventRefused("apply_failed", f"Applying the event failed ({failure}) and it may be partly "
-                                                   "applied. Send it again, with the same event_id, once the cause "
-                                                   "is fixed: what was done is not done twice.")
-            return self._refuse(entry_id, refusal, event, failure)
+    def _verdict(self, entry_id: str, event: RevocationEvent, result: Outcome | Exception) -> Delivery:
+        if isinstance(result, EventRefused):
+            return self._refuse(entry_id, result, event)
+        if isinstance(result, Exception):
+            return self._failed(entry_id, event, result)
         log.info("event applied", extra={"event_id": event.event_id, "type": event.type,
-                                          "result": outcome.summary()})
-        return Delivery(entry_id, outcome)
+                                          "result": result.summary()})
+        return Delivery(entry_id, result)
+
+    def _failed(self, entry_id: str, event: RevocationEvent | None, exc: Exception) -> Delivery:
+        """A defect or bad data behind this one event: dead-lettered as apply_failed, the exception's type only
+        logged and recorded (its text can carry serials or handles)."""
+        failure = exc.__class__.__name__
+        known = {"event_id": event.event_id, "type": event.type} if event is not None else {}
+        log.warning("event not applied: %s raised; moved to the dead-letter stream", failure,
+                    extra={"code": "apply_failed", **known})
+        refusal = EventRefused("apply_failed", f"Applying the event failed ({failure}) and it may be partly "
+                                               "applied. Send it again, with the same event_id, once the cause "
+                                               "is fixed: what was done is not done twice.")
+        return self._refuse(entry_id, refusal, event, failure)
 
     def _refuse(self, entry_id: str, refusal: EventRefused, event: RevocationEvent | None,
                 exception: str | None = None) -> Delivery:
