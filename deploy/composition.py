@@ -2,6 +2,7 @@
 
     gunicorn -c deploy/gunicorn-idp.conf.py -b 127.0.0.1:8080 'deploy.composition:idp_app()'
     gunicorn -c deploy/gunicorn-revocation.conf.py -b 127.0.0.1:8081 'deploy.composition:revocation_app()'
+    deploy/granian-ocsp.sh --host 127.0.0.1 --port 8083      # the OCSP data plane: ocsp_app under granian
     MYKEY_DEV=1 python -m deploy serve idp|revocation [--host 127.0.0.1] [--port N]    # development
 
 The IdP and the revocation service never import each other. What the IdP needs of the revocation service's status
@@ -25,6 +26,7 @@ from idp.login.trust import TrustStore
 from idp.services import IdpServices
 from idp.services import build_services as build_idp_services
 from revocation.app import create_app as create_revocation_app
+from revocation.app import create_ocsp_app
 from revocation.config import RevocationConfig
 from revocation.services import build_services as build_revocation_services
 from revocation.storage.store import CertificateStatus, StatusStore, StorageLayoutError
@@ -81,6 +83,14 @@ def idp_app(config: IdpConfig | None = None) -> Flask:
     """The IdP's WSGI app, configured from the environment: what gunicorn starts."""
     config = config or IdpConfig.from_env()
     return create_idp_app(config, idp_services(config))
+
+
+def ocsp_app(config: RevocationConfig | None = None) -> Callable[[dict, Callable], object]:
+    """The OCSP responder alone (POST /ocsp, GET /ocsp/<request>, /healthz), a bare WSGI callable with no Flask:
+    the production data plane, what deploy/granian-ocsp.sh starts. The same responder as the revocation app's
+    /ocsp, configured the same way, refusing to start outside development without production settings."""
+    config = config or RevocationConfig.from_env()
+    return create_ocsp_app(config, build_revocation_services(config))
 
 
 def revocation_app(config: RevocationConfig | None = None) -> Flask:

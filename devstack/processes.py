@@ -3,6 +3,7 @@
     free_port()                            a free TCP port on 127.0.0.1
     stop(process)                          SIGTERM, then SIGKILL if it has not exited in time
     with Gunicorn(app, env) as url: …      an app under gunicorn with its production settings (deploy/)
+    with Granian(env) as url: …            the OCSP data plane as deploy/granian-ocsp.sh starts it
 """
 
 from __future__ import annotations
@@ -63,11 +64,8 @@ class Gunicorn:
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> str:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", *production_settings(self.app), "-w", str(self.workers),
-             "-b", f"127.0.0.1:{self.port}", *self.extra_args, self.app],
-            env={**os.environ, "PYTHONPATH": str(ROOT), **self.env}, cwd=ROOT, stdout=self.log,
-            stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(self.command(), env=self.environment(), cwd=ROOT, stdout=self.log,
+                                        stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.process.poll() is None:
             try:
@@ -78,9 +76,33 @@ class Gunicorn:
         self.log.seek(0)
         output = self.log.read()[-2000:].decode(errors="replace")
         self.__exit__()
-        raise RuntimeError(f"gunicorn {self.app} did not come up:\n{output}")
+        raise RuntimeError(f"{self.app} did not come up:\n{output}")
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "gunicorn", *production_settings(self.app), "-w", str(self.workers),
+                "-b", f"127.0.0.1:{self.port}", *self.extra_args, self.app]
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
 
     def __exit__(self, *exc) -> None:
         stop(self.process)
         self.process = None
         self.log.close()
+
+
+class Granian(Gunicorn):
+    """`with Granian(env) as url:` — the OCSP data plane started as an operator starts it, deploy/granian-ocsp.sh
+    (deploy.composition:ocsp_app under granian with its production settings), with `workers` workers on a free
+    loopback port; ready when /healthz answers. `extra_args` go to granian."""
+
+    SCRIPT = ROOT / "deploy" / "granian-ocsp.sh"
+
+    def __init__(self, env: dict[str, str], workers: int = 2, extra_args: list[str] | None = None):
+        super().__init__("deploy.composition:ocsp_app", env, workers, extra_args)
+
+    def command(self) -> list[str]:
+        return ["sh", str(self.SCRIPT), "--host", "127.0.0.1", "--port", str(self.port), *self.extra_args]
+
+    def environment(self) -> dict[str, str]:
+        return {**super().environment(), "PYTHON": sys.executable, "OCSP_WORKERS": str(self.workers)}

@@ -4,6 +4,7 @@ OCSP is served by a bare WSGI callable placed in front of the Flask app (`app.ws
 is started — gunicorn, the development server, a test client — answers OCSP the one same way.
 
     gunicorn -c deploy/gunicorn-revocation.conf.py 'deploy.composition:revocation_app()'    # production
+    deploy/granian-ocsp.sh --port 8083          # production OCSP data plane: create_ocsp_app under granian
     MYKEY_DEV=1 python -m revocation serve                                          # development
 
 Configuration comes from the environment (docs/configuration.md); outside development the app refuses to
@@ -12,14 +13,17 @@ start without its production settings (revocation/config.py).
 
 from __future__ import annotations
 
+import os
+
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from observability import logs
 from observability.metrics import gauge, metrics_response
 from operator_console import console
 from revocation.config import RevocationConfig
 from revocation.crl.web import blueprint as crl_blueprint
-from revocation.ocsp.wsgi import OcspEndpoint, with_ocsp
+from revocation.ocsp.wsgi import OcspEndpoint, WsgiApp, responder_app, with_ocsp
 from revocation.operations.api import blueprint as ops_blueprint
 from revocation.operations.pages import blueprint as pages_blueprint
 from revocation.services import Services, build_services, install
@@ -66,6 +70,19 @@ def create_app(config: RevocationConfig | None = None, services: Services | None
         return jsonify(error=code, message=error.description), error.code, headers
 
     return app
+
+
+def create_ocsp_app(config: RevocationConfig | None = None, services: Services | None = None) -> WsgiApp:
+    """The OCSP data plane: the same responder and endpoint as `create_app`'s /ocsp, alone with /healthz, no Flask
+    (revocation/ocsp/wsgi.py `responder_app`). Log hygiene as in every app; counts reach the same Redis totals, so
+    the revocation app's /metrics still adds up every process."""
+    config = config or RevocationConfig.from_env()
+    if os.environ.get("MYKEY_JSON_LOGS") == "1":
+        logs.use_json_logs()
+    logs.configure()
+    services = services or build_services(config)
+    return responder_app(OcspEndpoint(services.ocsp, services.ocsp_responses, ready=services.claim_layout),
+                         services.redis.ping)
 
 
 def revocation_gauges(services: Services):

@@ -22,11 +22,12 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from demo_rp.app import create_app as create_demo_rp
 from devstack.http import LiveServer
-from devstack.processes import Gunicorn, free_port, stop
+from devstack.processes import Granian, Gunicorn, free_port, stop
 from idp.config import ConfigurationError as IdpConfigurationError
 from idp.config import IdpConfig
 from idp.login.trust import fingerprint
@@ -130,11 +131,13 @@ def test_development_is_asked_for_explicitly(tmp_path):
 
 
 @pytest.mark.parametrize(("app", "missing"), [("deploy.composition:revocation_app()", "REVOCATION_ISSUERS"),
-                                              ("deploy.composition:idp_app()", "IDP_TRUST=production")])
+                                              ("deploy.composition:idp_app()", "IDP_TRUST=production"),
+                                              ("deploy/granian-ocsp.sh", "REVOCATION_ISSUERS")])
 def test_gunicorn_without_production_settings_does_not_come_up_and_says_why(app, missing, redis_server, tmp_path):
     env = {"MYKEY_DEV": "0", "REDIS_URL": redis_server.url, "MYKEY_VAR": str(tmp_path),
            "IDP_SECRET_FILE": str(tmp_path / "secret")}
-    with pytest.raises(RuntimeError) as refused, Gunicorn(app, env, workers=1):
+    server = Granian(env, workers=1) if app.endswith(".sh") else Gunicorn(app, env, workers=1)
+    with pytest.raises(RuntimeError) as refused, server:
         pass
     assert missing in str(refused.value) and "will not start outside development" in str(refused.value)
     assert not (tmp_path / "pki").exists()
@@ -230,15 +233,23 @@ NGINX_SERVER = """\
             proxy_set_header X-Forwarded-For $remote_addr;
             proxy_set_header X-Forwarded-Proto https;
         }}
-    }}
+{ocsp}    }}
+"""
+# OCSP to the data plane (deploy/granian-ocsp.sh): POST /ocsp and GET /ocsp/<request>; the rest stays with the app.
+NGINX_OCSP = """\
+        location = /ocsp {{ proxy_pass {upstream}; }}
+        location /ocsp/ {{ proxy_pass {upstream}; }}
 """
 
 
 @contextlib.contextmanager
-def nginx(prefix: Path, certificate: Path, key: Path, ca: Path, routes: dict[int, str]):
-    """nginx as a non-daemon child terminating TLS on loopback `port → upstream URL`, its files under `prefix`."""
+def nginx(prefix: Path, certificate: Path, key: Path, ca: Path, routes: dict[int, str],
+          ocsp: dict[int, str] | None = None):
+    """nginx as a non-daemon child terminating TLS on loopback `port → upstream URL` (and, for a port in `ocsp`,
+    its /ocsp paths to that upstream), its files under `prefix`."""
     prefix.mkdir(parents=True, exist_ok=True)
-    servers = "".join(NGINX_SERVER.format(port=port, upstream=upstream) for port, upstream in routes.items())
+    servers = "".join(NGINX_SERVER.format(port=port, upstream=upstream, ocsp=NGINX_OCSP.format(
+        upstream=(ocsp or {})[port]) if port in (ocsp or {}) else "") for port, upstream in routes.items())
     conf = prefix / "nginx.conf"
     # As root nginx would hand its workers to `nobody`, who cannot write the temp paths under pytest's tmp_path.
     conf.write_text(NGINX_CONF.format(user="user root;\n" if os.geteuid() == 0 else "", prefix=prefix,
@@ -297,11 +308,13 @@ def test_a_card_login_in_chromium_through_nginx_tls_and_gunicorn_with_production
     client, secret = ClientRegistry(redis_client).add("Example Shop", [f"{rp_base}/callback"])
 
     with contextlib.ExitStack() as stack:
-        revocation_upstream = stack.enter_context(Gunicorn("deploy.composition:revocation_app()", revocation_env,
-                                                           workers=1))
+        revocation_server = Gunicorn("deploy.composition:revocation_app()", revocation_env, workers=1)
+        revocation_upstream = stack.enter_context(revocation_server)
         idp_upstream = stack.enter_context(Gunicorn("deploy.composition:idp_app()", idp_env, workers=1))
+        ocsp_upstream = stack.enter_context(Granian(revocation_env, workers=1))  # the OCSP data plane
         stack.enter_context(nginx(tmp_path / "nginx", tls_certificate, tls_key, tls_ca,
-                                  {idp_port: idp_upstream, revocation_port: revocation_upstream}))
+                                  {idp_port: idp_upstream, revocation_port: revocation_upstream},
+                                  ocsp={revocation_port: ocsp_upstream}))
         rp = stack.enter_context(LiveServer(create_demo_rp(idp_url, client.client_id, secret, rp_base), rp_port))
         assert not (var / "pki").exists()  # no development CA anywhere in this deployment
         discovery = requests.get(f"{idp_url}/.well-known/openid-configuration", timeout=10).json()
@@ -338,3 +351,11 @@ def test_a_card_login_in_chromium_through_nginx_tls_and_gunicorn_with_production
                    for c in idp_cookies), idp_cookies
         assert requests.get(f"{revocation_url}/crl/auth/0.crl", timeout=10).headers["Content-Type"] == \
             "application/pkix-crl"
+        # /ocsp goes to the data plane: it still answers, through nginx, when the revocation app is gone.
+        revocation_server.__exit__()
+        auth = x509.load_der_x509_certificate(bytes.fromhex(state["files"]["000A"]))
+        request = ocsp.OCSPRequestBuilder().add_certificate(auth, jpki_ca.auth.certificate, hashes.SHA1()).build()
+        answer = requests.post(f"{revocation_url}/ocsp", data=request.public_bytes(serialization.Encoding.DER),
+                               headers={"Content-Type": "application/ocsp-request"}, timeout=10)
+        assert ocsp.load_der_ocsp_response(answer.content).certificate_status is ocsp.OCSPCertStatus.GOOD
+        assert requests.get(f"{revocation_url}/crl/auth/0.crl", timeout=10).status_code == 502

@@ -5,6 +5,10 @@ Why bare: an OCSP answer is a cache read, so the cost per request is the request
 request context and response object cost more than the rest of the answer put together (bench/report.md).
 `with_ocsp` puts this callable in front of the app's own `wsgi_app`; every other path goes to Flask.
 
+One responder, two hosts: the revocation service's app answers OCSP this way (development, small deployments),
+and `responder_app` serves the same callable alone with only `/healthz` beside it — the production data plane,
+`deploy.composition:ocsp_app` under granian (deploy/granian-ocsp.sh).
+
 What it promises, unchanged from the Flask endpoint it replaces:
 
 - Whatever is wrong inside an OCSP request is answered the OCSP way: HTTP 200 with an OCSP error status
@@ -30,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable
 
 import redis
-from werkzeug.exceptions import BadRequest, MethodNotAllowed
+from werkzeug.exceptions import BadRequest, MethodNotAllowed, NotFound
 from werkzeug.http import http_date, is_resource_modified, remove_entity_headers
 
 from observability.metrics import Counter
@@ -47,7 +51,8 @@ _GET_PREFIX = PATH + "/"
 _CONDITIONAL = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_MATCH")
 _STATUS_NAMES = {Status.MALFORMED_REQUEST: "malformed_request", Status.UNAUTHORIZED: "unauthorized",
                  Status.TRY_LATER: "try_later", Status.INTERNAL_ERROR: "internal_error"}
-_REASONS = {200: "200 OK", 304: "304 Not Modified", 400: "400 Bad Request", 405: "405 Method Not Allowed",
+_REASONS = {200: "200 OK", 304: "304 Not Modified", 400: "400 Bad Request", 404: "404 Not Found",
+            405: "405 Method Not Allowed",
             412: "412 Precondition Failed", 413: "413 Request Entity Too Large",
             415: "415 Unsupported Media Type", 503: "503 Service Unavailable"}
 
@@ -64,6 +69,31 @@ def with_ocsp(app: WsgiApp, ocsp: WsgiApp) -> WsgiApp:
         return app(environ, start_response)
 
     return dispatch
+
+
+def responder_app(ocsp: WsgiApp, ping: Callable[[], object]) -> WsgiApp:
+    """The OCSP data plane on its own (deploy.composition:ocsp_app): `ocsp`'s two paths and `/healthz` (`ping`
+    raises a Redis error when the store is away: 503); every other path is 404. No Flask at all."""
+
+    def healthz(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            return _json(start_response, 405, "method_not_allowed", MethodNotAllowed.description,
+                         [("Allow", "GET, HEAD")])
+        try:
+            ping()
+        except (redis.ConnectionError, redis.TimeoutError):
+            return _unavailable(start_response)
+        body = b'{"status": "ok"}\n'
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                                  ("Cache-Control", "no-store")])
+        return [body]
+
+    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            return healthz(environ, start_response)
+        return _json(start_response, 404, "not_found", NotFound.description)
+
+    return with_ocsp(app, ocsp)
 
 
 class OcspEndpoint:
@@ -91,10 +121,7 @@ class OcspEndpoint:
         except StorageLayoutError as error:
             return _json(start_response, error.status, error.code, error.message)
         except (redis.ConnectionError, redis.TimeoutError):
-            return _json(start_response, 503, "temporarily_unavailable",
-                         "The service cannot reach its data store right now. Try again in a few seconds.",
-                         [("Retry-After", str(RETRY_AFTER_SECONDS)), ("Cache-Control", "no-store")],
-                         message_ja="ただいまデータを読み書きできません。数秒後にもう一度お試しください。")
+            return _unavailable(start_response)
         if method == "POST":
             return self._post(environ, start_response)
         der = _decode(path[len(_GET_PREFIX):])
@@ -180,6 +207,14 @@ def _decode(encoded: str) -> bytes | None:
         return base64.b64decode(text, validate=True) or None
     except (binascii.Error, ValueError):
         return None
+
+
+def _unavailable(start_response: Callable) -> Iterable[bytes]:
+    """Redis cannot be reached: 503 with Retry-After, as wire/service_app.py answers it."""
+    return _json(start_response, 503, "temporarily_unavailable",
+                 "The service cannot reach its data store right now. Try again in a few seconds.",
+                 [("Retry-After", str(RETRY_AFTER_SECONDS)), ("Cache-Control", "no-store")],
+                 message_ja="ただいまデータを読み書きできません。数秒後にもう一度お試しください。")
 
 
 def _json(start_response: Callable, status: int, code: str, message: str,
