@@ -173,22 +173,23 @@ def build_crl(ca_certificate: x509.Certificate, key, entries: list[bytes], *, nu
         extensions.append(_extension("2.5.29.27", _integer(base_number), critical=True))  # §5.2.4
     elif freshest is not None:
         extensions.append(_extension("2.5.29.46", _tlv(0x30, _tlv(0x30, _uri_point(freshest)))))  # §5.2.6
-    revoked = b"".join(entries)
-    parts = [
+    head = b"".join((
         b"\x02\x01\x01",  # version v2: required once extensions are present (§5.1.2.1)
         algorithm,
         ca_certificate.subject.public_bytes(),  # issuer: byte-identical to the certificates' issuer field
         _time(this_update),
         _time(next_update),
-        # §5.1.2.6: when nothing is revoked the list is absent, not empty.
-        b"\x30" + _length(len(revoked)) + revoked if revoked else b"",
-        _tlv(0xA0, _tlv(0x30, b"".join(extensions))),
-    ]
-    body = b"".join(parts)
-    tbs = b"\x30" + _length(len(body)) + body
-    signature = sign(tbs)
-    outer = tbs + algorithm + _tlv(0x03, b"\x00" + signature)  # BIT STRING with 0 unused bits
-    return b"\x30" + _length(len(outer)) + outer
+    ))
+    revoked = b"".join(entries)
+    # §5.1.2.6: when nothing is revoked the list is absent, not empty.
+    revoked_header = b"\x30" + _length(len(revoked)) if revoked else b""
+    tail = _tlv(0xA0, _tlv(0x30, b"".join(extensions)))
+    # The entries can be megabytes: each is copied once into the TBSCertList and once into the CertificateList,
+    # with every length computed up front instead of wrapping ever larger byte strings.
+    body_length = len(head) + len(revoked_header) + len(revoked) + len(tail)
+    tbs = b"".join((b"\x30", _length(body_length), head, revoked_header, revoked, tail))
+    signature = _tlv(0x03, b"\x00" + sign(tbs))  # BIT STRING with 0 unused bits
+    return b"".join((b"\x30", _length(len(tbs) + len(algorithm) + len(signature)), tbs, algorithm, signature))
 
 
 # --- reading back our own entries ---------------------------------------------------------------------------
