@@ -309,7 +309,7 @@ class Applier:
                 certificate = (action["issuer"], int(action["serial"], 16))
                 queue = steps.setdefault(certificate, [])
                 owners.append((index, certificate, len(queue), action["do"]))
-                queue.append(self._step(events[index], action))
+                queue.append(self._step(events[index], action, redelivered=plan[0]))
         done = self.store.apply_steps(steps, links)
         for index, certificate, position, do in owners:
             record, changed = done[certificate][position]
@@ -326,7 +326,7 @@ class Applier:
                     results[index] = exc
 
     @staticmethod
-    def _step(event: RevocationEvent, action: dict) -> Step:
+    def _step(event: RevocationEvent, action: dict, redelivered: bool) -> Step:
         if action["do"] == "register":
             return Step(register=StatusRecord.issued(
                 action["shard"], dt.datetime.fromtimestamp(action["not_after"], dt.UTC),
@@ -337,4 +337,5 @@ class Applier:
                   Effect.RELEASE.value: lambda: release(at)}[action["do"]]()
         history = {"at": at.isoformat(), "do": action["do"], "reason": reason.value,
                    "event_id": event.event_id, "event_type": event.type, "source": event.source}
-        return Step(change=change, history=history)
+        return Step(change=change, history=history, redelivered=redelivered,
+                    releases_at=at if action["do"] == Effect.RELEASE.value else None)

@@ -144,11 +144,15 @@ def run_script_pipelined(client: redis.Redis, script: Script, calls: Sequence[tu
 @dataclass(frozen=True)
 class Step:
     """One thing a batch does to one certificate: register `record` if the serial is unknown, or apply `change`
-    (a change function: hold, release, revoke) with the `history` entry to keep when the status changes."""
+    (a change function: hold, release, revoke) with the `history` entry to keep when the status changes.
+    `redelivered`: the step comes again from an event applied before (it may complete what a crash interrupted),
+    so its shard is marked dirty even though the status no longer changes."""
 
     register: StatusRecord | None = None
     change: Callable[[StatusRecord], StatusRecord | None] | None = None
     history: dict | None = None
+    redelivered: bool = False
+    releases_at: dt.datetime | None = None  # a release step: its time (to recognise a hold it lifted before)
 
 
 @dataclass
@@ -161,6 +165,7 @@ class _Fold:
     history: list[bytes] = dataclasses.field(default_factory=list)
     status_changed: bool = False
     touches_index: bool = False
+    redelivered: bool = False
     released_at: dt.datetime | None = None
 
     def write(self) -> bytes | None:
@@ -378,8 +383,10 @@ class StatusStore:
         "Changed" means newly registered for a register step and a changed status for a change step, as the
         single-certificate methods answer. Afterwards every certificate a change step reached has its CRL index
         synced (also when nothing changed: that completes a sync a crash interrupted), with its change-log entry;
-        `links` (issuer, old, new) are written in the same pipeline, and shards whose index changed are marked
-        dirty in it. That pipeline is MULTI/EXEC on one server; on a cluster each command goes to its slot's node.
+        `links` (issuer, old, new) are written in the same pipeline, and shards whose index changed, or that a
+        redelivered step reached, are marked dirty in it (a crash between the records and this pipeline leaves
+        the status changed and the shard unmarked; the redelivery marks it). That pipeline is MULTI/EXEC on one
+        server; on a cluster each command goes to its slot's node.
         """
         todo = list(steps)
         folds: dict[tuple[str, int], _Fold] = {}
@@ -387,8 +394,16 @@ class StatusStore:
             pipe = self.redis.pipeline(transaction=False)
             for issuer, serial in todo:
                 pipe.hget(self.keys.status(issuer, serial), serial_field(serial))
-            for certificate, raw in zip(todo, pipe.execute(), strict=True):
-                folds[certificate] = _fold(raw, steps[certificate])
+            # A redelivered release may have lifted a hold whose release a crash kept out of the CRL index: the
+            # certificate's last history entry tells (same slot as the record; read only in that case).
+            lifted = [(issuer, serial) for issuer, serial in todo
+                      if any(step.redelivered and step.releases_at for step in steps[issuer, serial])]
+            for issuer, serial in lifted:
+                pipe.lindex(self.keys.history(issuer, serial), -1)
+            answers = pipe.execute()
+            last = dict(zip(lifted, answers[len(todo):], strict=True))
+            for certificate, raw in zip(todo, answers, strict=False):
+                folds[certificate] = _fold(raw, steps[certificate], last.get(certificate))
             writing = [certificate for certificate in todo if folds[certificate].write() is not None]
             answers = run_script_pipelined(self.redis, self._cas, [
                 (self._cas_keys(issuer, serial),
@@ -408,7 +423,7 @@ class StatusStore:
         for (issuer, serial), fold in folds.items():
             if fold.touches_index and fold.record is not None:
                 self._queue_crl_sync(pipe, issuer, serial, fold.record, fold.released_at)
-                if fold.status_changed:
+                if fold.status_changed or fold.redelivered:
                     dirty.add(f"{issuer}:{fold.record.shard}")
         for issuer, old, new in links:
             pipe.hset(self.keys.links(issuer, old), b"n" + serial_field(old), serial_field(new))
@@ -419,8 +434,9 @@ class StatusStore:
             pipe.execute()
 
 
-def _fold(raw: bytes | None, steps: list[Step]) -> _Fold:
-    """`steps` applied in order to the record packed in `raw` (None: not registered). Pure: no I/O."""
+def _fold(raw: bytes | None, steps: list[Step], last_history: bytes | None = None) -> _Fold:
+    """`steps` applied in order to the record packed in `raw` (None: not registered), the certificate's last
+    history entry given when a redelivered release is among them. Pure: no I/O."""
     fold = _Fold(raw, StatusRecord.unpack(raw) if raw else None)
     for step in steps:
         record = fold.record
@@ -433,8 +449,11 @@ def _fold(raw: bytes | None, steps: list[Step]) -> _Fold:
             fold.results.append((None, False))
             continue
         fold.touches_index = True
+        fold.redelivered |= step.redelivered
         updated = step.change(record)
         if updated is None or updated == record:
+            if step.redelivered and _lifted_by(step, record, last_history):
+                fold.released_at = step.releases_at
             fold.results.append((record, False))
             continue
         changed = (updated.status, updated.reason) != (record.status, record.reason)
@@ -449,6 +468,16 @@ def _fold(raw: bytes | None, steps: list[Step]) -> _Fold:
         fold.record = updated
         fold.results.append((updated, changed))
     return fold
+
+
+def _lifted_by(step: Step, record: StatusRecord, last_history: bytes | None) -> bool:
+    """Whether `record` is as `step` (a redelivered release) left it after lifting a hold: good since the step's
+    time, and the last history entry that release's own."""
+    if step.releases_at is None or last_history is None or record.status is not CertificateStatus.GOOD:
+        return False
+    entry = json.loads(last_history)
+    return (record.changed_at == step.releases_at and entry.get("do") == "release"
+            and entry.get("event_id") == (step.history or {}).get("event_id"))
 
 
 def hold(at: dt.datetime):
