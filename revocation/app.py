@@ -41,7 +41,8 @@ def create_app(config: RevocationConfig | None = None, services: Services | None
 
     # OCSP is answered in front of Flask, without a dispatch (revocation/ocsp/wsgi.py); everything else is Flask's.
     app.wsgi_app = with_ocsp(app.wsgi_app, OcspEndpoint(services.ocsp, services.ocsp_responses,
-                                                        ready=services.claim_layout))
+                                                        ready=services.claim_layout,
+                                                        max_age=config.ocsp_http_max_age))
     app.register_blueprint(crl_blueprint)
     app.register_blueprint(ops_blueprint, url_prefix="/ops")
     console.install(app, console.Console(
@@ -81,8 +82,8 @@ def create_ocsp_app(config: RevocationConfig | None = None, services: Services |
         logs.use_json_logs()
     logs.configure()
     services = services or build_services(config)
-    return responder_app(OcspEndpoint(services.ocsp, services.ocsp_responses, ready=services.claim_layout),
-                         services.redis.ping)
+    return responder_app(OcspEndpoint(services.ocsp, services.ocsp_responses, ready=services.claim_layout,
+                                      max_age=config.ocsp_http_max_age), services.redis.ping)
 
 
 def revocation_gauges(services: Services):

@@ -13,6 +13,7 @@ docs/configuration.md is the reference for every variable (and for the worker, w
 | MOVED_ABROAD_REVOKES_AUTH | 1 to revoke auth certificates on a move abroad (pre-2024 rule) | 0 |
 | OCSP_VALIDITY_SECONDS | nextUpdate − thisUpdate of OCSP responses | 14400 |
 | OCSP_NONCE_CONCURRENCY | live (nonce) signatures at once per process | 8 |
+| OCSP_HTTP_MAX_AGE_SECONDS | cap on the max-age HTTP caches get for nonce-less answers | until nextUpdate |
 | CRL_VALIDITY_SECONDS | nextUpdate − thisUpdate of CRLs | 86400 |
 | CRL_MIN_INTERVAL_MS | a shard is republished at most this often | 50 |
 | STATUS_BUCKETS / HOLDER_BUCKETS | fixed for a deployment's life: recorded in Redis, other counts refused | 1048576 |
@@ -56,6 +57,7 @@ class RevocationConfig:
     moved_abroad_revokes_auth: bool = False
     ocsp_validity: dt.timedelta = dt.timedelta(hours=4)
     ocsp_nonce_concurrency: int = 8
+    ocsp_http_max_age: int | None = None  # seconds; None: until the response's nextUpdate (RFC 5019 §6.2)
     crl_validity: dt.timedelta = dt.timedelta(days=1)
     crl_min_interval: dt.timedelta = dt.timedelta(milliseconds=50)
     crl_shards: int = CRL_SHARD_COUNT
@@ -88,6 +90,7 @@ class RevocationConfig:
             moved_abroad_revokes_auth=env.get("MOVED_ABROAD_REVOKES_AUTH", "0") == "1",
             ocsp_validity=dt.timedelta(seconds=int(env.get("OCSP_VALIDITY_SECONDS", "14400"))),
             ocsp_nonce_concurrency=int(env.get("OCSP_NONCE_CONCURRENCY", "8")),
+            ocsp_http_max_age=int(env["OCSP_HTTP_MAX_AGE_SECONDS"]) if env.get("OCSP_HTTP_MAX_AGE_SECONDS") else None,
             crl_validity=dt.timedelta(seconds=int(env.get("CRL_VALIDITY_SECONDS", "86400"))),
             crl_min_interval=dt.timedelta(milliseconds=int(env.get("CRL_MIN_INTERVAL_MS", "50"))),
             status_buckets=int(env.get("STATUS_BUCKETS", str(1 << 20))),

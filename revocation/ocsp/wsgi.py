@@ -19,8 +19,10 @@ What it promises, unchanged from the Flask endpoint it replaces:
 - A GET's base64 is the rest of the path, taken as it is: it may begin with "/" or hold "//" (RFC 6960 A.1;
   clients rarely percent-encode "/"). Padding may be missing.
 - A response without a nonce may be kept by HTTP caches until its nextUpdate and no longer (RFC 5019 §6.2:
-  Cache-Control max-age, Last-Modified, Expires, ETag); GET and HEAD honour If-None-Match / If-Modified-Since
-  with 304 (RFC 9110 §13). A nonce response or an error is `no-store`.
+  Cache-Control max-age, Last-Modified, Expires, ETag), or for OCSP_HTTP_MAX_AGE_SECONDS if that is shorter — what
+  bounds how long a shared cache in front (docs/operators.md) may go on serving an answer after a revocation.
+  GET and HEAD honour If-None-Match / If-Modified-Since with 304 (RFC 9110 §13). A nonce response or an error is
+  `no-store`.
 - Nothing from the request is ever echoed or logged.
 """
 
@@ -100,10 +102,12 @@ class OcspEndpoint:
     """The WSGI callable for both OCSP paths. `ready` runs before each request and may raise StorageLayoutError
     or a Redis connection error, which are answered as the rest of the service answers them."""
 
-    def __init__(self, responder: OcspResponder, responses: Counter, ready: Callable[[], None] = lambda: None):
+    def __init__(self, responder: OcspResponder, responses: Counter, ready: Callable[[], None] = lambda: None,
+                 max_age: int | None = None):
         self.responder = responder
         self.responses = responses
         self.ready = ready
+        self.max_age = max_age  # OCSP_HTTP_MAX_AGE_SECONDS: how long a shared cache may keep an answer, at most
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -159,6 +163,8 @@ class OcspEndpoint:
         else:
             # RFC 5019 §6.2: let HTTP caches keep the same response until its nextUpdate, and no longer.
             max_age = max(0, int(answer.next_update.timestamp() - time.time()))
+            if self.max_age is not None:
+                max_age = min(max_age, self.max_age)
             etag = '"' + hashlib.sha1(body, usedforsecurity=False).hexdigest() + '"'
             last_modified = http_date(answer.this_update)
             headers += [("Cache-Control", f"max-age={max_age}, public, no-transform, must-revalidate"),
