@@ -4,11 +4,14 @@
     stop(process)                          SIGTERM, then SIGKILL if it has not exited in time
     with Gunicorn(app, env) as url: …      an app under gunicorn with its production settings (deploy/)
     with Granian(env) as url: …            the OCSP data plane as deploy/granian-ocsp.sh starts it
+    with OcspCacheNginx(dir, upstream): …  nginx with docs/operators.md's cache block for OCSP GETs in front of it
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -106,3 +109,72 @@ class Granian(Gunicorn):
 
     def environment(self) -> dict[str, str]:
         return {**super().environment(), "PYTHON": sys.executable, "OCSP_WORKERS": str(self.workers)}
+
+
+class OcspCacheNginx:
+    """`with OcspCacheNginx(prefix, upstream) as url:` — Debian's nginx running docs/operators.md's block for an HTTP
+    cache in front of OCSP GETs, as written there, with only its listen port, upstream and cache directory put in
+    (files under `prefix`). `.process` is nginx's master; ready when a GET through it is answered."""
+
+    NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+    TITLE = "# nginx: OCSP GETs cached"
+    UPSTREAM, CACHE = "http://127.0.0.1:8083", "/var/cache/nginx/ocsp"  # as docs/operators.md writes them
+
+    def __init__(self, prefix: Path, upstream: str, worker_processes: int | str = 1):
+        self.prefix, self.upstream, self.workers = prefix, upstream, worker_processes
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @classmethod
+    def documented_block(cls) -> str:
+        text = (ROOT / "docs" / "operators.md").read_text()
+        found = [block for block in re.findall(r"```nginx\n(.*?)```", text, re.DOTALL) if block.startswith(cls.TITLE)]
+        if len(found) != 1:
+            raise RuntimeError("docs/operators.md must hold the nginx block for OCSP GETs exactly once")
+        return found[0]
+
+    def cached_files(self) -> int:
+        return sum(1 for path in (self.prefix / "cache").rglob("*") if path.is_file())
+
+    def __enter__(self) -> str:
+        prefix = self.prefix
+        block = (self.documented_block().replace(self.UPSTREAM, self.upstream)
+                 .replace(self.CACHE, str(prefix / "cache"))
+                 .replace("server {\n", f"server {{\n    listen 127.0.0.1:{self.port};\n", 1))
+        prefix.mkdir(parents=True, exist_ok=True)
+        conf = prefix / "nginx.conf"
+        # As root nginx would hand its workers to `nobody`, who cannot write under a private temporary directory.
+        conf.write_text(("user root;\n" if os.geteuid() == 0 else "") + f"""
+worker_processes {self.workers};
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+{block}
+}}
+""")
+        self.process = subprocess.Popen(
+            [self.NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"{url}/ocsp/MAA", timeout=5)
+                return url
+            except requests.ConnectionError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.__exit__()
+                    raise RuntimeError(f"nginx did not come up:\n{(prefix / 'error.log').read_text()}") from None
+                time.sleep(0.1)
+
+    def __exit__(self, *exc) -> None:
+        stop(self.process)
+        self.process = None

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import re
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,73 +14,12 @@ import pytest
 import requests
 from cryptography.x509 import ocsp
 
-from devstack.processes import ROOT, Granian, free_port, stop
+from devstack.processes import Granian, OcspCacheNginx
 from tests.test_ocsp import apply, request_der
 
 pytestmark = pytest.mark.timeout(90)
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 MAX_AGE = 2  # seconds: OCSP_HTTP_MAX_AGE_SECONDS for this test
-DOCUMENTED_UPSTREAM = "http://127.0.0.1:8083"
-DOCUMENTED_CACHE = "/var/cache/nginx/ocsp"
-
-
-def documented_block() -> str:
-    """The nginx block docs/operators.md gives for caching OCSP GETs."""
-    text = (ROOT / "docs" / "operators.md").read_text()
-    blocks = re.findall(r"```nginx\n(.*?)```", text, re.DOTALL)
-    found = [block for block in blocks if block.startswith("# nginx: OCSP GETs cached")]
-    assert len(found) == 1, "docs/operators.md must hold the nginx block for OCSP GETs exactly once"
-    return found[0]
-
-
-@contextlib.contextmanager
-def nginx_in_front(prefix: Path, upstream: str):
-    """The documented block in a minimal nginx.conf: our listen port, upstream and cache directory put in."""
-    port = free_port()
-    block = (documented_block().replace(DOCUMENTED_UPSTREAM, upstream)
-             .replace(DOCUMENTED_CACHE, str(prefix / "cache"))
-             .replace("server {\n", f"server {{\n    listen 127.0.0.1:{port};\n", 1))
-    assert upstream in block and str(prefix / "cache") in block
-    prefix.mkdir(parents=True, exist_ok=True)
-    conf = prefix / "nginx.conf"
-    # As root nginx would hand its workers to `nobody`, who cannot write under pytest's tmp_path.
-    conf.write_text(("user root;\n" if os.geteuid() == 0 else "") + f"""
-worker_processes 1;
-daemon off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-{block}
-}}
-""")
-    process = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{url}/ocsp/MAA", timeout=5)
-                break
-            except requests.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"nginx did not come up:\n{(prefix / 'error.log').read_text()}") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        stop(process)
-
-
-def cached_files(prefix: Path) -> int:
-    return sum(1 for path in (prefix / "cache").rglob("*") if path.is_file())
 
 
 def status_of(body: bytes) -> ocsp.OCSPCertStatus:
@@ -92,7 +28,7 @@ def status_of(body: bytes) -> ocsp.OCSPCertStatus:
 
 def test_nginx_caches_repeated_gets_never_posts_and_keeps_a_copy_only_for_max_age(
         revocation_config, redis_server, redis_client, revocation_services, issue_card, dev_ca, tmp_path):
-    assert Path(NGINX).exists(), "nginx is missing: scripts/bootstrap.sh installs Debian's nginx"
+    assert Path(OcspCacheNginx.NGINX).exists(), "nginx is missing: scripts/bootstrap.sh installs Debian's nginx"
     env = {"REDIS_URL": redis_server.url, "MYKEY_VAR": str(revocation_config.var_dir),
            "REVOCATION_URL": revocation_config.base_url, "STATUS_BUCKETS": "1024", "HOLDER_BUCKETS": "1024",
            "OCSP_HTTP_MAX_AGE_SECONDS": str(MAX_AGE)}
@@ -101,8 +37,10 @@ def test_nginx_caches_repeated_gets_never_posts_and_keeps_a_copy_only_for_max_ag
     # 0xFF bytes in the nonce put "/" and "+" into the base64: the path must reach the responder unchanged.
     with_nonce = request_der(card["auth"], dev_ca.auth.certificate, nonce=b"\xff" * 30 + b"\xfb\xef")
     get, get_nonce = f"/ocsp/{base64.b64encode(der).decode()}", f"/ocsp/{base64.b64encode(with_nonce).decode()}"
-    prefix = tmp_path / "nginx"
-    with Granian(env, workers=1) as upstream, nginx_in_front(prefix, upstream) as url:
+    with contextlib.ExitStack() as stack:
+        upstream = stack.enter_context(Granian(env, workers=1))
+        nginx = OcspCacheNginx(tmp_path / "nginx", upstream)
+        url = stack.enter_context(nginx)
         first = requests.get(url + get, timeout=10)
         second = requests.get(url + get, timeout=10)
         assert first.status_code == second.status_code == 200
@@ -110,7 +48,7 @@ def test_nginx_caches_repeated_gets_never_posts_and_keeps_a_copy_only_for_max_ag
         assert second.content == first.content and status_of(first.content) is ocsp.OCSPCertStatus.GOOD
         assert re.fullmatch(r"max-age=(\d+), public, no-transform, must-revalidate",
                             first.headers["Cache-Control"]).group(1) in {str(MAX_AGE), str(MAX_AGE - 1)}
-        assert cached_files(prefix) == 1
+        assert nginx.cached_files() == 1
 
         for _ in range(2):  # a POST (nonce or not) and a nonce GET reach the responder every time
             for body in (der, with_nonce):
@@ -121,7 +59,7 @@ def test_nginx_caches_repeated_gets_never_posts_and_keeps_a_copy_only_for_max_ag
             assert nonce_get.headers["X-Cache-Status"] == "MISS"
             assert status_of(nonce_get.content) is ocsp.OCSPCertStatus.GOOD
             assert requests.get(url + "/ocsp/MAA", timeout=10).headers["X-Cache-Status"] == "MISS"  # an error
-        assert cached_files(prefix) == 1
+        assert nginx.cached_files() == 1
 
         apply(revocation_services, "revocation_requested", card)
         posted = requests.post(url + "/ocsp", data=der, headers={"Content-Type": "application/ocsp-request"},
