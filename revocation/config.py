@@ -17,6 +17,7 @@ docs/configuration.md is the reference for every variable (and for the worker, w
 | CRL_VALIDITY_SECONDS | nextUpdate − thisUpdate of CRLs | 86400 |
 | CRL_MIN_INTERVAL_MS | a shard is republished at most this often | 50 |
 | STATUS_BUCKETS / HOLDER_BUCKETS | fixed for a deployment's life: recorded in Redis, other counts refused | 1048576 |
+| EVENT_BATCH | stream entries a worker reads and applies at once (1–10000) | 500 |
 | CONSOLE_INSECURE_DEV_COOKIES | 1: the operator console's cookie over plain http on 127.0.0.1 (development only) | 0 |
 | CONSOLE_PEER_URL | the IdP's console page (RP clients), linked from this console's menu | none |
 
@@ -63,6 +64,7 @@ class RevocationConfig:
     crl_shards: int = CRL_SHARD_COUNT
     status_buckets: int = 1 << 20
     holder_buckets: int = 1 << 20
+    event_batch: int = 500
     max_body_bytes: int = 1 << 20
     console_insecure_dev_cookies: bool = False
     console_peer_url: str | None = None
@@ -70,6 +72,8 @@ class RevocationConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not 1 <= self.event_batch <= 10_000:
+            raise ValueError("EVENT_BATCH must be between 1 and 10000")
         if self.console_insecure_dev_cookies and urlsplit(self.base_url).hostname not in ("127.0.0.1", "localhost"):
             raise ValueError("CONSOLE_INSECURE_DEV_COOKIES is only allowed for a service on 127.0.0.1")
 
@@ -95,6 +99,7 @@ class RevocationConfig:
             crl_min_interval=dt.timedelta(milliseconds=int(env.get("CRL_MIN_INTERVAL_MS", "50"))),
             status_buckets=int(env.get("STATUS_BUCKETS", str(1 << 20))),
             holder_buckets=int(env.get("HOLDER_BUCKETS", str(1 << 20))),
+            event_batch=int(env.get("EVENT_BATCH", "500")),
             console_insecure_dev_cookies=env.get("CONSOLE_INSECURE_DEV_COOKIES", "0") == "1",
             console_peer_url=env.get("CONSOLE_PEER_URL") or None,
         )

@@ -1,7 +1,10 @@
 """The background worker: applies events from the stream and republishes CRL shards that changed or age.
 
-One loop, every step bounded: each round blocks at most `block_ms` for new events, applies at most `batch`,
-then publishes the CRL shards that are due. Run as many workers as you like; the consumer group shares the work.
+One loop, every step bounded: each round blocks at most `block_ms` for new events, applies at most `batch`
+(EVENT_BATCH) as one batch, then publishes the CRL shards that are due. A round reads what is waiting, up to the
+batch size, and never waits to fill a batch: a caught-up worker applies each event as it arrives, a worker behind
+takes large batches, whose round trips are shared by more events. Run as many workers as you like; the consumer
+group shares the work.
 No single entry can fail a round: the stream dead-letters whatever it cannot apply (revocation/storage/stream.py),
 so what reaches the retry below is Redis being unreachable, or a CRL publication failing.
 
@@ -30,9 +33,10 @@ ROLES = ("events", "crl")
 CRL_POLL_SECONDS = 0.01  # a CRL-only worker looks for due shards this often (each shard is rate-bounded anyway)
 
 
-def run_worker(services: Services, stop: threading.Event, batch: int = 100, block_ms: int = 200,
+def run_worker(services: Services, stop: threading.Event, batch: int | None = None, block_ms: int = 200,
                roles: tuple[str, ...] = ROLES) -> None:
     name = consumer_name()
+    batch = batch or services.config.event_batch
     services.claim_layout()
     services.stream.ensure_group()
     while not stop.is_set():
