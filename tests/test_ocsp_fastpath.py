@@ -161,3 +161,34 @@ def test_a_copy_is_dropped_when_its_redis_entry_is_deleted_by_anyone(revocation_
     redis_client.delete(services.store.keys.ocsp_cache("auth", card["auth"].serial_number))
     second = http(f"{revocation_service.url}/ocsp", der)[2]
     assert second != first  # signed again: ECDSA signatures are randomised
+
+
+def test_a_read_racing_a_change_to_its_own_key_is_not_held_but_changes_elsewhere_do_not_stop_holding(redis_client):
+    import time
+
+    from revocation.ocsp import held as held_module
+
+    prefix = "rv:ocsp:test-held:"
+    held = held_module.HeldResponses(redis_client, prefix)
+    mine, other = prefix + "mine", prefix + "other"
+
+    def announced(key: str) -> None:
+        redis_client.hset(key, "sha1", b"x")  # anyone's write under the prefix is announced
+        time.sleep(0.05)  # on its way back over the tracking connection
+
+    _, ticket = held.lookup(mine, "sha1")
+    announced(other)
+    held.keep(mine, "sha1", "read before the other key changed", time.time() + 60, ticket)
+    assert held.lookup(mine, "sha1")[0] == "read before the other key changed"
+
+    _, ticket = held.lookup(prefix + "racing", "sha1")
+    announced(prefix + "racing")
+    held.keep(prefix + "racing", "sha1", "stale", time.time() + 60, ticket)
+    assert held.lookup(prefix + "racing", "sha1")[0] is None
+
+    _, ticket = held.lookup(prefix + "old", "sha1")
+    for index in range(held_module.CHANGES_REMEMBERED + 1):  # more changes than are remembered: refused
+        redis_client.hset(f"{prefix}many:{index}", "sha1", b"x")
+    time.sleep(0.2)
+    held.keep(prefix + "old", "sha1", "too old to check", time.time() + 60, ticket)
+    assert held.lookup(prefix + "old", "sha1")[0] is None

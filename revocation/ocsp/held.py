@@ -11,8 +11,10 @@ What it promises:
 - A revocation is never answered from a stale copy in the usual case: the store's compare-and-set deletes the
   cache entry, Redis sends the announcement in the same event-loop turn as its reply to that write, and every lookup
   first reads whatever announcements have arrived (a non-blocking poll, no round trip) before it trusts a copy.
-- A copy read from Redis is kept only if no announcement arrived between the lookup and the keep (a generation
-  number), so a read racing a revocation cannot put the old answer back.
+- A copy read from Redis is kept only if no announcement for its key arrived between the lookup and the keep (a
+  generation number, and the generation at which each of the last CHANGES_REMEMBERED announced keys changed), so a
+  read racing a revocation cannot put the old answer back, while changes to other keys — a stream of revocations —
+  do not stop a process from holding what it reads. A ticket older than what is remembered is refused.
 - If the announcing connection fails, or stays silent past HEARTBEAT_SECONDS after a PING, every copy is dropped
   and nothing is held until it is back: at worst a silent network partition leaves about 2 × HEARTBEAT_SECONDS in
   which a copy may outlive its Redis entry. A forked child starts empty with its own connection.
@@ -29,11 +31,13 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import OrderedDict
 from typing import Generic, TypeVar
 
 import redis
 
 MAX_HELD = 20_000  # per process: about 1 kB each
+CHANGES_REMEMBERED = 4_096  # announced keys whose generation is remembered, for `keep`
 HEARTBEAT_SECONDS = 1.0
 INVALIDATIONS = "__redis__:invalidate"
 NOT_LISTENING = -1
@@ -50,6 +54,8 @@ class HeldResponses(Generic[Value]):
         self._lock = threading.Lock()
         self._held: dict[str, dict[str, tuple[Value, float]]] = {}  # key → field → (value, expires at, epoch s)
         self._generation = 0
+        self._changed: OrderedDict[str, int] = OrderedDict()  # key → generation of its latest announcement
+        self._floor = 0  # a ticket older than this cannot be checked key by key: refused
         self._connection = None
         self._pid = os.getpid()
         self._retry_at = 0.0
@@ -69,8 +75,10 @@ class HeldResponses(Generic[Value]):
     def keep(self, key: str, field: str, value: Value, expires_at: float, ticket: int) -> None:
         """Hold `value`, read from Redis after `lookup` gave `ticket`, unless a change was announced since."""
         with self._lock:
-            if ticket == NOT_LISTENING or not self._listening() or ticket != self._generation:
+            if ticket == NOT_LISTENING or not self._listening() or ticket < self._floor:
                 return
+            if ticket != self._generation and self._changed.get(key, -1) > ticket:
+                return  # announced since the lookup: what was read may already be stale
             if key not in self._held and len(self._held) >= self._max_held:
                 del self._held[next(iter(self._held))]  # the oldest key first
             self._held.setdefault(key, {})[field] = (value, expires_at)
@@ -118,7 +126,12 @@ class HeldResponses(Generic[Value]):
                 self._forget_all()
             else:
                 for key in message[2]:
-                    self._held.pop(key.decode() if isinstance(key, bytes) else key, None)
+                    key = key.decode() if isinstance(key, bytes) else key
+                    self._held.pop(key, None)
+                    self._changed[key] = self._generation
+                    self._changed.move_to_end(key)
+                while len(self._changed) > CHANGES_REMEMBERED:
+                    self._floor = max(self._floor, self._changed.popitem(last=False)[1])
 
     def _connect(self) -> None:
         # RESP2, so that the announcements arrive as ordinary Pub/Sub messages on a connection of our own.
@@ -146,3 +159,5 @@ class HeldResponses(Generic[Value]):
     def _forget_all(self) -> None:
         self._held.clear()
         self._generation += 1
+        self._floor = self._generation
+        self._changed.clear()
