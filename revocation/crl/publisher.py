@@ -195,6 +195,18 @@ class _Shard:
     before_base: dict[int, bytes | None] = field(default_factory=dict)  # serial touched since the base → its base entry
     delta: dict[int, bytes] = field(default_factory=dict)  # serial → its delta entry, when fixed
     delta_now: set[int] = field(default_factory=set)  # serials the delta removes at the publication's own time
+    # `entries`' values joined in order, as the last publication listed them (None: to join again), and the entries
+    # added after them since: a new serial only appends, so the next list is one copy of bytes, not 100,000 joins.
+    joined: bytes | None = None
+    appended: list[bytes] = field(default_factory=list)
+
+    def revoked(self) -> bytes:
+        """Every entry, encoded and joined: the complete CRL's revokedCertificates content."""
+        if self.joined is None:
+            self.joined, self.appended = b"".join(self.entries.values()), []
+        elif self.appended:
+            self.joined, self.appended = b"".join([self.joined, *self.appended]), []
+        return self.joined
 
     def base_entry(self, serial: int) -> bytes | None:
         return self.before_base[serial] if serial in self.before_base else self.entries.get(serial)
@@ -203,11 +215,17 @@ class _Shard:
         """The serial's index entry and released hold as read now (None: absent)."""
         if serial not in self.before_base:
             self.before_base[serial] = self.entries.get(serial)  # untouched since the base: as in the base
+        before = self.entries.get(serial)
         if index_entry is None:
+            entry = None
             self.entries.pop(serial, None)
         else:
             reason, at = _CRL_ENTRY.unpack(index_entry)
-            self.entries[serial] = encode_entries([(serial, REASONS_BY_CODE[reason], _time(at))])[0]
+            entry = self.entries[serial] = encode_entries([(serial, REASONS_BY_CODE[reason], _time(at))])[0]
+        if before is None and entry is not None:
+            self.appended.append(entry)  # a new key goes last in the dict, so last in the list
+        elif before != entry:
+            self.joined = None  # changed or removed in the middle
         if released is None:
             self.released.pop(serial, None)
         else:
@@ -368,8 +386,7 @@ class CrlPublisher:
         next_update = now + self.config.crl_validity
         url = self.url(slug, shard)
         signed = dict(number=number, this_update=now, next_update=next_update, distribution_point=url)
-        full = build_crl(issuer.certificate, issuer.key, list(state.entries.values()), freshest=delta_url(url),
-                         **signed)
+        full = build_crl(issuer.certificate, issuer.key, [state.revoked()], freshest=delta_url(url), **signed)
         delta, changes = b"", []
         if base_number is not None:
             changes = state.delta_entries(now)
