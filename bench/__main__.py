@@ -21,8 +21,9 @@ from pathlib import Path
 
 from bench.harness import ROOT, CpuElsewhere, Result, contention_note, machine
 
-# Run order: the cheap, independent ones first; the cluster run re-uses the OCSP and propagation benchmarks.
-BENCHMARKS = ["ocsp", "crl", "login", "propagation", "token", "scale", "cluster"]
+# Run order: the machine's own limits, then the cheap, independent ones; the cluster run re-uses the OCSP and
+# propagation benchmarks.
+BENCHMARKS = ["limits", "ocsp", "crl", "login", "propagation", "token", "scale", "cluster"]
 OUT = ROOT / "bench"
 
 

@@ -5,6 +5,9 @@
 #     deploy/granian-ocsp.sh --host 127.0.0.1 --port 8083      # anything given is passed on to granian
 #     PYTHON=.venv/bin/python OCSP_WORKERS=4 deploy/granian-ocsp.sh --port 8083
 #
+# GRANIAN_APP names another WSGI factory to run on exactly these settings; only bench/limits.py uses it, to measure
+# a trivial fixed response on the same server stack.
+#
 # Why these (measured with bench/ocsp.py and bench/limits.py on 2 cores; bench/report.md):
 # - WSGI interface, one process per core (OCSP_WORKERS, default 2): an answer is a dictionary lookup in process or
 #   one signature, all CPU under the GIL, so processes scale and more threads per process do not.
@@ -21,4 +24,4 @@ cd "$(dirname "$0")/.."
 exec "${PYTHON:-python3}" -m granian --interface wsgi --factory \
     --workers "${OCSP_WORKERS:-2}" --blocking-threads 1 --runtime-threads 1 \
     --http 1 --no-ws --no-access-log --log-level warning \
-    "$@" deploy.composition:ocsp_app
+    "$@" "${GRANIAN_APP:-deploy.composition:ocsp_app}"
