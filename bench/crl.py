@@ -10,7 +10,8 @@ CRL extensions (authorityKeyIdentifier, cRLNumber, critical issuingDistributionP
 two runs; its wall time includes reading index.txt and writing PEM, which is what the tool does. Both outputs are
 parsed with cryptography and must hold 1,000,000 entries and verify. Also reported, not compared: the full
 publication of a shard holding the same million entries from Redis (`CrlPublisher.publish`: HSCAN, encode,
-sign, store), first (complete CRL only) and second (complete + delta against the first).
+sign, store), first (complete CRL only) and second (complete + delta against the first; the same publisher,
+so it applies the shard's change log, empty here, to the entries it kept instead of reading them again).
 
 `crl.republish` — the time from one revocation to its shard being served with the entry: redis-server, the
 revocation app under `gunicorn -w 2`, and one `python -m revocation worker` (applies the event stream, then
@@ -36,7 +37,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ReasonFlags
 
-from bench.harness import CpuElsewhere, Gunicorn, RedisServer, Result, percentiles, revocation_worker, wait_for_quiet
+from bench.harness import (
+    CpuByProcess,
+    CpuElsewhere,
+    Gunicorn,
+    RedisServer,
+    Result,
+    percentiles,
+    revocation_worker,
+    wait_for_quiet,
+)
 from jpki.devca import DevCA, new_serial
 from jpki.issuer import Issuer
 from jpki.profile import CRL_SHARD_COUNT, CertificateKind, crl_shard
@@ -44,7 +54,7 @@ from revocation.config import RevocationConfig
 from revocation.crl.der import build_crl, encode_entries, encode_entry
 from revocation.domain.events import CertificateRef, certificate_issued, parse_event
 from revocation.services import build_services
-from revocation.storage.keys import serial_field
+from revocation.storage.keys import CRL_DIRTY, serial_field
 from revocation.storage.store import _CRL_ENTRY, REASON_CODES
 
 ENTRIES = 1_000_000
@@ -214,8 +224,10 @@ def build_result(workdir: Path) -> Result:
             "key, same entries, same CRL extensions; both outputs parsed by cryptography: 1,000,000 entries, "
             "signature valid.",
             "Publish from Redis (not compared): one shard holding the same million entries, CrlPublisher.publish "
-            "= HSCAN of the shard's index hash, encode, sign, store; the second publication also builds the delta "
-            "CRL against the first (parsing the base's million entries).",
+            "= HSCAN of the shard's index hash, encode, sign, store. The second, by the same publisher, also builds "
+            "the delta CRL against the first; it reads only the shard's change log (empty here) and re-signs the "
+            "entries it kept (before incremental publication it read the shard again and parsed the base's million "
+            "entries).",
             "openssl also sorts the entries by serial (X509_CRL_sort); ours keeps the store's order, which RFC 5280 "
             "does not constrain.",
             "Publish from Redis is slower than the build mostly in reading: the HSCAN of a million fields, and a "
@@ -240,24 +252,29 @@ def republish_result(workdir: Path) -> Result:
         client = redis.Redis.from_url(server.url)
         services = build_services(RevocationConfig(redis_url=server.url, var_dir=var, base_url=BASE_URL), client)
         env = {"REDIS_URL": server.url, "MYKEY_VAR": str(var), "REVOCATION_URL": BASE_URL}
-        worker = revocation_worker(env, log_path=workdir / "worker.log")
-        with Gunicorn("deploy.composition:revocation_app()", env) as url, worker:
+        gunicorn = Gunicorn("deploy.composition:revocation_app()", env)
+        with gunicorn as url, revocation_worker(env, log_path=workdir / "worker.log") as worker:
             wait_for_first_publication(services.crl)
+            processes = {"worker": worker.pid, "gunicorn": gunicorn.process.pid, "redis": server.process.pid}
             for background in BACKGROUND_SIZES:
                 cards = register_cards(services, REPUBLISH_ROUNDS)
                 fill_shard(client, services.store.keys.crl_entries("auth", 0), million_rows(background))
                 services.crl.publish("auth", 0, rebase=True)  # the filled shard published once, as its base
+                wait_for_worker_publication(services, "auth", 0)
                 wait_for_quiet()
-                with CpuElsewhere() as elsewhere:
+                with CpuElsewhere() as elsewhere, CpuByProcess(processes) as cpu:
                     samples = [republish_round(services, url, card) for card in cards]
                 entries = len(x509.load_der_x509_crl(services.crl.get("auth", 0).der))
-                figures[f"ours, shard of {entries:,} entries"] = {**percentiles(samples), "entries": entries,
-                                                                  "cpu_elsewhere_cores": elsewhere.cores}
+                figures[f"ours, shard of {entries:,} entries"] = {
+                    **percentiles(samples), "entries": entries,
+                    **{f"{name}_cpu_ms_per_round": round(seconds * 1000 / len(cards), 1)
+                       for name, seconds in cpu.seconds.items()},
+                    "cpu_elsewhere_cores": elsewhere.cores}
         client.close()
     return Result(
         id="crl.republish", title="CRL republication after one revocation", figures=figures,
-        goal="p50 ≤ 100 ms from the event to the served CRL holding it, for each shard size",
-        met=all(f["p50_ms"] <= GOAL_MS for f in figures.values()),
+        goal="p99 ≤ 100 ms from the event to the served CRL holding it, for each shard size",
+        met=all(f["p99_ms"] <= GOAL_MS for f in figures.values()),
         notes=[
             f"{REPUBLISH_ROUNDS} rounds per shard size, one card_lost event (auth certificate only) per round, "
             "submitted to the event stream; one `python -m revocation worker` (stream read blocking ≤ 200 ms, "
@@ -265,13 +282,20 @@ def republish_result(workdir: Path) -> Result:
             f"{int(ROUND_GAP_S * 1000)} ms apart so the 50 ms rate bound never holds a round back.",
             "The clock stops at the first GET /crl/auth/0.crl response (conditional, polled every 2 ms) whose DER "
             "holds the entry; the poller shares the 2 cores with the worker, gunicorn and Redis.",
-            "Each publication signs a complete CRL and a delta CRL against the shard's base (both RSA-2048); "
-            "the time grows with the shard: HSCAN, encoding, and comparing with the base's entries for the delta.",
-            "What limits the large shard (profiled before hiredis was added): publishing 100,000 entries took "
-            "~0.6 s, ~0.5 s of it in StatusStore.crl_entries — HSCAN replies parsed by redis-py's pure-Python "
-            "parser, and a datetime per row; hiredis (now in requirements.txt) brought it to ~0.4 s. ≤ 100 ms at "
-            "this size needs publishing incrementally: keep the last publication's encoded entries and read only the "
-            "shard's changes since (a per-shard change log in the store), or HSCAN chunks packed by a Lua script.",
+            "Each publication signs a complete CRL and a delta CRL against the shard's base (both RSA-2048). The "
+            "worker publishes incrementally (revocation/crl/publisher.py): one script reads the shard's change log "
+            "since its last publication and those serials' index entries, which it applies to the encoded entries "
+            "it kept; the shard's size costs only bytes — joining, hashing and signing the complete CRL (~3.9 MB at "
+            "100,000 entries), storing it in Redis, and serving it.",
+            "The worker's first publication after the bench's own rebase of the filled shard reads the whole shard "
+            "(the base moved to a publication it did not make); it is made before the rounds, untimed "
+            "(wait_for_worker_publication). What a whole read costs is crl.build_1m's publish-from-Redis row.",
+            "worker/gunicorn/redis_cpu_ms_per_round: CPU of each process tree during the rounds divided by the "
+            "rounds — applying the event and publishing; serving the conditional polls and the new CRL; Redis. The "
+            "bench's own poller (requests, reading each new CRL) is not counted.",
+            "Before incremental publication (same bench, 2026-11-29): 10 / 47 / 442 ms p50 and 19 / 105 / 651 ms p99 "
+            "at 50 / 10,100 / 100,150 entries; each publication HSCANned the shard, made a datetime per row, encoded "
+            "every entry and parsed the base's entries for the delta (~0.56 s of CPU at 100,000 entries, now ~0.02 s).",
         ])
 
 
@@ -283,6 +307,18 @@ def wait_for_first_publication(publisher, timeout_s: float = 60) -> None:
             return
         time.sleep(0.1)
     raise RuntimeError("the worker did not publish every CRL shard")
+
+
+def wait_for_worker_publication(services, slug: str, shard: int, timeout_s: float = 120) -> None:
+    """The worker's first publication after the bench's own rebase reads the whole shard (the base moved to a
+    publication it did not make); it is made here, untimed, so the rounds measure the worker in its steady state."""
+    number = services.crl.version(slug, shard).number
+    services.redis.sadd(CRL_DIRTY, f"{slug}:{shard}")
+    deadline = time.monotonic() + timeout_s
+    while services.crl.version(slug, shard).number <= number:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the worker did not republish the filled shard")
+        time.sleep(0.05)
 
 
 def register_cards(services, count: int) -> list[dict]:
