@@ -38,6 +38,8 @@ and named by key hash (RFC 5019 §2.2.3). Nothing here logs serials, nonces or r
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
 import logging
 import threading
 from collections.abc import Callable
@@ -51,6 +53,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.ocsp import OCSPCertStatus, OCSPResponseStatus
 from redis.cluster import RedisCluster
+from werkzeug.http import http_date
 
 from jpki.issuer import Issuer
 from revocation.config import RevocationConfig
@@ -67,6 +70,7 @@ UNIX_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 MAX_NONCE_BYTES = 128  # RFC 9654 §2.1
 NONCE_WAIT_SECONDS = 0.1  # how long a live signature waits for a free slot before `tryLater`
 UNISSUED_VALIDITY = dt.timedelta(minutes=5)
+MAX_PARSED = 20_000  # nonce-less requests remembered parsed, per process (about 0.3 kB each)
 CERT_ID_HASHES: dict[str, hashes.HashAlgorithm] = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}  # noqa: S303
 
 
@@ -97,6 +101,13 @@ class OcspAnswer:
     next_update: dt.datetime | None = None
     cacheable: bool = False  # the same bytes answer every client (no nonce): shared caches may keep them
     certificate_status: str | None = None  # good / revoked / on_hold / not_issued, for metrics
+
+    @functools.cached_property
+    def http_validators(self) -> tuple[str, str, str]:
+        """Last-Modified, Expires and ETag of a cacheable answer (RFC 5019 §6.2): fixed for its bytes, so worked
+        out once per answer object — a held answer is the same object for every request that it answers."""
+        etag = '"' + hashlib.sha1(self.der, usedforsecurity=False).hexdigest() + '"'
+        return http_date(self.this_update), http_date(self.next_update), etag
 
     @classmethod
     def refusal(cls, status: OCSPResponseStatus) -> OcspAnswer:
@@ -158,6 +169,7 @@ class OcspResponder:
         self.live_signing = threading.BoundedSemaphore(config.ocsp_nonce_concurrency)
         self._cache_if_current = store.redis.register_script(_CACHE_IF_CURRENT)
         self._signers = {slug: _signer(issuer.responder_key) for slug, issuer in issuers.items()}
+        self._parsed: dict[bytes, _Query] = {}  # nonce-less request bytes → what they ask (see _parse)
         self.held: HeldResponses[OcspAnswer] | None = (
             None if isinstance(store.redis, RedisCluster) else HeldResponses(store.redis, store.keys.ocsp_cache_prefix))
         # (algorithm, issuerNameHash, issuerKeyHash) → issuer slug, and back; computed once.
@@ -201,6 +213,19 @@ class OcspResponder:
             log.warning("OCSP: could not re-sign after a status change (%s, %s)", issuer, type(exc).__name__)
 
     def _parse(self, request_der: bytes) -> _Query:
+        """The request's CertID and nonce, checked. A valid nonce-less request is remembered by its bytes (at most
+        MAX_PARSED): the same bytes always parse the same, and clients repeat them until nextUpdate."""
+        query = self._parsed.get(request_der)
+        if query is not None:
+            return query
+        query = self._parse_new(request_der)
+        if query.nonce is None:
+            if len(self._parsed) >= MAX_PARSED:
+                self._parsed.clear()  # bounded; cheaper than ordering, and refilled by the next requests
+            self._parsed[request_der] = query
+        return query
+
+    def _parse_new(self, request_der: bytes) -> _Query:
         try:
             request = ocsp.load_der_ocsp_request(request_der)
             extensions = request.extensions

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -162,16 +161,15 @@ class OcspEndpoint:
             headers.append(("Cache-Control", "no-store"))
         else:
             # RFC 5019 §6.2: let HTTP caches keep the same response until its nextUpdate, and no longer.
-            max_age = max(0, int(answer.next_update.timestamp() - time.time()))
+            now = time.time()
+            max_age = max(0, int(answer.next_update.timestamp() - now))
             if self.max_age is not None:
                 max_age = min(max_age, self.max_age)
-            etag = '"' + hashlib.sha1(body, usedforsecurity=False).hexdigest() + '"'
-            last_modified = http_date(answer.this_update)
+            last_modified, expires, etag = answer.http_validators
             headers += [("Cache-Control", f"max-age={max_age}, public, no-transform, must-revalidate"),
-                        ("Last-Modified", last_modified), ("Expires", http_date(answer.next_update)),
-                        ("ETag", etag)]
+                        ("Last-Modified", last_modified), ("Expires", expires), ("ETag", etag)]
             if environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
-                headers.append(("Date", http_date()))
+                headers.append(("Date", _date(int(now))))
                 if any(name in environ for name in _CONDITIONAL) and not is_resource_modified(
                         environ, etag, last_modified=last_modified):
                     status = 412 if environ.get("HTTP_IF_MATCH") else 304
@@ -182,6 +180,17 @@ class OcspEndpoint:
         headers.append(("Content-Length", str(len(body))))
         start_response(_REASONS[status], headers)
         return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+
+def _date(second: int) -> str:
+    """The Date header for this second, formatted once per second."""
+    global _DATE
+    if _DATE[0] != second:
+        _DATE = (second, http_date(second))
+    return _DATE[1]
+
+
+_DATE: tuple[int, str] = (0, "")
 
 
 def _content_length(environ: dict) -> int | None:
