@@ -445,19 +445,26 @@ class CrlPublisher:
         number = self.redis.hincrby(keys[3], "counter", 1)
         if state.base_number is None:
             return state, number, base_this
+        # The base's entries as a set of bytes, compared with the current ones in C; only the few that differ are
+        # parsed for their serial. An entry encodes its serial, so a serial's base entry is the one gone from the
+        # base's set, or else its current entry when the base holds that same entry.
         if base_der:
-            base = {entry_serial(entry): entry for entry in revoked_entries(base_der)}
+            base = set(revoked_entries(base_der))
         else:  # the base is the one `known` built
-            base = dict(known.entries)
-            for serial, entry in known.before_base.items():
-                if entry is None:
-                    base.pop(serial, None)
-                else:
-                    base[serial] = entry
-        touched = {serial for serial, entry in state.entries.items() if base.get(serial) != entry}
-        touched.update(serial for serial in base if serial not in state.entries)
-        touched.update(released)
-        state.before_base = {serial: base.get(serial) for serial in touched}
+            base = set(known.entries.values())
+            base.difference_update(known.entries.get(serial) for serial in known.before_base)
+            base.update(entry for entry in known.before_base.values() if entry is not None)
+        current = set(state.entries.values())
+        gone = {entry_serial(entry): entry for entry in base - current}
+        touched = {entry_serial(entry) for entry in current - base} | gone.keys() | released.keys()
+
+        def base_entry(serial: int) -> bytes | None:
+            if serial in gone:
+                return gone[serial]
+            entry = state.entries.get(serial)
+            return entry if entry in base else None
+
+        state.before_base = {serial: base_entry(serial) for serial in touched}
         for serial in touched:
             state.settle(serial)
         return state, number, base_this
