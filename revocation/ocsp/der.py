@@ -73,45 +73,72 @@ def nonce_extension(nonce: bytes) -> bytes:
 
 
 def generalized_time(moment: dt.datetime) -> bytes:
-    return encode(GENERALIZED_TIME, moment.astimezone(dt.UTC).strftime("%Y%m%d%H%M%SZ").encode())
+    """GeneralizedTime in whole seconds, UTC (RFC 5280 §4.1.2.5.2), formatted once per second."""
+    global _LAST_TIME
+    second = int(moment.timestamp())
+    if _LAST_TIME[0] != second:
+        text = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y%m%d%H%M%SZ").encode()
+        _LAST_TIME = (second, encode(GENERALIZED_TIME, text))
+    return _LAST_TIME[1]
+
+
+_LAST_TIME: tuple[int, bytes] = (-1, b"")
+
+
+class NonceTemplate:
+    """A successful pre-signed OCSPResponse taken apart once, so that each nonce answer made from it is a few byte
+    joins and one signature (`sign`); `from_response` raises ValueError for anything but our own such response."""
+
+    def __init__(self, before_time: bytes, after_time: bytes, extensions: list[bytes], algorithm: bytes,
+                 certs: bytes, response_type: bytes, status: bytes):
+        self.before_time, self.after_time, self.extensions = before_time, after_time, extensions
+        self.algorithm, self.certs, self.response_type, self.status = algorithm, certs, response_type, status
+
+    @classmethod
+    def from_response(cls, presigned: bytes) -> NonceTemplate:
+        # OCSPResponse ::= SEQUENCE { responseStatus ENUMERATED, responseBytes [0] EXPLICIT ResponseBytes }
+        start, end = _inside(presigned, SEQUENCE)
+        status, response_bytes = elements(presigned, start, end)
+        if status[0] != ENUMERATED or presigned[status[2]:status[3]] != b"\x00" or response_bytes[0] != EXPLICIT_0:
+            raise ValueError("DER: not a successful OCSPResponse")
+        # ResponseBytes ::= SEQUENCE { responseType OBJECT IDENTIFIER, response OCTET STRING (BasicOCSPResponse) }
+        start, end = _inside(presigned, SEQUENCE, response_bytes[2], response_bytes[3])
+        response_type, basic = elements(presigned, start, end)
+        if basic[0] != OCTET_STRING:
+            raise ValueError("DER: ResponseBytes without its response")
+        # BasicOCSPResponse ::= SEQUENCE { tbsResponseData, signatureAlgorithm, signature BIT STRING, certs [0] }
+        start, end = _inside(presigned, SEQUENCE, basic[2], basic[3])
+        parts = elements(presigned, start, end)
+        if len(parts) < 3 or parts[0][0] != SEQUENCE or parts[2][0] != BIT_STRING:
+            raise ValueError("DER: not a BasicOCSPResponse")
+        tbs, algorithm = parts[0], parts[1]
+        certs = presigned[parts[3][1]:end] if len(parts) > 3 else b""
+        # ResponseData ::= SEQUENCE { version [0] DEFAULT v1, responderID, producedAt, responses, responseExtensions }
+        before, after, extensions, dated = [], [], [], False
+        for tag, first, content, last in elements(presigned, tbs[2], tbs[3]):
+            if tag == GENERALIZED_TIME and not dated:
+                dated = True
+            elif tag == EXPLICIT_1 and dated:  # before producedAt, [1] is a responderID byName
+                inner = _inside(presigned, SEQUENCE, content, last)
+                extensions = [presigned[item[1]:item[3]] for item in elements(presigned, *inner)
+                              if not presigned[item[2]:item[3]].startswith(NONCE_OID)]
+            else:
+                (after if dated else before).append(presigned[first:last])
+        if not dated:
+            raise ValueError("DER: ResponseData without producedAt")
+        return cls(b"".join(before), b"".join(after), extensions, presigned[algorithm[1]:algorithm[3]], certs,
+                   presigned[response_type[1]:response_type[3]], presigned[status[1]:status[3]])
+
+    def sign(self, nonce: bytes, produced_at: dt.datetime, sign: Callable[[bytes], bytes]) -> bytes:
+        """The response dated `produced_at`, with `nonce` echoed, signed by `sign` (which must sign with the key
+        and algorithm that signed the pre-signed response: its signatureAlgorithm is kept)."""
+        extensions = encode(EXPLICIT_1, encode(SEQUENCE, b"".join((*self.extensions, nonce_extension(nonce)))))
+        data = encode(SEQUENCE, self.before_time + generalized_time(produced_at) + self.after_time + extensions)
+        signed = encode(SEQUENCE, data + self.algorithm + encode(BIT_STRING, b"\x00" + sign(data)) + self.certs)
+        body = encode(SEQUENCE, self.response_type + encode(OCTET_STRING, signed))
+        return encode(SEQUENCE, self.status + encode(EXPLICIT_0, body))
 
 
 def with_nonce(presigned: bytes, nonce: bytes, produced_at: dt.datetime, sign: Callable[[bytes], bytes]) -> bytes:
-    """The successful OCSPResponse `presigned`, dated `produced_at`, with `nonce` echoed, signed again by `sign`
-    (which must sign with the key and algorithm that signed `presigned`: its signatureAlgorithm is kept)."""
-    # OCSPResponse ::= SEQUENCE { responseStatus ENUMERATED, responseBytes [0] EXPLICIT ResponseBytes }
-    start, end = _inside(presigned, SEQUENCE)
-    status, response_bytes = elements(presigned, start, end)
-    if status[0] != ENUMERATED or presigned[status[2]:status[3]] != b"\x00" or response_bytes[0] != EXPLICIT_0:
-        raise ValueError("DER: not a successful OCSPResponse")
-    # ResponseBytes ::= SEQUENCE { responseType OBJECT IDENTIFIER, response OCTET STRING (BasicOCSPResponse) }
-    start, end = _inside(presigned, SEQUENCE, response_bytes[2], response_bytes[3])
-    response_type, basic = elements(presigned, start, end)
-    if basic[0] != OCTET_STRING:
-        raise ValueError("DER: ResponseBytes without its response")
-    # BasicOCSPResponse ::= SEQUENCE { tbsResponseData, signatureAlgorithm, signature BIT STRING, certs [0] OPTIONAL }
-    start, end = _inside(presigned, SEQUENCE, basic[2], basic[3])
-    parts = elements(presigned, start, end)
-    if len(parts) < 3 or parts[0][0] != SEQUENCE or parts[2][0] != BIT_STRING:
-        raise ValueError("DER: not a BasicOCSPResponse")
-    tbs, algorithm, rest = parts[0], parts[1], presigned[parts[3][1]:end] if len(parts) > 3 else b""
-    # ResponseData ::= SEQUENCE { version [0] DEFAULT v1, responderID, producedAt, responses, responseExtensions [1] }
-    fields, extensions, dated = [], [], False
-    for tag, first, content, last in elements(presigned, tbs[2], tbs[3]):
-        if tag == GENERALIZED_TIME and not dated:
-            fields.append(generalized_time(produced_at))
-            dated = True
-        elif tag == EXPLICIT_1 and dated:  # before producedAt, [1] is a responderID byName
-            inner = _inside(presigned, SEQUENCE, content, last)
-            extensions = [presigned[item[1]:item[3]] for item in elements(presigned, *inner)
-                          if not presigned[item[2]:item[3]].startswith(NONCE_OID)]
-        else:
-            fields.append(presigned[first:last])
-    if not dated:
-        raise ValueError("DER: ResponseData without producedAt")
-    extensions.append(nonce_extension(nonce))
-    data = encode(SEQUENCE, b"".join(fields) + encode(EXPLICIT_1, encode(SEQUENCE, b"".join(extensions))))
-    signed = encode(SEQUENCE, data + presigned[algorithm[1]:algorithm[3]] + encode(BIT_STRING, b"\x00" + sign(data))
-                    + rest)
-    body = encode(SEQUENCE, presigned[response_type[1]:response_type[3]] + encode(OCTET_STRING, signed))
-    return encode(SEQUENCE, presigned[status[1]:status[3]] + encode(EXPLICIT_0, body))
+    """The successful OCSPResponse `presigned`, dated `produced_at`, with `nonce` echoed, signed again by `sign`."""
+    return NonceTemplate.from_response(presigned).sign(nonce, produced_at, sign)

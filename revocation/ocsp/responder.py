@@ -57,7 +57,7 @@ from werkzeug.http import http_date
 
 from jpki.issuer import Issuer
 from revocation.config import RevocationConfig
-from revocation.ocsp.der import with_nonce
+from revocation.ocsp.der import NonceTemplate
 from revocation.ocsp.held import HeldResponses
 from revocation.storage.keys import serial_field
 from revocation.storage.store import CertificateStatus, StatusRecord, StatusStore
@@ -108,6 +108,11 @@ class OcspAnswer:
         out once per answer object — a held answer is the same object for every request that it answers."""
         etag = '"' + hashlib.sha1(self.der, usedforsecurity=False).hexdigest() + '"'
         return http_date(self.this_update), http_date(self.next_update), etag
+
+    @functools.cached_property
+    def nonce_template(self) -> NonceTemplate:
+        """This successful answer taken apart once for re-signing with a nonce (revocation/ocsp/der.py)."""
+        return NonceTemplate.from_response(self.der)
 
     @classmethod
     def refusal(cls, status: OCSPResponseStatus) -> OcspAnswer:
@@ -264,7 +269,7 @@ class OcspResponder:
         if not self.live_signing.acquire(timeout=NONCE_WAIT_SECONDS):
             raise _Refused(OCSPResponseStatus.TRY_LATER)
         try:
-            der = with_nonce(presigned.der, query.nonce, self._now(), self._signers[query.issuer])
+            der = presigned.nonce_template.sign(query.nonce, self._now(), self._signers[query.issuer])
         finally:
             self.live_signing.release()
         return OcspAnswer(der, OCSPResponseStatus.SUCCESSFUL, presigned.this_update, presigned.next_update,
