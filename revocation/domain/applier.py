@@ -8,12 +8,13 @@ phases loses nothing: the stream redelivers the unacknowledged event, phase 1 an
 completes.
 
 Events are applied in batches (`apply_batch`; `apply` is a batch of one), each phase in a few round trips for the
-whole batch rather than a few per event: phase 1 reads every holder record and event record of the batch in one
-pipeline, plans each holder's events in stream order against the state the previous one left (pure Python), and
-writes each holder's new state with its events' records in one compare-and-set script per holder (a holder whose
-record or event ids moved meanwhile — another worker — is read and planned again). Phase 2 hands every
-certificate's actions, in stream order, to `StatusStore.apply_steps`. The result is the one that applying the
-same events one at a time gives: same records, same histories, same CRL index, same outcomes.
+whole batch rather than a few per event: phase 1 reads every holder record of the batch in one pipeline, plans each
+holder's events in stream order against the state the previous one left (pure Python), and writes each holder's new
+state with its events' records in one compare-and-set script per holder (a holder whose record moved meanwhile —
+another worker — or with an event already recorded — a redelivery — is read again, with its events' records, and
+planned again). Phase 2 hands every certificate's actions, in stream order, to `StatusStore.apply_steps`. The result
+is the one that applying the same events one at a time gives: same records, same histories, same CRL index, same
+outcomes.
 
 What fails for one event stays that event's: a refusal, a planning defect or a listener raising is returned in
 that event's place, and the events after it go on. Only Redis itself failing raises for the batch.
@@ -167,17 +168,20 @@ class Applier:
                 by_holder.setdefault(event.holder, []).append(index)
         planned: dict[int, tuple[bool, dict] | Exception] = {}
         todo = list(by_holder)
-        for _ in range(attempts):
+        for attempt in range(attempts):
+            # First without the event records: new events are the rule, and the compare-and-set refuses a holder
+            # with an id already recorded; that holder is read again with its events' records.
+            with_records = attempt > 0
             pipe = self.store.redis.pipeline(transaction=False)
             for holder in todo:
                 pipe.hget(self.keys.holders(holder), holder)
-                for index in by_holder[holder]:
+                for index in by_holder[holder] if with_records else ():
                     pipe.get(self.keys.event(holder, events[index].event_id))
             answers = iter(pipe.execute())
             calls, plans = [], []
             for holder in todo:
                 raw = next(answers) or b""
-                seen = {index: next(answers) for index in by_holder[holder]}
+                seen = {index: next(answers) if with_records else None for index in by_holder[holder]}
                 plan, call = self._plan_holder(holder, raw, [(events[i], i, seen[i]) for i in by_holder[holder]])
                 if call is None:
                     planned.update(plan)

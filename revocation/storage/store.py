@@ -9,11 +9,11 @@ idempotently.
 The event worker changes many certificates at once (`apply_steps`): one pipeline reads every record, each
 certificate's steps are folded in order in Python (the same change functions), one pipeline of compare-and-set
 scripts writes the results (a certificate whose record moved meanwhile is read and folded again), and one pipeline
-syncs the CRL index of every certificate a status step touched, with its change-log entry, renewal links and the
-dirty-shard mark. A few round trips for a batch instead of five per certificate. redis-py's cluster pipeline
-refuses EVALSHA, so on a Redis Cluster the scripts go as EVAL (Redis caches the compiled script by its digest
-either way); every script touches one certificate's keys, so each call stays in one slot and the cluster pipeline
-routes it to its node.
+syncs the CRL index of every certificate a status step touched (one script per shard: each entry written, then its
+change-log entry), then a last one writes renewal links and dirty-shard marks. A few round trips for a batch instead
+of five per certificate. redis-py's cluster pipeline refuses EVALSHA, so on a Redis Cluster the scripts go as EVAL
+(Redis caches the compiled script by its digest either way); every script touches one certificate's or one shard's
+keys, so each call stays in one slot and the cluster pipeline routes it to its node.
 
 The bucket counts (STATUS_BUCKETS, HOLDER_BUCKETS) decide which key holds each record, so they are fixed for a
 deployment's life: the first revocation process to start records them (`claim_layout`), every later one must
@@ -105,6 +105,25 @@ if current ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 if #ARGV > 3 then redis.call('RPUSH', KEYS[2], unpack(ARGV, 4)) end
 redis.call('DEL', KEYS[3])
+return 1
+"""
+
+
+# The CRL index of many serials of one shard, each write followed by its change-log entry (one atomic step).
+# KEYS: shard entries, released holds, change log. ARGV: change-log maxlen, then per serial: field, packed entry
+# ('' = not revoked: remove it), release time ('' = none; only with an empty entry).
+_CRL_SYNC = """
+for i = 2, #ARGV, 3 do
+  local serial, entry, released = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if entry == '' then
+    redis.call('HDEL', KEYS[1], serial)
+    if released ~= '' then redis.call('HSET', KEYS[2], serial, released) end
+  else
+    redis.call('HSET', KEYS[1], serial, entry)
+    redis.call('HDEL', KEYS[2], serial)
+  end
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 's', serial)
+end
 return 1
 """
 
@@ -221,6 +240,7 @@ class StatusStore:
         self.redis = client
         self.keys = keys or KeySpace()
         self._cas = client.register_script(_CAS_RECORD)
+        self._crl_sync = client.register_script(_CRL_SYNC)
 
     @classmethod
     def from_layout(cls, client: redis.Redis) -> StatusStore:
@@ -383,10 +403,9 @@ class StatusStore:
         "Changed" means newly registered for a register step and a changed status for a change step, as the
         single-certificate methods answer. Afterwards every certificate a change step reached has its CRL index
         synced (also when nothing changed: that completes a sync a crash interrupted), with its change-log entry;
-        `links` (issuer, old, new) are written in the same pipeline, and shards whose index changed, or that a
-        redelivered step reached, are marked dirty in it (a crash between the records and this pipeline leaves
-        the status changed and the shard unmarked; the redelivery marks it). That pipeline is MULTI/EXEC on one
-        server; on a cluster each command goes to its slot's node.
+        `links` (issuer, old, new) are written after, and shards whose index changed, or that a redelivered step
+        reached, are marked dirty (a crash between the records and the marks leaves the status changed and the
+        shard unmarked; the redelivery marks it).
         """
         todo = list(steps)
         folds: dict[tuple[str, int], _Fold] = {}
@@ -418,13 +437,27 @@ class StatusStore:
         return {certificate: fold.results for certificate, fold in folds.items()}
 
     def _sync_many(self, folds: dict[tuple[str, int], _Fold], links: Sequence[tuple[str, int, int]]) -> None:
-        pipe = self.redis.pipeline(transaction=not isinstance(self.redis, RedisCluster))
+        """The CRL index of every certificate a change step reached, one script per shard (its entries, released
+        holds and change log share the shard's slot); then, once those are written, the renewal links and the
+        dirty-shard marks — a publisher that takes a mark finds the index already written."""
+        by_shard: dict[tuple[str, int], list[bytes]] = {}
         dirty: set[str] = set()
         for (issuer, serial), fold in folds.items():
-            if fold.touches_index and fold.record is not None:
-                self._queue_crl_sync(pipe, issuer, serial, fold.record, fold.released_at)
-                if fold.status_changed or fold.redelivered:
-                    dirty.add(f"{issuer}:{fold.record.shard}")
+            record = fold.record
+            if not fold.touches_index or record is None:
+                continue
+            if record.status is CertificateStatus.GOOD:
+                entry, released = b"", (str(_epoch(fold.released_at)).encode() if fold.released_at else b"")
+            else:
+                entry, released = _CRL_ENTRY.pack(REASON_CODES[record.reason], _epoch(record.revoked_at)), b""
+            by_shard.setdefault((issuer, record.shard), []).extend((serial_field(serial), entry, released))
+            if fold.status_changed or fold.redelivered:
+                dirty.add(f"{issuer}:{record.shard}")
+        run_script_pipelined(self.redis, self._crl_sync, [
+            ([self.keys.crl_entries(issuer, shard), self.keys.crl_released(issuer, shard),
+              self.keys.crl_changes(issuer, shard)], [CRL_CHANGES_MAXLEN, *rows])
+            for (issuer, shard), rows in by_shard.items()])
+        pipe = self.redis.pipeline(transaction=False)
         for issuer, old, new in links:
             pipe.hset(self.keys.links(issuer, old), b"n" + serial_field(old), serial_field(new))
             pipe.hset(self.keys.links(issuer, new), b"p" + serial_field(new), serial_field(old))
