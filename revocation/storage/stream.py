@@ -107,6 +107,11 @@ class EventStream:
             results = self._apply(applier, [event for _, _, event in parsed])
             for (position, entry_id, event), result in zip(parsed, results, strict=True):
                 done[position] = self._verdict(entry_id, event, result)
+            if done:
+                outcomes = [d.outcome for d in done.values() if d.outcome is not None]
+                log.info("events applied", extra={"result": (
+                    f"{len(outcomes)} applied ({sum(o.duplicate for o in outcomes)} duplicate), "
+                    f"{len(done) - len(outcomes)} refused")})
         finally:
             applied = [delivery.entry_id for delivery in done.values() if delivery.refused is None]
             if applied:  # one acknowledgement for the entries applied (dead letters were acknowledged with theirs)
@@ -147,8 +152,10 @@ class EventStream:
             return self._refuse(entry_id, result, event)
         if isinstance(result, Exception):
             return self._failed(entry_id, event, result)
-        log.info("event applied", extra={"event_id": event.event_id, "type": event.type,
-                                          "result": result.summary()})
+        # One line per event at DEBUG, one per batch at INFO (consume): formatting a line per event cost the
+        # worker as much as a sixth of its time.
+        log.debug("event applied", extra={"event_id": event.event_id, "type": event.type,
+                                           "result": result.summary()})
         return Delivery(entry_id, result)
 
     def _failed(self, entry_id: str, event: RevocationEvent | None, exc: Exception) -> Delivery:
