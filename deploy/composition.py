@@ -29,7 +29,8 @@ from revocation.app import create_app as create_revocation_app
 from revocation.app import create_ocsp_app
 from revocation.config import RevocationConfig
 from revocation.services import build_services as build_revocation_services
-from revocation.storage.store import CertificateStatus, StatusStore, StorageLayoutError
+from revocation.storage.keys import LAYOUT, serial_field
+from revocation.storage.store import CertificateStatus, StatusRecord, StatusStore, StorageLayoutError
 from wire.redis_connect import connect_redis
 
 _STANDING = {CertificateStatus.GOOD: Standing.GOOD, CertificateStatus.REVOKED: Standing.REVOKED,
@@ -61,14 +62,28 @@ class StatusStoreRecords:
 
     def find(self, issuer: str, serial: int) -> CertificateRecord | None:
         store = self._status_store()
-        record = store.get(issuer, serial) if store is not None else None
-        if record is None:
-            return None
-        return CertificateRecord(_STANDING[record.status], record.not_after, record.auth_serial)
+        return self._answer(store.get(issuer, serial) if store is not None else None)
+
+    def find_queued(self, pipeline: redis.client.Pipeline, issuer: str, serial: int,
+                    ) -> Callable[[object], CertificateRecord | None]:
+        """The same read as `StatusStore.get` (one HGET in the record's bucket), queued on the login's pipeline.
+        Before any revocation process recorded a layout, one EXISTS of the layout record is queued instead: nothing is
+        known yet, and the next question looks again."""
+        store = self._status_store()
+        if store is None:
+            pipeline.exists(LAYOUT)
+            return lambda reply: None
+        pipeline.hget(store.keys.status(issuer, serial), serial_field(serial))
+        return lambda reply: self._answer(StatusRecord.unpack(reply) if reply else None)
 
     def previous(self, issuer: str, serial: int) -> int | None:
         store = self._status_store()
         return store.links(issuer, serial)[0] if store is not None else None
+
+    @staticmethod
+    def _answer(record: StatusRecord | None) -> CertificateRecord | None:
+        return None if record is None else CertificateRecord(_STANDING[record.status], record.not_after,
+                                                             record.auth_serial)
 
 
 def idp_services(config: IdpConfig, client: redis.Redis | None = None, *, trust: TrustStore | None = None,

@@ -15,15 +15,19 @@ imports both services. The questions, and where the IdP asks them (the first thr
   `RenewalLinks` this protocol extends).
 
 Every answer comes from the store of record, never from a cache of OCSP responses or CRLs: a status change is seen
-on the next question.
+on the next question. A login asks on its hot path, so `find_queued` asks the same question inside the login's own
+Redis pipeline (the status store shares the IdP's Redis), in one round trip with the login's other reads.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+import redis
 
 from mykey.directory import RenewalLinks
 
@@ -55,6 +59,12 @@ class CertificateRecords(RenewalLinks, Protocol):
 
     def find(self, issuer: str, serial: int) -> CertificateRecord | None:
         """The certificate's record, or None for a certificate the store does not know (never issued)."""
+        ...
+
+    def find_queued(self, pipeline: redis.client.Pipeline, issuer: str, serial: int,
+                    ) -> Callable[[object], CertificateRecord | None]:
+        """`find`, queued as exactly one command on a pipeline of the IdP's Redis that the caller executes; the
+        returned function turns that command's reply into the answer `find` would have given."""
         ...
 
     def previous(self, issuer: str, serial: int) -> int | None:

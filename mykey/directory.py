@@ -10,6 +10,9 @@ Three identifiers, each with one job:
 A renewed certificate (新旧紐付け, followed back through `renewal_links.previous`) lands on the account of the
 certificate it replaced. Every mapping is claimed with SET NX, so concurrent first logins of one card agree on
 one account, and a MyKey ID is reserved for exactly one account before any account record points at it.
+
+A login reads the certificate's mapping in one pipeline with its other reads (`queue_mapping`, then
+`resolve(..., mapped=...)`), so a returning card costs the directory one more round trip (its account), not two.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -37,6 +41,7 @@ _RESERVE_ATTEMPTS = 16  # 31^8 ≈ 8.5e11 IDs: with 10^8 taken, 16 collisions in
 _SWAP_ATTEMPTS = 8
 _SERIAL_OCTETS = 20  # RFC 5280 §4.1.2.2: a serial is at most 20 octets; fixed width keeps the message unambiguous
 _DIGEST_BYTES = 16  # 128 bits: collisions stay out of reach for billions of certificates, and keys stay short
+_UNREAD = object()  # resolve's `mapped` when the caller did not read the mapping itself
 
 _CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{6,32}")
 _TWELVE_DIGITS = re.compile(r"[0-9]{12}")
@@ -114,10 +119,21 @@ class MyKeyDirectory:
 
     # --- certificates → accounts --------------------------------------------------------------------------
 
-    def resolve(self, issuer: str, serial: int, now: dt.datetime) -> Account:
-        """The account of this certificate; on the card's first login, a new account with a generated MyKey ID."""
+    def queue_mapping(self, pipeline: redis.client.Pipeline, issuer: str, serial: int,
+                      ) -> Callable[[bytes | str | None], str | None]:
+        """Queue the read of the certificate's mapping (one command) on a pipeline the caller executes; the returned
+        function turns its reply into what `resolve` takes as `mapped`."""
+        pipeline.get(keys.serial(self._digest(issuer, serial)))
+        return as_text
+
+    def resolve(self, issuer: str, serial: int, now: dt.datetime, *, mapped: str | object | None = _UNREAD,
+                ) -> Account:
+        """The account of this certificate; on the card's first login, a new account with a generated MyKey ID.
+        `mapped`: the mapping as the caller already read it (`queue_mapping`), None when there was none."""
         key = keys.serial(self._digest(issuer, serial))
-        account_id = as_text(self.redis.get(key)) or self._claim(key, issuer, serial, now)
+        if mapped is _UNREAD:
+            mapped = as_text(self.redis.get(key))
+        account_id = mapped or self._claim(key, issuer, serial, now)
         account = self.get(account_id)
         if account is None:
             raise UnknownAccount("A certificate maps to an account that does not exist.")

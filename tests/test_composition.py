@@ -51,6 +51,41 @@ def test_the_idp_reads_the_layout_the_revocation_service_recorded_and_may_start_
     assert records.find(ISSUER, serial) == CertificateRecord(Standing.GOOD, NOT_AFTER, None)
 
 
+def find_in_one_pipeline(redis_client, records, *questions: tuple[str, int]) -> list:
+    """`find_queued` as the login uses it: every question queued on one pipeline, one round trip."""
+    with redis_client.pipeline(transaction=False) as pipe:
+        answers = [records.find_queued(pipe, issuer, serial) for issuer, serial in questions]
+        replies = pipe.execute()
+    assert len(replies) == len(questions)  # exactly one command each
+    return [answer(reply) for answer, reply in zip(answers, replies, strict=True)]
+
+
+def test_a_queued_find_answers_as_find_does_in_one_pipeline(redis_client):
+    store, records = records_on(redis_client)
+    good, held, revoked, unknown = (new_serial() for _ in range(4))
+    for serial in (good, held, revoked):
+        store.register(ISSUER, serial, StatusRecord.issued(0, NOT_AFTER))
+    store.transition(ISSUER, held, hold(NOW))
+    store.transition(ISSUER, revoked, revoke(ReasonFlags.key_compromise, NOW))
+    questions = [(ISSUER, serial) for serial in (good, held, revoked, unknown)]
+    assert find_in_one_pipeline(redis_client, records, *questions) == [records.find(*q) for q in questions]
+    assert [r and r.standing for r in find_in_one_pipeline(redis_client, records, *questions)] == \
+        [Standing.GOOD, Standing.ON_HOLD, Standing.REVOKED, None]
+
+
+def test_a_queued_find_before_any_layout_was_recorded_knows_nothing_and_looks_again(redis_client):
+    from revocation.storage.store import claim_layout
+
+    records = StatusStoreRecords(client=redis_client)
+    serial = new_serial()
+    assert find_in_one_pipeline(redis_client, records, (ISSUER, serial)) == [None]
+    keys = KeySpace(status_buckets=256, holder_buckets=128)
+    claim_layout(redis_client, keys)
+    StatusStore(redis_client, keys).register(ISSUER, serial, StatusRecord.issued(0, NOT_AFTER))
+    assert find_in_one_pipeline(redis_client, records, (ISSUER, serial)) == \
+        [CertificateRecord(Standing.GOOD, NOT_AFTER, None)]
+
+
 def test_an_issued_certificate_is_good_until_it_expires(redis_client):
     store, records = records_on(redis_client)
     serial = new_serial()

@@ -463,3 +463,18 @@ def test_access_log_says_whether_a_card_or_a_phone_was_used(redis_client):
     assert [e.token_type for e in log.list(account)] == [None, "smartphone", "card"]
     with pytest.raises(ValueError):
         log.record(account, "rp_shop", ["openid"], NOW, token_type="スマホ")
+
+
+def test_a_mapping_read_in_the_callers_pipeline_resolves_to_the_same_account(directory, redis_client):
+    serial = new_serial()
+
+    def mapping() -> str | None:
+        with redis_client.pipeline(transaction=False) as pipe:
+            answer = directory.queue_mapping(pipe, "auth", serial)
+            (reply,) = pipe.execute()  # exactly one command queued
+        return answer(reply)
+
+    assert mapping() is None  # first login: nothing mapped yet, so resolve claims a new account
+    first = directory.resolve("auth", serial, NOW, mapped=None)
+    assert mapping() == first.account_id
+    assert directory.resolve("auth", serial, NOW, mapped=mapping()) == first == directory.resolve("auth", serial, NOW)

@@ -176,8 +176,8 @@ def ocsp_answer(request_der: bytes, signer_key, signer_cert: x509.Certificate, *
     ).responder_id(ocsp.OCSPResponderEncoding.HASH, signer_cert)
     if include_cert:
         builder = builder.certificates([signer_cert])
-    if nonce == "echo":
-        nonce = request.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+    if nonce == "echo":  # the request's nonce, when it sent one
+        nonce = next((e.value.nonce for e in request.extensions if isinstance(e.value, x509.OCSPNonce)), None)
     if nonce is not None:
         builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
     return builder.sign(signer_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
@@ -454,9 +454,9 @@ def test_crl_is_fetched_only_under_the_configured_base(trust, dev_ca):
 # --- OCSP responses the checker must not believe ----------------------------------------------------------
 
 
-def check_via(trust, responder_url: str, cert: x509.Certificate) -> RevocationUnknown | object:
+def check_via(trust, responder_url: str, cert: x509.Certificate, **options) -> RevocationUnknown | object:
     """Ask only this OCSP responder (no CRL fallback): the result, or the RevocationUnknown raised."""
-    checker = RevocationChecker(responder_url + "/ocsp", None, trust, timeout=TIMEOUT)
+    checker = RevocationChecker(responder_url + "/ocsp", None, trust, timeout=TIMEOUT, **options)
     try:
         return checker.check(cert, trust.roots_for(CertificateKind.AUTH)[0])
     except RevocationUnknown as unknown:
@@ -476,12 +476,45 @@ def test_response_signed_by_the_issuer_itself_is_believed(trust, dev_ca, unregis
         assert check_via(trust, server.url, unregistered["cert"]).status is RevocationStatus.GOOD
 
 
-def test_response_without_our_nonce_is_refused(trust, dev_ca, unregistered):
+def test_by_default_the_request_carries_no_nonce_and_the_presigned_answer_is_believed(trust, dev_ca, auth_user,
+                                                                                     revocation_service):
+    # The revocation service answers a nonce-less request from its pre-signed response (RFC 5019).
+    seen = []
+
+    def relay(body: bytes) -> bytes:
+        seen.append(ocsp.load_der_ocsp_request(body))
+        return fetcher(TIMEOUT, 65536).fetch(revocation_service.url + "/ocsp", body, "application/ocsp-request").body
+
+    with fake_ocsp(relay) as server:
+        assert check_via(trust, server.url, auth_user["cert"]).status is RevocationStatus.GOOD
+    assert [len(request.extensions) for request in seen] == [0]
+    assert seen[0].hash_algorithm.name == "sha256" and seen[0].serial_number == auth_user["cert"].serial_number
+
+
+def test_response_without_our_nonce_is_refused_when_a_nonce_is_asked_for(trust, dev_ca, unregistered):
     respond = genuine(dev_ca, nonce=None)
     with fake_ocsp(respond) as server:
-        assert check_via(trust, server.url, unregistered["cert"]).ocsp_failure == "nonce_missing"
-        checker = RevocationChecker(server.url + "/ocsp", None, trust, timeout=TIMEOUT)
+        assert check_via(trust, server.url, unregistered["cert"], nonce=True).ocsp_failure == "nonce_missing"
+        checker = RevocationChecker(server.url + "/ocsp", None, trust, timeout=TIMEOUT, nonce=True)
         refused(ErrorCode.REVOCATION_UNKNOWN, login, CertificateVerifier(trust, checker), unregistered)
+
+
+def test_a_response_signed_longer_ago_than_the_max_age_is_refused(trust, dev_ca, unregistered):
+    # Without a nonce the signature's age bounds a replay: producedAt is checked like thisUpdate. Two days on, a
+    # response signed now is stale even though the thisUpdate/nextUpdate it claims would still be current.
+    later = now() + dt.timedelta(days=2)
+    respond = genuine(dev_ca, this_update=later - dt.timedelta(minutes=1))
+    with fake_ocsp(respond) as server:
+        assert check_via(trust, server.url, unregistered["cert"], clock=lambda: later).ocsp_failure == "stale"
+
+
+def test_a_response_signed_in_the_future_is_refused(trust, dev_ca, unregistered):
+    earlier = now() - dt.timedelta(minutes=10)  # past the clock skew allowed; signed by the issuer, always valid
+    respond = signed_by(dev_ca.auth.key, dev_ca.auth.certificate, include_cert=False,
+                        this_update=earlier - dt.timedelta(minutes=1))
+    with fake_ocsp(respond) as server:
+        assert check_via(trust, server.url, unregistered["cert"], clock=lambda: earlier).ocsp_failure == \
+            "not_yet_valid"
 
 
 def test_replayed_response_with_another_nonce_is_refused(trust, revocation_service, dev_ca, auth_user):
@@ -493,7 +526,7 @@ def test_replayed_response_with_another_nonce_is_refused(trust, revocation_servi
                                              "application/ocsp-request").body
     assert ocsp.load_der_ocsp_response(recorded).certificate_status is ocsp.OCSPCertStatus.GOOD
     with fake_ocsp(lambda body: recorded) as server:
-        assert check_via(trust, server.url, auth_user["cert"]).ocsp_failure == "nonce_mismatch"
+        assert check_via(trust, server.url, auth_user["cert"], nonce=True).ocsp_failure == "nonce_mismatch"
 
 
 def test_response_from_another_cas_responder_is_refused(trust, unregistered):

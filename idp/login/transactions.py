@@ -6,6 +6,12 @@ A transaction binds one browser (by a secret in a `__Host-` cookie) to one card 
   and hands out a `submit_token` that only that fetcher knows;
 - a short code that both the page and the card side show, so the holder sees they belong together.
 When the holder's relying party asks for the four basic facts, a second challenge is signed with the signing key.
+
+Round trips on the submit, the hot path (bench/login.py): the submit token's key holds the transaction as it was
+handed to the card side, so claiming the token returns it — one command, not a claim and then a read — and the
+outcome is saved with one more. Nothing a submission needs changes between the fetch and the submit; the browser's
+own record (state, result) is the one the outcome is written to, and only while it exists (SET XX), so a
+transaction the browser has meanwhile finished and discarded is never brought back.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from idp import keys
 from wire.errors import CodedError
 
 CHALLENGE_BYTES = 32  # ≥ 256 bits (Web eID)
-SPENT = b"spent"  # what a submit token's key holds once claimed; a transaction id is 43 base64url characters
+SPENT = b"spent"  # what a submit token's key holds once claimed; before, the transaction's JSON (an object)
 
 
 class LoginError(CodedError):
@@ -105,7 +111,9 @@ class LoginStore:
         raw = self.redis.get(self._key(txn_id)) if txn_id and len(txn_id) < 100 else None
         if raw is None:
             raise LoginError("login_not_found", "There is no login in progress in this browser.", 404)
-        txn = LoginTransaction(**json.loads(raw))
+        return self._unexpired(LoginTransaction(**json.loads(raw)))
+
+    def _unexpired(self, txn: LoginTransaction) -> LoginTransaction:
         if self.clock() >= txn.expired_at and txn.state != "verified":
             raise LoginError("challenge_expired", "The login took longer than 5 minutes; please start again.", 410)
         return txn
@@ -117,27 +125,30 @@ class LoginStore:
         txn_id = self.redis.getdel(self._handle_key(handle))
         if txn_id is None:
             raise LoginError("unknown_handle", "This login link was already used or has expired.", 404)
-        txn = self.get(txn_id.decode())
+        txn = replace(self.get(txn_id.decode()), state="fetched", fetched=True)
         token = _b64(secrets.token_bytes(32))
-        self.redis.set(self._submit_key(token), txn.id, ex=int(self.ttl.total_seconds()) + 30)
-        return self._save(replace(txn, state="fetched", fetched=True)), token
+        with self.redis.pipeline(transaction=False) as pipe:  # two slots: one round trip, not a transaction
+            pipe.set(self._submit_key(token), json.dumps(vars(txn)), ex=int(self.ttl.total_seconds()) + 30)
+            pipe.set(self._key(txn.id), json.dumps(vars(txn)), xx=True, keepttl=True)
+            pipe.execute()
+        return txn, token
 
     def claim_submission(self, token: str) -> LoginTransaction:
         """The single submission a challenge allows (Web eID: single use), as docs/bridge-api.yaml promises:
         a token never handed out is `unknown_submission` (404); a token already spent is `challenge_used` (409).
 
-        One command claims it: SET … XX GET swaps the transaction id for a spent marker only if the token exists
-        and returns what was there, so two concurrent submissions cannot both claim it, and an unknown token
-        leaves nothing behind. The marker keeps the token's expiry.
+        One command claims it: SET … XX GET swaps the transaction (as the fetch handed it out) for a spent marker
+        only if the token exists and returns what was there, so two concurrent submissions cannot both claim it, an
+        unknown token leaves nothing behind, and no second read is needed. The marker keeps the token's expiry.
         """
         if not isinstance(token, str) or not 10 <= len(token) <= 64:
             raise LoginError("unknown_submission", "This submission is not for a login in progress.", 404)
-        txn_id = self.redis.set(self._submit_key(token), SPENT, xx=True, keepttl=True, get=True)
-        if txn_id is None:
+        claimed = self.redis.set(self._submit_key(token), SPENT, xx=True, keepttl=True, get=True)
+        if claimed is None:
             raise LoginError("unknown_submission", "This submission is not for a login in progress.", 404)
-        if txn_id == SPENT:
+        if claimed == SPENT:
             raise LoginError("challenge_used", "This challenge was already used; start the login again.", 409)
-        return self.get(txn_id.decode())
+        return self._unexpired(LoginTransaction(**json.loads(claimed)))
 
     def finish(self, txn: LoginTransaction, result: str | None = None, error: str | None = None) -> LoginTransaction:
         state = "verified" if error is None else "failed"
@@ -147,5 +158,6 @@ class LoginStore:
         self.redis.delete(self._key(txn.id), self._handle_key(txn.handle))
 
     def _save(self, txn: LoginTransaction) -> LoginTransaction:
-        self.redis.set(self._key(txn.id), json.dumps(vars(txn)), keepttl=True)
+        """Write the outcome to the browser's record while it exists (XX): never recreate a discarded one."""
+        self.redis.set(self._key(txn.id), json.dumps(vars(txn)), xx=True, keepttl=True)
         return txn

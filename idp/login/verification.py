@@ -12,6 +12,15 @@ failing with a `VerificationError` whose `code` is stable (pages, JSON API, logs
 7. `check_signature`       — signature_invalid: RSASSA-PKCS1-v1_5/SHA-256 over the expected message
 8. `check_revocation`      — certificate_revoked / certificate_on_hold / revocation_unknown (fail closed)
 
+and then, by the login flow once the pipeline passed (idp/login/bridge_api.py), with the record it read from the
+status store (idp/certificate_records.py) in the same round trip as the account mapping:
+
+9. `check_record`          — revocation_unknown (never issued) / certificate_revoked / certificate_on_hold
+
+The status store is what the OCSP responses are signed from, so on an honest channel the two agree; the record is
+read on every login, after the revocation check, so a revocation applied before the login is refused even if an
+OCSP answer were replayed or cached (idp/login/revocation_check.py says why the request carries no nonce).
+
 The token type ("card" or "smartphone", where the JPKI AP lives) is the bridge's word: a phone's certificate is
 issued by the same J-LIS CA under the same policy as a card's, so nothing in the certificate can contradict it.
 It is checked for shape only, and callers must pass it (no default): it decides the `amr` a relying party sees
@@ -34,6 +43,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
+from idp.certificate_records import CertificateRecord, Standing
 from idp.login.revocation_check import RevocationChecker, RevocationResult, RevocationStatus, RevocationUnknown
 from idp.login.trust import TrustStore
 from jpki.certificate import MAX_CERTIFICATE_DER, CertificateError, JpkiCertificate, parse_certificate
@@ -198,6 +208,11 @@ def check_validity(certificate: JpkiCertificate, now: dt.datetime) -> None:
                                 "The certificate on the card has expired. It can be renewed at the municipal office.")
 
 
+_ON_HOLD = ("The certificate is suspended, for example because the card was reported lost. The municipal office or "
+            "the JPKI call centre can lift the suspension.")
+_REVOKED = "The certificate has been revoked and can no longer be used."
+
+
 def check_revocation(certificate: JpkiCertificate, issuer: x509.Certificate,
                      checker: RevocationChecker) -> RevocationResult:
     try:
@@ -207,13 +222,24 @@ def check_revocation(certificate: JpkiCertificate, issuer: x509.Certificate,
                                 "The certificate's status could not be checked right now. Please try again in a few "
                                 "minutes.") from None
     if result.status is RevocationStatus.ON_HOLD:
-        raise VerificationError(ErrorCode.CERTIFICATE_ON_HOLD,
-                                "The certificate is suspended, for example because the card was reported lost. "
-                                "The municipal office or the JPKI call centre can lift the suspension.")
+        raise VerificationError(ErrorCode.CERTIFICATE_ON_HOLD, _ON_HOLD)
     if result.status is not RevocationStatus.GOOD:
-        raise VerificationError(ErrorCode.CERTIFICATE_REVOKED,
-                                "The certificate has been revoked and can no longer be used.")
+        raise VerificationError(ErrorCode.CERTIFICATE_REVOKED, _REVOKED)
     return result
+
+
+def check_record(record: CertificateRecord | None) -> None:
+    """The status store's own record: the certificate was issued, and is neither revoked nor on hold now.
+
+    The CRL fallback cannot say "never issued"; the store can (a serial never issued is never good). A record that
+    disagrees with a "good" from OCSP is believed over it: it is the source the responses are signed from."""
+    if record is None:
+        raise VerificationError(ErrorCode.REVOCATION_UNKNOWN,
+                                "This certificate is not known to the revocation service.")
+    if record.standing is Standing.ON_HOLD:
+        raise VerificationError(ErrorCode.CERTIFICATE_ON_HOLD, _ON_HOLD)
+    if record.standing is not Standing.GOOD:
+        raise VerificationError(ErrorCode.CERTIFICATE_REVOKED, _REVOKED)
 
 
 def check_signature(certificate: JpkiCertificate, message: bytes, signature: bytes) -> None:
