@@ -79,6 +79,15 @@ def _about(form: str) -> str:
     return f"about:{form}"
 
 
+# One round trip for what a request not held in process needs: the cached form and its description, or, when
+# they are missing, the status record to sign from (a miss then costs two round trips: this, and the write below).
+# KEYS: OCSP cache, status bucket.  ARGV: form, its description field, record field.
+_CACHED_OR_RECORD = """
+local cached = redis.call('HMGET', KEYS[1], ARGV[1], ARGV[2])
+if cached[1] and cached[2] then return cached end
+return {false, false, redis.call('HGET', KEYS[2], ARGV[3])}
+"""
+
 # Store pre-signed responses only if the status record is still the one they were signed for. Every form already
 # in the entry was stored under that same check, and a status change deletes the entry, so forms are added next to
 # each other; the entry lives no longer than its earliest form should (PEXPIRE … LT, Redis 7.0).
@@ -173,6 +182,7 @@ class OcspResponder:
         self.cache_margin = config.ocsp_validity / 4
         self.live_signing = threading.BoundedSemaphore(config.ocsp_nonce_concurrency)
         self._cache_if_current = store.redis.register_script(_CACHE_IF_CURRENT)
+        self._cached_or_record = store.redis.register_script(_CACHED_OR_RECORD)
         self._signers = {slug: _signer(issuer.responder_key) for slug, issuer in issuers.items()}
         self._parsed: dict[bytes, _Query] = {}  # nonce-less request bytes → what they ask (see _parse)
         self.held: HeldResponses[OcspAnswer] | None = (
@@ -282,16 +292,19 @@ class OcspResponder:
         held, ticket = self.held.lookup(key, query.algorithm) if self.held is not None else (None, None)
         if held is not None:
             return held
-        der, about = self.store.redis.hmget(key, [query.algorithm, _about(query.algorithm)])
+        keys = self.store.keys
+        reply = self._cached_or_record(keys=[key, keys.status(query.issuer, query.serial)],
+                                       args=[query.algorithm, _about(query.algorithm), serial_field(query.serial)])
+        der, about, raw = (*reply, None)[:3]  # [form, description] or [nil, nil, record or nil]
         if der is not None and about is not None:  # an entry from before descriptions were kept is re-signed
             answer = _from_cache(der, about)
             if self.held is not None:  # no longer than the Redis entry lives
                 self.held.keep(key, query.algorithm, answer, (answer.next_update - self.cache_margin).timestamp(),
                                ticket)
             return answer
-        record = self.store.get(query.issuer, query.serial)
-        if record is None:
+        if not raw:
             return None
+        record = StatusRecord.unpack(raw)
         # A miss signs only the form asked for: a status change deletes the entry, and most clients ask in one form.
         return self._fill_cache(query.issuer, query.serial, record, self._now(), (query.algorithm,))[query.algorithm]
 
