@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import random
+import re
 import secrets
 
 import pytest
@@ -111,18 +112,25 @@ def expected(services, slug: str, now: dt.datetime) -> tuple[set[tuple], set[tup
     store = services.store
     full = {(serial, None if reason is ReasonFlags.unspecified else reason, at)
             for serial, reason, at in store.crl_entries(slug, SHARD)}
-    base_der = services.redis.hget(store.keys.crl_published(slug, SHARD), "base")
-    if not base_der:
+    key = store.keys.crl_published(slug, SHARD)
+    base_number = services.redis.hget(key, "base_number")
+    if not base_number:
         return full, None
+    # The base is kept under its number (or, stored by an older version, in the single `base` field).
+    base_der = next(der for der in services.redis.hmget(key, [f"full:{int(base_number)}", "base"]) if der)
     base = entries_of(x509.load_der_x509_crl(base_der))
     released = dict(store.crl_released(slug, SHARD))
     gone = ({serial for serial, _, _ in base} | released.keys()) - {serial for serial, _, _ in full}
     return full, (full - base) | {(serial, ReasonFlags.remove_from_crl, released.get(serial) or now) for serial in gone}
 
 
-def stored(services, slug: str) -> tuple[bytes, bytes, bytes | None]:
-    full, delta, base_number = services.redis.hmget(services.store.keys.crl_published(slug, SHARD),
-                                                   ["full", "delta", "base_number"])
+def stored(services, slug: str) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """The stored complete and delta CRLs (fields named by their CRL number), and the base's number."""
+    key = services.store.keys.crl_published(slug, SHARD)
+    number, base_number = services.redis.hmget(key, ["number", "base_number"])
+    if number is None:
+        return None, None, None
+    full, delta = services.redis.hmget(key, [f"full:{int(number)}", f"delta:{int(number)}"])
     return full, delta, base_number
 
 
@@ -150,6 +158,21 @@ def publish_and_check(services, publisher: CrlPublisher, now: dt.datetime) -> No
         fresh_full, fresh_delta, _ = stored(services, slug)
         assert sorted(revoked_entries(fresh_full)) == sorted(revoked_entries(full_der))
         assert sorted(revoked_entries(fresh_delta)) == sorted(revoked_entries(delta_der))
+    for slug in SLUGS:
+        assert kept_crls(services, slug) == current_crls(services, slug)
+
+
+def kept_crls(services, slug: str) -> set[bytes]:
+    """The fields of the published hash that hold a CRL."""
+    return {name for name in services.redis.hkeys(services.store.keys.crl_published(slug, SHARD))
+            if re.fullmatch(rb"(full|delta)(:[0-9]+)?|base", name)}
+
+
+def current_crls(services, slug: str) -> set[bytes]:
+    """What the published hash should hold: the latest complete and delta CRLs, and the base's complete CRL."""
+    number, base_number = services.redis.hmget(services.store.keys.crl_published(slug, SHARD),
+                                               ["number", "base_number"])
+    return {b"full:%d" % int(number), b"delta:%d" % int(number), b"full:%d" % int(base_number)}
 
 
 def start(_services) -> dt.datetime:
@@ -256,6 +279,28 @@ def test_moving_the_base_trims_the_change_log_to_what_later_deltas_need(revocati
     fleet.send(card, "card_lost", card_id=card["card_id"])
     publish_and_check(revocation_services, publisher, now + dt.timedelta(seconds=2))
     assert publisher.store.full_reads == 2 * len(SLUGS)  # the first publication, and the rebase
+
+
+def test_a_shard_stored_by_the_single_field_layout_is_served_then_republished(revocation_services):
+    """Before CRLs were kept under their number, the hash held one `full`, `delta` and `base` field."""
+    services = revocation_services
+    fleet = Fleet(services, seed=19)
+    now = start(services)
+    for round_ in range(3):
+        fleet.step()
+        publish_and_check(services, counting_publisher(services), now + dt.timedelta(seconds=round_))
+    served = {}
+    for slug in SLUGS:
+        key = services.store.keys.crl_published(slug, SHARD)
+        number, base_number = (int(v) for v in services.redis.hmget(key, ["number", "base_number"]))
+        full, delta, base = services.redis.hmget(key, [f"full:{number}", f"delta:{number}", f"full:{base_number}"])
+        services.redis.hdel(key, f"full:{number}", f"delta:{number}", f"full:{base_number}")
+        services.redis.hset(key, mapping={"full": full, "delta": delta, "base": base})
+        served[slug] = full
+    upgraded = counting_publisher(services)
+    assert {slug: upgraded.get(slug, SHARD).der for slug in SLUGS} == served
+    fleet.step()
+    publish_and_check(services, upgraded, now + dt.timedelta(seconds=5))  # its delta against the old `base`
 
 
 # --- what relying parties see -------------------------------------------------------------------------------
