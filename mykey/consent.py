@@ -118,18 +118,20 @@ class AccessLog:
         self.length = length
 
     def record(self, account_id: str, client_id: str, claims: Iterable[str], at: dt.datetime,
-               token_type: str | None = None) -> None:
+               token_type: str | None = None, pipe: redis.client.Pipeline | None = None) -> None:
         """Note that `client_id` received these claims (names only) about the holder at `at`, after a login with
-        `token_type` (a card or a phone), so the holder can tell a release they did not make from one they did."""
+        `token_type` (a card or a phone), so the holder can tell a release they did not make from one they did.
+        Given a transaction `pipe` (one server), the push and trim are queued on it for its caller to execute."""
         fields = {"client_id": client_id, "claims": _names(claims), "at": _epoch(at)}
         if token_type is not None:
             fields["token_type"] = _names([token_type])[0]
         entry = json.dumps(fields, separators=(",", ":"))
         key = keys.access_log(account_id)
-        pipe = self.redis.pipeline(transaction=True)  # one key: push and trim together, on one server or a cluster
-        pipe.lpush(key, entry)
-        pipe.ltrim(key, 0, self.length - 1)
-        pipe.execute()
+        queue = pipe if pipe is not None else self.redis.pipeline(transaction=True)  # one key: push and trim together
+        queue.lpush(key, entry)
+        queue.ltrim(key, 0, self.length - 1)
+        if pipe is None:
+            queue.execute()
 
     def list(self, account_id: str, count: int = 100) -> list[AccessEntry]:
         """The newest `count` entries, newest first."""

@@ -16,6 +16,14 @@ no redirects (a redirect could lead the fetch to a host the client does not cont
 `wire.json_input`. The CAs that https trusts are the system's, or the PEM bundle named by `fetch_ca_file`
 (`python -m idp clients add --fetch-ca-file`, or the environment variable IDP_FETCH_CA_FILE); certificate
 verification is never turned off. `jwks_uri` documents are cached per registry, bounded in entries and age.
+
+Parsed records: the token endpoint reads a client on every exchange, and parsing its JSON record and importing
+its inline JWKS cost more than the read itself. So the registry keeps, per client id, the last record it read as
+bytes, the `Client` parsed from it and, once asked, the key set imported from it. A read whose bytes differ from
+the kept ones is parsed afresh (a re-registered or re-keyed client is never answered from an old parse), and
+`last_read` hands the token endpoint the kept client together with its record's digest, which the exchange
+script compares with the stored record before it spends anything (idp/oidc/tokens.py): a client changed or
+removed by any process is noticed on its next exchange, not after a timeout.
 """
 
 from __future__ import annotations
@@ -50,6 +58,8 @@ AUTH_METHODS = ("private_key_jwt", "client_secret_basic")
 JWKS_URI_CACHE_SECONDS = 300
 JWKS_URI_CACHE_ENTRIES = 256
 JWKS_URI_RETRY_SECONDS = 30  # a failed jwks_uri fetch is not retried sooner, however many assertions arrive
+JWKS_URI_NEW_KID_SECONDS = 1  # an assertion naming a kid the cached document lacks refetches it, this rarely at most
+PARSED_CLIENT_ENTRIES = 1024  # clients whose last read record is kept parsed (module docstring)
 FETCH_TIMEOUT_SECONDS = 5.0
 MAX_DOCUMENT_BYTES = 64 * 1024
 PUBLIC_KEY_TYPES = frozenset({"RSA", "EC", "OKP"})
@@ -167,24 +177,28 @@ class ClientDocuments:
 class JwksCache:
     """Clients' `jwks_uri` documents as key sets, at most `entries` of them, each for at most `seconds`; a failed
     fetch is remembered for `retry_seconds` so that a flood of assertions naming one client is not a flood of
-    fetches (or of 5-second waits)."""
+    fetches (or of 5-second waits). An assertion whose `kid` the cached document lacks — the client has rotated
+    its key — has the document fetched again at once, if the last fetch is `new_kid_seconds` old: the new key
+    works on its first use, and assertions naming made-up kids cost at most one fetch per client that often."""
 
     def __init__(self, documents: ClientDocuments, entries: int = JWKS_URI_CACHE_ENTRIES,
                  seconds: float = JWKS_URI_CACHE_SECONDS, retry_seconds: float = JWKS_URI_RETRY_SECONDS,
-                 clock=time.monotonic):
+                 new_kid_seconds: float = JWKS_URI_NEW_KID_SECONDS, clock=time.monotonic):
         self.documents = documents
         self.entries = entries
         self.seconds = seconds
         self.retry_seconds = retry_seconds
+        self.new_kid_seconds = new_kid_seconds
         self.clock = clock
-        self._cached: OrderedDict[str, tuple[float, KeySet | ClientDocumentError]] = OrderedDict()
+        # uri → (expires, key set or the failure, fetched at)
+        self._cached: OrderedDict[str, tuple[float, KeySet | ClientDocumentError, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, uri: str) -> KeySet:
+    def get(self, uri: str, kid: str | None = None) -> KeySet:
         now = self.clock()
         with self._lock:
             cached = self._cached.get(uri)
-            if cached is not None and cached[0] > now:
+            if cached is not None and cached[0] > now and not self._lacks(cached, kid, now):
                 self._cached.move_to_end(uri)
                 if isinstance(cached[1], ClientDocumentError):
                     raise cached[1]
@@ -196,13 +210,20 @@ class JwksCache:
         except ClientDocumentError as exc:
             value, expires = exc, now + self.retry_seconds
         with self._lock:
-            self._cached[uri] = (expires, value)
+            self._cached[uri] = (expires, value, now)
             self._cached.move_to_end(uri)
             while len(self._cached) > self.entries:
                 self._cached.popitem(last=False)
         if isinstance(value, ClientDocumentError):
             raise value
         return value
+
+    def _lacks(self, cached, kid: str | None, now: float) -> bool:
+        """Is this a key set without `kid`, fetched long enough ago to fetch again for it?"""
+        keys = cached[1]
+        if kid is None or isinstance(keys, ClientDocumentError) or now - cached[2] < self.new_kid_seconds:
+            return False
+        return all(key.kid != kid for key in keys)
 
     def __len__(self) -> int:
         return len(self._cached)
@@ -226,33 +247,88 @@ def _hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+@dataclass
+class ParsedRecord:
+    """A client record as last read: its bytes, their digest (what the exchange script compares), the client, and
+    its inline JWKS imported once asked for (None until then)."""
+
+    raw: bytes
+    digest: str
+    client: Client
+    keys: KeySet | None = None
+
+
+def record_digest(raw: bytes) -> str:
+    """The digest the exchange script compares with Redis's own `redis.sha1hex` of the stored record: an equality
+    check of bytes this process read, not a security boundary (only the operator writes client records)."""
+    return hashlib.sha1(raw, usedforsecurity=False).hexdigest()
+
+
 class ClientRegistry:
     """The registered clients, and the documents they publish (fetched with `fetch_ca_file`'s CAs, if given)."""
 
-    def __init__(self, client: redis.Redis, fetch_ca_file: str | None = None):
+    def __init__(self, client: redis.Redis, fetch_ca_file: str | None = None,
+                 parsed_entries: int = PARSED_CLIENT_ENTRIES):
         self.redis = client
         self.documents = ClientDocuments(fetch_ca_file)
         self.jwks_cache = JwksCache(self.documents)
+        self.parsed_entries = parsed_entries
+        self._parsed: OrderedDict[str, ParsedRecord] = OrderedDict()  # client_id → its last read record
+        self._lock = threading.Lock()
 
-    def public_keys(self, client: Client) -> KeySet:
-        """The keys that verify the client's private_key_jwt assertions; ClientDocumentError if none can be had."""
+    def public_keys(self, client: Client, kid: str | None = None) -> KeySet:
+        """The keys that verify the client's private_key_jwt assertions; ClientDocumentError if none can be had.
+        `kid`, the assertion's, lets a `jwks_uri` document that lacks it be fetched again (JwksCache)."""
         if client.jwks is not None:
-            return public_key_set(client.jwks)
+            parsed = self._parsed.get(client.client_id)
+            if parsed is None or parsed.client is not client:  # a Client not parsed here: import its keys now
+                return public_key_set(client.jwks)
+            if parsed.keys is None:
+                parsed.keys = public_key_set(client.jwks)  # a racing thread imports the same keys: harmless
+            return parsed.keys
         if not client.jwks_uri:
             raise ClientDocumentError("The client has no keys registered.")
-        return self.jwks_cache.get(client.jwks_uri)
+        return self.jwks_cache.get(client.jwks_uri, kid if isinstance(kid, str) else None)
 
     def get(self, client_id: str) -> Client | None:
+        """The client as registered now (one read of its record)."""
         if not isinstance(client_id, str) or len(client_id) > 128:
             return None
         raw = self.redis.hget(CLIENTS_HASH, client_id)
-        return Client(**json.loads(raw)) if raw else None
+        if not raw:
+            self.forget(client_id)
+            return None
+        return self._parse(client_id, raw).client
+
+    def last_read(self, client_id: str) -> ParsedRecord | None:
+        """The record this registry last read for `client_id`, without reading Redis: only for a caller that has
+        Redis compare `digest` with the stored record before it relies on the answer (module docstring)."""
+        if not isinstance(client_id, str):
+            return None
+        return self._parsed.get(client_id)
+
+    def forget(self, client_id: str) -> None:
+        with self._lock:
+            self._parsed.pop(client_id, None)
+
+    def _parse(self, client_id: str, raw: bytes) -> ParsedRecord:
+        kept = self._parsed.get(client_id)
+        if kept is not None and kept.raw == raw:
+            return kept
+        parsed = ParsedRecord(raw, record_digest(raw), Client(**json.loads(raw)))
+        with self._lock:
+            self._parsed[client_id] = parsed
+            self._parsed.move_to_end(client_id)
+            while len(self._parsed) > self.parsed_entries:
+                self._parsed.popitem(last=False)
+        return parsed
 
     def list(self) -> list[Client]:
         return sorted((Client(**json.loads(raw)) for raw in self.redis.hvals(CLIENTS_HASH)),
                       key=lambda c: c.created_at)
 
     def remove(self, client_id: str) -> bool:
+        self.forget(client_id)
         return bool(self.redis.hdel(CLIENTS_HASH, client_id))
 
     def add(self, name: str, redirect_uris: list[str], jwks: dict | None = None, jwks_uri: str | None = None,

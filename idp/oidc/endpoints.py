@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
-from flask import Blueprint, current_app, jsonify, make_response, redirect, render_template, request
+from flask import Blueprint, current_app, g, jsonify, make_response, redirect, render_template, request
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -18,7 +18,7 @@ from idp.holder.cookies import SESSION_COOKIE, clear_cookie, read_cookie
 from idp.holder.pages import language, start_login
 from idp.login.messages import explain
 from idp.oidc.clients import FOUR_FACTS_SCOPES
-from idp.oidc.provider import check_compact_jwt, user_for
+from idp.oidc.provider import ClientChanged, CodeExchange, check_compact_jwt, user_for
 from idp.services import current
 
 blueprint = Blueprint("oidc", __name__)
@@ -160,7 +160,16 @@ def _error_page(code: str, description: str | None, status: int):
 
 @blueprint.post("/token")
 def token():
-    return _server().create_token_response()
+    services = current()
+    try:
+        try:
+            return _server().create_token_response()
+        except ClientChanged:  # the client was changed or removed since this process read it: nothing was spent
+            g.pop(CodeExchange.KEY, None)
+            g.setdefault(CodeExchange.FRESH, True)
+            return _server().create_token_response()
+    finally:
+        CodeExchange.settle(services)
 
 
 @blueprint.route("/userinfo", methods=["GET", "POST"])

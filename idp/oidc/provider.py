@@ -12,6 +12,18 @@ pairwise `sub`, the ID token's keys and claims, and closes what Authlib allows b
 - a JWT from outside (a client assertion, an ID token hint) is read only after `check_compact_jwt` found its
   header and payload to be bounded JSON objects: joserfc and Authlib decode them with Python's json, which a few
   kilobytes of `[[[[` turn into a RecursionError — a 500 instead of the documented OAuth error.
+
+The code exchange is the hot path (bench/token.py), and Authlib asks Redis for something at each of its steps:
+the client, the assertion's `jti`, the code, then the tokens. On one Redis server (`TokenStore.one_server`) an
+authorization_code request authenticated with private_key_jwt takes a shorter road through the same steps
+(`CodeExchange`): the client comes from the registry's last read (its record and its parsed keys, no Redis read),
+the assertion is verified with Authlib as always, the `jti` is noted rather than written, and one script
+(`TokenStore.exchange_code`) checks the stored client record is still the one verified against, records the
+`jti` and consumes the code — or, if the record changed, spends nothing and the endpoint answers the request
+again from a fresh read (`ClientChanged`). An assertion refused with the kept client (a key it does not have yet)
+is judged again on a fresh read before the refusal stands. Every check and every error is Authlib's or ours as
+on the long road; only the round trips are fewer. The tokens issued and the access record are stored in one
+transaction (`TokenStore.save_tokens`).
 """
 
 from __future__ import annotations
@@ -32,11 +44,21 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9101.errors import RequestNotSupportedError, RequestUriNotSupportedError
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode, UserInfo, UserInfoEndpoint
+from flask import g
+from flask import request as flask_request
 
 from idp import keys
 from idp.login.verification import AUTHENTICATION_METHODS
 from idp.oidc.clients import FOUR_FACTS_SCOPES, ClientDocumentError
-from idp.oidc.tokens import REPLAYED, AuthorizationCode, Token, new_token_value, token_digest
+from idp.oidc.tokens import (
+    CLIENT_CHANGED,
+    JTI_USED,
+    REPLAYED,
+    AuthorizationCode,
+    Token,
+    new_token_value,
+    token_digest,
+)
 from idp.services import current
 from mykey.pairwise import pairwise_subject
 from wire.json_input import loads as json_loads
@@ -159,8 +181,82 @@ class S256CodeChallenge(CodeChallenge):
         return super().validate_code_challenge(grant, redirect_uri)
 
 
+class ClientChanged(Exception):
+    """The exchange script found the client's record changed since it was read: nothing was spent, and the
+    endpoint answers the request again from a fresh read (module docstring)."""
+
+
+@dataclass
+class CodeExchange:
+    """The short road of one code exchange (module docstring), kept in `flask.g` for the request: the client's
+    record digest the script compares, and the assertion's jti record once the assertion verified."""
+
+    client_id: str
+    client_digest: str
+    jti_key: str | None = None
+    jti_ttl: int = 0
+
+    KEY = "code_exchange"  # its name in flask.g
+    FRESH = "code_exchange_fresh"  # set in flask.g to take the long road (after ClientChanged)
+
+    @classmethod
+    def query_client(cls, services, client_id):
+        """Authlib's query_client for private_key_jwt: on the short road the registry's last read client and a
+        CodeExchange in flask.g, else a read of the client's record."""
+        if g.get(cls.FRESH) or not services.tokens.one_server or not cls.applies(flask_request):
+            return services.clients.get(client_id)
+        kept = services.clients.last_read(client_id)
+        if kept is None:
+            if services.clients.get(client_id) is None:
+                return None
+            kept = services.clients.last_read(client_id)
+        client = kept.client if kept is not None else None
+        if client is None or client.token_endpoint_auth_method != PrivateKeyJWT.CLIENT_AUTH_METHOD \
+                or not client.check_grant_type("authorization_code"):
+            return services.clients.get(client_id)  # the long road, where Authlib refuses it as it always did
+        g.setdefault(cls.KEY, cls(client_id, kept.digest))
+        return client
+
+    @staticmethod
+    def applies(request) -> bool:
+        """An authorization_code request at the token endpoint that names a code: nothing between the client's
+        authentication and the code's consumption can then fail, so the jti can wait for the script."""
+        form = request.form
+        return (request.endpoint == "oidc.token" and form.get("grant_type") == "authorization_code"
+                and bool(form.get("code")))
+
+    @classmethod
+    def pending(cls, client_id: str):
+        exchange = g.get(cls.KEY)
+        return exchange if exchange is not None and exchange.client_id == client_id else None
+
+    @classmethod
+    def settle(cls, services) -> None:
+        """After the response: a jti noted but not yet recorded by the script (a request that failed before it)
+        is recorded now, so an authenticated assertion is spent on every road."""
+        exchange = g.pop(cls.KEY, None)
+        if exchange is not None and exchange.jti_key:
+            services.redis.set(exchange.jti_key, 1, nx=True, ex=exchange.jti_ttl)
+
+
 class PrivateKeyJWT(JWTBearerClientAssertion):
     CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def __call__(self, query_client, request):
+        services = current()
+
+        def query(client_id):
+            return CodeExchange.query_client(services, client_id)
+        try:
+            return super().__call__(query, request)
+        except InvalidClientError:
+            exchange = g.pop(CodeExchange.KEY, None)
+            if exchange is None:
+                raise
+            # Refused with the client as last read: its keys may have changed since. Judge again on a fresh read.
+            services.clients.forget(exchange.client_id)
+            g.setdefault(CodeExchange.FRESH, True)
+            return super().__call__(query, request)
 
     def get_audiences(self):
         issuer = current().config.issuer
@@ -172,6 +268,10 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         services = current()
         now = services.clock().timestamp()
         ttl = max(60, int(claims.get("exp", now) - now) + 120)
+        exchange = CodeExchange.pending(claims["sub"])
+        if exchange is not None:  # the exchange script records it, before it consumes the code
+            exchange.jti_key, exchange.jti_ttl = key, ttl
+            return True
         return bool(services.redis.set(key, 1, nx=True, ex=ttl))
 
     def extract_assertion(self, assertion):
@@ -179,11 +279,13 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             check_compact_jwt(assertion)
         except ValueError:
             raise InvalidClientError(description="The client_assertion is not a well-formed JWT.") from None
-        return super().extract_assertion(assertion)
+        headers, claims = super().extract_assertion(assertion)
+        g.assertion_kid = headers.get("kid")  # a kid a client's jwks_uri document lacks has it fetched again
+        return headers, claims
 
     def resolve_client_public_key(self, client):
         try:
-            return current().clients.public_keys(client)
+            return current().clients.public_keys(client, g.get("assertion_kid"))
         except ClientDocumentError as exc:  # the operator's log says why; the caller learns only that it failed
             log.warning("private_key_jwt: no usable keys for client %s: %s", client.client_id, exc)
             raise InvalidClientError(description="The client's public keys could not be read.") from None
@@ -210,7 +312,18 @@ class CodeGrant(AuthorizationCodeGrant):
                                ex=int(services.config.refresh_token_ttl.total_seconds()))
 
     def query_authorization_code(self, code, client):
-        found = current().tokens.consume_code(code)
+        services = current()
+        exchange = CodeExchange.pending(client.client_id)
+        if exchange is not None and exchange.jti_key:
+            found = services.tokens.exchange_code(code, client.client_id, exchange.client_digest, exchange.jti_key,
+                                                  exchange.jti_ttl)
+            exchange.jti_key = None  # recorded by the script, or found spent, or (client changed) the retry's
+            if found is CLIENT_CHANGED:
+                raise ClientChanged
+            if found is JTI_USED:  # Authlib's own answer to a replayed jti
+                raise InvalidClientError(description="JWT ID is used before.")
+        else:
+            found = services.tokens.consume_code(code)
         if found is REPLAYED:
             raise InvalidGrantError("This code was already used; every token issued from it is now revoked.")
         if found is None or found.client_id != client.client_id:
@@ -329,7 +442,8 @@ class UserInfoFromCard(UserInfoEndpoint):
 
 
 def save_token(token: dict, request) -> None:
-    """Authlib's save_token hook: one Redis record per access and refresh token, linked to their code."""
+    """Authlib's save_token hook: one Redis record per access and refresh token, linked to their code (one
+    pipeline), and the release in the holder's access record."""
     services = current()
     user: CardUser = request.user
     facts = user.facts
@@ -337,12 +451,13 @@ def save_token(token: dict, request) -> None:
     common = dict(client_id=request.client.client_id, scope=token.get("scope", ""), account_id=user.account_id,
                   sub=user.sub, certificate=user.certificate, issued_at=int(now.timestamp()),
                   code_digest=getattr(request, "code_digest", None), facts=facts)
-    services.tokens.save_token(token["access_token"], Token(expires_in=token["expires_in"], kind="access", **common))
+    issued = [(token["access_token"], Token(expires_in=token["expires_in"], kind="access", **common))]
     if token.get("refresh_token"):
         ttl = int(services.config.refresh_token_ttl.total_seconds())
-        services.tokens.save_token(token["refresh_token"], Token(expires_in=ttl, kind="refresh", **common))
-    services.access_log.record(user.account_id, request.client.client_id, sorted(set(common["scope"].split())),
-                               now, token_type=user.token_type)
+        issued.append((token["refresh_token"], Token(expires_in=ttl, kind="refresh", **common)))
+    claims, token_type = sorted(set(common["scope"].split())), user.token_type
+    services.tokens.save_tokens(issued, also=lambda pipe: services.access_log.record(
+        user.account_id, request.client.client_id, claims, now, token_type=token_type, pipe=pipe))
 
 
 def build_authorization_server(app, services) -> tuple[AuthorizationServer, ResourceProtector]:

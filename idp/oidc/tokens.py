@@ -3,6 +3,14 @@
 Codes carry ≥ 128 random bits (Authlib's 48-character codes: ~285 bits), are stored only hashed, and are consumed
 atomically by one Lua script: the first redemption gets the code, a second finds the "used" marker — that is a
 replayed code (RFC 6749 §4.1.2, OAuth 2.0 Security BCP §4.5), and every token issued from it is revoked.
+
+The exchange in few round trips: on one Redis server the token endpoint's Redis work before it signs is one
+script (`exchange_code`), in this order, each step only if the one before passed — the client's stored record
+is still the one its assertion was verified against (`CLIENT_CHANGED` otherwise: the endpoint reads the client
+again and starts over, nothing spent), the assertion's `jti` is recorded once (`JTI_USED` otherwise), and the
+code is consumed as above. The tokens issued are then stored in one pipeline (`save_tokens`). On a Redis
+Cluster the keys of one exchange sit in different slots, which one script may not touch, so each step is its own
+command there, in the same order.
 """
 
 from __future__ import annotations
@@ -12,7 +20,8 @@ import hashlib
 import json
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 
 import redis
 from authlib.oauth2.rfc6749 import TokenMixin
@@ -106,6 +115,12 @@ class Token(TokenMixin):
         return f"Token({self.kind}, client={self.client_id})"
 
 
+def _record_json(record: AuthorizationCode | Token) -> str:
+    """The stored JSON of a code or token: its fields, one level deep (dataclasses.asdict copies every value
+    recursively, at several times the cost, for records whose only nested value is a small dict)."""
+    return json.dumps({f.name: getattr(record, f.name) for f in fields(record)}, separators=(",", ":"))
+
+
 # KEYS: code record, used marker (same hash tag). ARGV: used-marker TTL.
 # Returns the record on first use, "USED" on a replay, nil when unknown.
 _CONSUME_CODE = """
@@ -119,7 +134,27 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return 'USED' end
 return false
 """
 
+# KEYS: the clients hash, the jti record, the code record, the code's used marker.
+# ARGV: client id, digest of the client record the caller verified with, jti TTL, used-marker TTL.
+# Returns "CLIENT" (record changed or gone: nothing spent), "JTI" (assertion replayed: code untouched), then as
+# _CONSUME_CODE. One server only: the keys are in different slots.
+_EXCHANGE_CODE = """
+local registered = redis.call('HGET', KEYS[1], ARGV[1])
+if not registered or redis.sha1hex(registered) ~= ARGV[2] then return 'CLIENT' end
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then return 'JTI' end
+local record = redis.call('GET', KEYS[3])
+if record then
+  redis.call('DEL', KEYS[3])
+  redis.call('SET', KEYS[4], '1', 'EX', ARGV[4])
+  return record
+end
+if redis.call('EXISTS', KEYS[4]) == 1 then return 'USED' end
+return false
+"""
+
 REPLAYED = object()
+CLIENT_CHANGED = object()
+JTI_USED = object()
 
 
 class TokenStore:
@@ -128,6 +163,9 @@ class TokenStore:
         self.code_ttl = code_ttl
         self.refresh_ttl = refresh_ttl
         self._consume = client.register_script(_CONSUME_CODE)
+        # One script may touch keys of several slots only on one server; a Cluster takes the steps one by one.
+        self.one_server = not isinstance(client, redis.RedisCluster)
+        self._exchange = client.register_script(_EXCHANGE_CODE) if self.one_server else None
 
     # --- codes ---------------------------------------------------------------------------------------------
 
@@ -140,7 +178,7 @@ class TokenStore:
         return keys.code_tokens(code_digest)
 
     def save_code(self, code: AuthorizationCode) -> None:
-        self.redis.set(self._code_keys(code.code_digest)[0], json.dumps(asdict(code)),
+        self.redis.set(self._code_keys(code.code_digest)[0], _record_json(code),
                        ex=int(self.code_ttl.total_seconds()))
 
     def consume_code(self, code: str):
@@ -151,6 +189,23 @@ class TokenStore:
         # The used marker outlives every token that can come from the code, so a late replay still revokes them.
         marker_ttl = int(self.refresh_ttl.total_seconds())
         answer = self._consume(keys=self._code_keys(digest), args=[marker_ttl])
+        return self._consumed(digest, answer)
+
+    def exchange_code(self, code: str, client_id: str, client_digest: str, jti_key: str, jti_ttl: int):
+        """One server only (`one_server`): the module docstring's exchange script. Returns CLIENT_CHANGED,
+        JTI_USED, then as `consume_code`. A code that is not a bounded string spends nothing and answers None."""
+        if not isinstance(code, str) or len(code) > 256:
+            return None
+        digest = token_digest(code)
+        answer = self._exchange(keys=[keys.CLIENTS, jti_key, *self._code_keys(digest)],
+                                args=[client_id, client_digest, jti_ttl, int(self.refresh_ttl.total_seconds())])
+        if answer == b"CLIENT":
+            return CLIENT_CHANGED
+        if answer == b"JTI":
+            return JTI_USED
+        return self._consumed(digest, answer)
+
+    def _consumed(self, digest: str, answer):
         if answer is None:
             return None
         if answer == b"USED":
@@ -170,14 +225,29 @@ class TokenStore:
         return keys.token(digest)
 
     def save_token(self, value: str, token: Token) -> None:
-        digest = token_digest(value)
-        pipe = self.redis.pipeline(transaction=False)  # one round trip; the keys may sit in different slots
-        pipe.set(self._token_key(digest), json.dumps(asdict(token)), ex=max(1, token.expires_in))
-        if token.code_digest:
-            family = self._family_key(token.code_digest)
-            pipe.sadd(family, digest)
+        self.save_tokens([(value, token)])
+
+    def save_tokens(self, issued: list[tuple[str, Token]], also: Callable[[redis.client.Pipeline], None] | None = None
+                    ) -> None:
+        """Store the tokens of one response (value, record) and link each to its code, in one round trip. On one
+        server `also` queues more writes in the same transaction (the access record); on a Cluster, whose slots one
+        transaction cannot span, it is called with None after the tokens are stored, to write on its own."""
+        pipe = self.redis.pipeline(transaction=self.one_server)
+        families: dict[str, list[str]] = {}
+        for value, token in issued:
+            digest = token_digest(value)
+            pipe.set(self._token_key(digest), _record_json(token), ex=max(1, token.expires_in))
+            if token.code_digest:
+                families.setdefault(token.code_digest, []).append(digest)
+        for code_digest, digests in families.items():
+            family = self._family_key(code_digest)
+            pipe.sadd(family, *digests)
             pipe.expire(family, int(self.refresh_ttl.total_seconds()))
+        if also is not None and self.one_server:
+            also(pipe)
         pipe.execute()
+        if also is not None and not self.one_server:
+            also(None)
 
     def get(self, value: str | None) -> Token | None:
         if not isinstance(value, str) or not value or len(value) > 256:
