@@ -8,9 +8,10 @@ enforced. When neither answers, the result is `RevocationUnknown`: this module f
 
 No nonce, by design (decided with numbers, bench/login.py). The request carries no nonce, so the revocation
 service answers from its pre-signed response (RFC 5019), which it re-signs on every status change of the
-certificate, instead of signing live with ECDSA for each login. Measured on the 2-core bench machine, CPU per
-login in the revocation service: 2.0 ms with a nonce, 0.4 ms without. What a nonce bought was protection
-against a recorded "good" being replayed after a revocation; that needs all of:
+certificate, instead of signing live with ECDSA for each login. Measured on the 2-core bench machine (loaded),
+CPU per login in the revocation service: 1.5-2.2 ms with a nonce, 1.1-1.3 ms without (what is left is its HTTP
+server). What a nonce bought was protection against a recorded "good" being replayed after a revocation; that
+needs all of:
 
 - a position on the IdP→revocation channel: loopback in `make run`, the platform's own service over TLS (or a
   private network) in production — the same trust the IdP already places in its Redis, which holds its sessions;
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import logging
 import re
 import secrets
@@ -144,7 +146,7 @@ class RevocationChecker:
         self.crl_cache_seconds = crl_cache_seconds
         self.nonce = nonce  # see the module docstring: off unless the revocation channel is not the platform's own
         self._cert_ids: dict[x509.Certificate, tuple[bytes, bytes]] = {}  # issuer → (name hash, key hash), SHA-256
-        self._responders: dict[tuple[x509.Certificate, bytes], _Responder | None] = {}  # (issuer, responder DER)
+        self._responders: dict[tuple[x509.Certificate, x509.Certificate], _Responder | None] = {}
         self._crl_cache: dict[str, tuple[x509.CertificateRevocationList, dt.datetime]] = {}
         self._ocsp_fetcher = fetcher(timeout, MAX_OCSP_RESPONSE)
         self._crl_fetcher = fetcher(timeout, MAX_CRL)
@@ -230,7 +232,7 @@ class RevocationChecker:
     def _responder(self, candidate: x509.Certificate, issuer: x509.Certificate) -> _Responder | None:
         """`candidate` as a responder `issuer` authorised, or None; remembered per issuer and certificate (a
         bounded handful: one responder per issuer and generation, a refused one at most as often as it is sent)."""
-        key = (issuer, candidate.public_bytes(Encoding.DER))
+        key = (issuer, candidate)  # certificates compare and hash by their DER
         with self._lock:
             known = key in self._responders
             authorised = self._responders.get(key)
@@ -356,8 +358,13 @@ def _is_responder(cert: x509.Certificate, response: ocsp.OCSPResponse) -> bool:
     """Does `cert` match the ResponderID, byName or byKey (RFC 6960 §4.2.1)?"""
     if response.responder_name is not None:
         return cert.subject == response.responder_name
-    # byKey is SHA-1 of the subjectPublicKey BIT STRING, the same hash as an RFC 5280 method-1 key id.
-    return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest == response.responder_key_hash
+    return _key_hash(cert) == response.responder_key_hash
+
+
+@functools.lru_cache(maxsize=64)  # the issuers and their responders: a handful of certificates, asked every login
+def _key_hash(cert: x509.Certificate) -> bytes:
+    """byKey is SHA-1 of the subjectPublicKey BIT STRING, the same hash as an RFC 5280 method-1 key id."""
+    return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
 
 
 def _has_ocsp_signing(cert: x509.Certificate) -> bool:
