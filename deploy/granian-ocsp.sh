@@ -11,8 +11,10 @@
 # Why these (measured with bench/ocsp.py and bench/limits.py on 2 cores; bench/report.md):
 # - WSGI interface, one process per core (OCSP_WORKERS, default 2): an answer is a dictionary lookup in process or
 #   one signature, all CPU under the GIL, so processes scale and more threads per process do not.
-# - One blocking thread per worker: the WSGI callable never waits on anything but a rare Redis round trip; more
-#   threads only add GIL hand-offs (measured fewer requests/s at 2 and 4).
+# - One blocking thread per worker: a held answer is pure CPU under the GIL, and a second thread only adds
+#   hand-offs (steady state, nonce-less GETs: 57-74 us of CPU per request with 1 thread, 90-95 us with 2). The
+#   price is paid on a cold cache, where each miss waits for two Redis round trips: 2 threads filled it about
+#   twice as fast. Most answers are held, so 1 it is.
 # - HTTP/1.1 only, no WebSockets: what OCSP clients speak (RFC 6960 Appendix A); keep-alive stays on.
 # - Access log off: a GET's path is the OCSP request itself (the serial), and granian's access log does not pass
 #   through the platform's redaction (observability/logs.py). Put the access log on the proxy in front, redacted,
