@@ -1,2 +1,3 @@
-"""OCSP (RFC 6960): the responder that answers from certificate status (responder.py), and its HTTP endpoint
-(wsgi.py)."""
+"""OCSP (RFC 6960): the responder that answers from certificate status (responder.py), the pre-signed answers each
+process holds coherent with Redis (held.py), nonce answers re-signed from them (der.py), and the HTTP endpoint with
+the data plane's WSGI app (wsgi.py)."""
