@@ -2,9 +2,9 @@
 
 The status store is the truth; a signed response is only a cache of it. Per request:
 
-- The request is parsed by pyca/cryptography. It must carry exactly one CertID (RFC 5019 §2.1.1); cryptography
-  refuses more than one, and so do we, with `malformedRequest` — answering only the first would let a client
-  believe it had been told about the others.
+- The request is parsed by pyca/cryptography (a valid nonce-less one is remembered by its bytes, MAX_PARSED). It
+  must carry exactly one CertID (RFC 5019 §2.1.1); cryptography refuses more than one, and so do we, with
+  `malformedRequest` — answering only the first would let a client believe it had been told about the others.
 - The CertID's issuerNameHash / issuerKeyHash (SHA-1, or SHA-256 since RFC 9919) must match one of our issuer
   CAs, else `unauthorized` (RFC 6960 §2.3: we are not authoritative for that issuer).
 - good / revoked (time and reason) / on hold = revoked with reason certificateHold (RFC 6960 §2.2).
@@ -19,9 +19,10 @@ The status store is the truth; a signed response is only a cache of it. Per requ
   parsing the DER. The store's compare-and-set deletes that key on every status change; a miss signs lazily, and
   only the form asked for (`on_status_change`, an applier listener, may still sign both forms at once). The cache
   is written only if the status record is still the one that was signed (a Lua compare-and-set), so a slow request
-  racing a revocation can never put back a response for an older status. The key expires a while before
-  nextUpdate (no earlier than its earliest form should), so no periodic refresh job is needed: the first request
-  after expiry re-signs. Each process also holds what it read from that cache (revocation/ocsp/held.py), dropped
+  racing a revocation can never put back a response for an older status. A request not held in process reads its
+  form, or else the status record, in one round trip (a Lua script), so a miss costs two. The key expires a while
+  before nextUpdate (no later than its earliest form should), so no periodic refresh job is needed: the first
+  request after expiry re-signs. Each process also holds what it read from that cache (revocation/ocsp/held.py), dropped
   the moment Redis announces a change to the entry, so a repeated request costs no round trip; not with a Redis
   Cluster.
 - Without a nonce that pre-signed response is the answer, byte for byte.
