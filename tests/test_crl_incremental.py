@@ -303,6 +303,33 @@ def test_a_shard_stored_by_the_single_field_layout_is_served_then_republished(re
     publish_and_check(services, upgraded, now + dt.timedelta(seconds=5))  # its delta against the old `base`
 
 
+class RacingClient:
+    """The real client, except that right after a reader reads a publication's number, `race` runs once."""
+
+    def __init__(self, client, race):
+        self._client, self._race = client, [race]
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def hmget(self, key, fields, *args):
+        answer = self._client.hmget(key, fields, *args)
+        if list(fields)[:1] == ["number"] and self._race:
+            self._race.pop()()
+        return answer
+
+
+def test_a_reader_whose_crl_is_replaced_between_its_two_reads_reads_again(revocation_services):
+    services = revocation_services
+    for _ in range(3):
+        services.crl.publish("auth", SHARD)  # the base is 1, the current publication 3
+    reader = CrlPublisher(StatusStore(RacingClient(services.redis, lambda: services.crl.publish("auth", SHARD)),
+                                      services.store.keys), services.issuers, services.config)
+    served = reader.get("auth", SHARD)  # read number 3; publication 4 replaced CRL 3 before it was read
+    assert served.number == 4 and services.crl.version("auth", SHARD).number == 4  # read again, not republished
+    assert x509.load_der_x509_crl(served.der).extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 4
+
+
 # --- what relying parties see -------------------------------------------------------------------------------
 
 

@@ -93,6 +93,7 @@ from revocation.storage.keys import CRL_DIRTY, serial_field, serial_from_field
 from revocation.storage.store import _CRL_ENTRY, REASONS_BY_CODE, StatusStore
 
 PUBLISH_ATTEMPTS = 3
+READ_ATTEMPTS = 8  # a reader that finds its CRL replaced between reading the number and the CRL reads again
 # Change-log entries read per script call: its serials are HMGET as one call's arguments, and Redis's Lua unpacks
 # at most ~8,000 values at once.
 CHANGES_PAGE = 4_096
@@ -554,7 +555,8 @@ class CrlPublisher:
         if not self.knows(slug, shard):
             return None
         key, kind = self.keys.crl_published(slug, shard), "delta" if delta else "full"
-        for _ in range(PUBLISH_ATTEMPTS):
+        published = 0
+        for _ in range(READ_ATTEMPTS):
             number, this_update, next_update = self.redis.hmget(key, ["number", "this", "next"])
             if number:
                 # The CRL's own field, then the single field of the layout before; None when a newer publication
@@ -565,6 +567,9 @@ class CrlPublisher:
                     return PublishedCrl(der, _moment(this_update), _moment(next_update), int(number))
                 if der is None:
                     continue
+            if published == PUBLISH_ATTEMPTS:
+                break
+            published += 1
             self.publish(slug, shard)
         return None
 
