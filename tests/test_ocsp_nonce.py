@@ -135,3 +135,37 @@ def test_with_nonce_re_signs_an_rsa_response_as_cryptography_reads_it():
     with pytest.raises(ValueError):
         with_nonce(ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.TRY_LATER).public_bytes(
             serialization.Encoding.DER), b"n", later, lambda data: b"")
+
+
+def test_under_concurrent_requests_every_answer_asked_after_a_revocation_says_revoked(revocation_service,
+                                                                                       issue_card, dev_ca):
+    import threading
+    import time
+
+    card = issue_card()
+    requests_ = [request_der(card["auth"], dev_ca.auth.certificate, algorithm, nonce)
+                 for algorithm in (hashes.SHA1(), hashes.SHA256()) for nonce in (None, b"c" * 16)]
+    answers: list[tuple[float, OCSPCertStatus]] = []
+    stop = threading.Event()
+
+    def ask_again_and_again(der: bytes) -> None:
+        while not stop.is_set():
+            asked_at = time.monotonic()
+            answers.append((asked_at, ask(revocation_service, der)[0].certificate_status))
+
+    threads = [threading.Thread(target=ask_again_and_again, args=(der,)) for der in requests_]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.3)  # every form answered, cached and held while good
+        apply(revocation_service.services, "revocation_requested", card)
+        revoked_at = time.monotonic()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    before = [status for asked_at, status in answers if asked_at < revoked_at]
+    after = [status for asked_at, status in answers if asked_at > revoked_at]
+    assert OCSPCertStatus.GOOD in before and after
+    assert set(after) == {OCSPCertStatus.REVOKED}
