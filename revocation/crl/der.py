@@ -6,7 +6,9 @@ cryptography, and leave parsing and checking to cryptography and OpenSSL (tests/
 with cryptography's builder for the same input).
 
 Entries are encoded one by one (`encode_entry`, `encode_entries`) and passed to `build_crl` as DER, because the
-publisher also compares them byte for byte against the base CRL's entries when it builds a delta CRL.
+publisher keeps them encoded from one publication to the next (only changed entries are encoded again), and compares
+them byte for byte against the base CRL's entries when it reads a whole shard. `build_crl` takes them as byte
+strings to concatenate, one per entry or already joined runs of entries.
 All encodings are DER (X.690 §10): definite minimal lengths, minimal INTEGERs, BOOLEAN TRUE as FF, a critical
 flag only when TRUE (DEFAULT FALSE is omitted), no empty revokedCertificates.
 """

@@ -481,10 +481,12 @@ class CrlPublisher:
         # base's set, or else its current entry when the base holds that same entry.
         if base_der:
             base = set(revoked_entries(base_der))
-        else:  # the base is the one `known` built
+        elif known is not None and known.base_number == state.base_number:  # the base is the one `known` built
             base = set(known.entries.values())
             base.difference_update(known.entries.get(serial) for serial in known.before_base)
             base.update(entry for entry in known.before_base.values() if entry is not None)
+        else:  # the base's CRL is gone (removed by hand): a delta listing every entry is larger, but still true
+            base = set()
         current = set(state.entries.values())
         gone = {entry_serial(entry): entry for entry in base - current}
         touched = {entry_serial(entry) for entry in current - base} | gone.keys() | released.keys()
