@@ -126,6 +126,15 @@ def test_a_late_older_card_lost_does_not_undo_a_newer_card_found(holder):
     assert holder.status() == ((GOOD, None), (GOOD, None))
 
 
+def test_a_late_older_card_found_does_not_lift_a_newer_card_lost_on_a_held_card(holder, store):
+    holder.send("card_lost", "2026-03-01T00:00:00Z", card_id="card-1", kinds=["signing"])
+    holder.send("card_lost", "2026-03-05T00:00:00Z", card_id="card-1")  # the signing one is held already
+    holder.send("card_found", "2026-03-03T00:00:00Z", card_id="card-1")  # older than the second loss
+    assert holder.status() == ((HELD, ReasonFlags.certificate_hold), (HELD, ReasonFlags.certificate_hold))
+    assert store.get("signing", holder.signing).revoked_at.isoformat().startswith("2026-03-01")  # the first hold
+    assert [h["do"] for h in store.history("signing", holder.signing)] == ["hold"]
+
+
 def test_card_found_after_card_returned_lifts_nothing(holder):
     holder.send("card_lost", "2026-03-01T00:00:00Z", card_id="card-1")
     holder.send("card_returned", "2026-03-02T00:00:00Z", card_id="card-1")

@@ -10,11 +10,11 @@ completes.
 Events are applied in batches (`apply_batch`; `apply` is a batch of one), each phase in a few round trips for the
 whole batch rather than a few per event: phase 1 reads every holder record of the batch in one pipeline, plans each
 holder's events in stream order against the state the previous one left (pure Python), and writes each holder's new
-state with its events' records in one compare-and-set script per holder (a holder whose record moved meanwhile —
-another worker — or with an event already recorded — a redelivery — is read again, with its events' records, and
-planned again). Phase 2 hands every certificate's actions, in stream order, to `StatusStore.apply_steps`. The result
-is the one that applying the same events one at a time gives: same records, same histories, same CRL index, same
-outcomes.
+state with its events' records in one compare-and-set per holder (one script call for all holders on one server, one
+per slot on a cluster; a holder whose record moved meanwhile — another worker — or with an event already recorded —
+a redelivery — is read again, with its events' records, and planned again). Phase 2 hands every certificate's
+actions, in stream order, to `StatusStore.apply_steps`. The result is the one that applying the same events one at a
+time gives: same records, same histories, same CRL index, same outcomes.
 
 What fails for one event stays that event's: a refusal, a planning defect or a listener raising is returned in
 that event's place, and the events after it go on. Only Redis itself failing raises for the batch.
@@ -52,22 +52,34 @@ from revocation.storage.store import (
     hold,
     release,
     revoke,
-    run_script_pipelined,
+    run_packed,
 )
 
 EVENT_RECORD_TTL = 400 * 24 * 3600  # idempotency window for event ids
 
-# Phase 1, one holder's events of a batch. KEYS: holder bucket, then each new event's record key.
-# ARGV: holder, expected state ('' = absent), new state, ttl, then each event's record (same order as its key).
-# 0 when the state or any of those event ids moved since they were read (plan again), else 1.
-_CAS_HOLDER = """
-if (redis.call('HGET', KEYS[1], ARGV[1]) or '') ~= ARGV[2] then return 0 end
-for i = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end
+# Phase 1: the compare-and-set of each holder's events of a batch, for many holders in one call (one server, or one
+# slot of a cluster); one answer per holder. KEYS per holder: holder bucket, then each new event's record key.
+# ARGV per holder: n (its new events), holder, expected state ('' = absent), new state, ttl, then the n records.
+# 0 for a holder whose state or any of whose event ids moved since they were read (plan again), else 1.
+_CAS_HOLDERS = """
+local answers, k, a = {}, 1, 1
+while a <= #ARGV do
+  local n = tonumber(ARGV[a])
+  local holder, expected, new, ttl = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local ok = (redis.call('HGET', KEYS[k], holder) or '') == expected
+  for i = 1, n do
+    if ok and redis.call('EXISTS', KEYS[k + i]) == 1 then ok = false end
+  end
+  if ok then
+    if new ~= expected then redis.call('HSET', KEYS[k], holder, new) end
+    for i = 1, n do redis.call('SET', KEYS[k + i], ARGV[a + 4 + i], 'EX', ttl) end
+    answers[#answers + 1] = 1
+  else
+    answers[#answers + 1] = 0
+  end
+  k, a = k + 1 + n, a + 5 + n
 end
-if ARGV[3] ~= ARGV[2] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
-for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 3], 'EX', ARGV[4]) end
-return 1
+return answers
 """
 _EFFECT_NAMES = {"register": "registered", "revoke": "revoked", "hold": "held", "release": "released"}
 
@@ -106,7 +118,7 @@ class Applier:
         self.keys = store.keys
         self.policy = policy_table(moved_abroad_revokes_auth)
         self.listeners = listeners
-        self._cas_holder = store.redis.register_script(_CAS_HOLDER)
+        self._cas_holders = store.redis.register_script(_CAS_HOLDERS)
 
     def apply(self, event: RevocationEvent) -> Outcome:
         """Apply one event (a batch of one); raises what refused or failed it."""
@@ -188,7 +200,7 @@ class Applier:
                 else:
                     calls.append(call)
                     plans.append((holder, plan))
-            written = run_script_pipelined(self.store.redis, self._cas_holder, calls)
+            written = run_packed(self.store.redis, self._cas_holders, calls)
             todo = []
             for (holder, plan), ok in zip(plans, written, strict=True):
                 if ok:
@@ -228,7 +240,8 @@ class Applier:
             plan[index] = (False, record)
         if not keys:
             return plan, None
-        return plan, ([self.keys.holders(holder), *keys], [holder, raw, encoded, EVENT_RECORD_TTL, *records])
+        return plan, ([self.keys.holders(holder), *keys],
+                      [len(keys), holder, raw, encoded, EVENT_RECORD_TTL, *records])
 
     def _plan(self, event: RevocationEvent, state: dict) -> tuple[dict | None, dict]:
         """The holder's next state and the certificate actions of `event` (pure: no I/O)."""

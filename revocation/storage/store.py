@@ -7,13 +7,14 @@ certificate's history and its cached OCSP response. The CRL shard index (other s
 idempotently.
 
 The event worker changes many certificates at once (`apply_steps`): one pipeline reads every record, each
-certificate's steps are folded in order in Python (the same change functions), one pipeline of compare-and-set
-scripts writes the results (a certificate whose record moved meanwhile is read and folded again), and one pipeline
-syncs the CRL index of every certificate a status step touched (one script per shard: each entry written, then its
-change-log entry), then a last one writes renewal links and dirty-shard marks. A few round trips for a batch instead
-of five per certificate. redis-py's cluster pipeline refuses EVALSHA, so on a Redis Cluster the scripts go as EVAL
-(Redis caches the compiled script by its digest either way); every script touches one certificate's or one shard's
-keys, so each call stays in one slot and the cluster pipeline routes it to its node.
+certificate's steps are folded in order in Python (the same change functions), compare-and-set scripts write the
+results — one call for all the batch's certificates on one server, one per slot on a cluster (a certificate whose
+record moved meanwhile is read and folded again) — and one pipeline syncs the CRL index of every certificate a
+status step touched (one script per shard: each entry written, then its change-log entry), then a last one writes
+renewal links and dirty-shard marks. A few round trips for a batch instead of five per certificate. redis-py's
+cluster pipeline refuses EVALSHA, so on a Redis Cluster the scripts go as EVAL (Redis caches the compiled script by
+its digest either way); every script call touches the keys of one slot only, so the cluster pipeline routes it to
+that slot's node.
 
 The bucket counts (STATUS_BUCKETS, HOLDER_BUCKETS) decide which key holds each record, so they are fixed for a
 deployment's life: the first revocation process to start records them (`claim_layout`), every later one must
@@ -35,6 +36,7 @@ import redis
 from cryptography.x509 import ReasonFlags
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
 from revocation.storage.keys import CRL_DIRTY, LAYOUT, KeySpace, serial_field, serial_from_field
@@ -126,6 +128,54 @@ for i = 2, #ARGV, 3 do
 end
 return 1
 """
+
+
+# The compare-and-set above for many certificates in one call (one server, or one slot of a cluster); one answer
+# each. KEYS: 3 per certificate, as above. ARGV per certificate: field, expected, new, n, then n history entries.
+_CAS_RECORDS = """
+local answers, a = {}, 1
+for k = 1, #KEYS, 3 do
+  local n = tonumber(ARGV[a + 3])
+  if (redis.call('HGET', KEYS[k], ARGV[a]) or '') == ARGV[a + 1] then
+    redis.call('HSET', KEYS[k], ARGV[a], ARGV[a + 2])
+    if n > 0 then redis.call('RPUSH', KEYS[k + 1], unpack(ARGV, a + 4, a + 3 + n)) end
+    redis.call('DEL', KEYS[k + 2])
+    answers[#answers + 1] = 1
+  else
+    answers[#answers + 1] = 0
+  end
+  a = a + 4 + n
+end
+return answers
+"""
+PACKED_CALL_ITEMS = 256  # items per packed script call: bounds how long one call holds Redis
+
+
+def run_packed(client: redis.Redis, script: Script, items: Sequence[tuple[list, list]]) -> list:
+    """Run a script that loops over items — each (keys, args), its keys in one slot, its args self-delimiting —
+    packing as many items as share a slot into one call (all of them on one server, PACKED_CALL_ITEMS at a time),
+    the calls in one pipeline (`run_script_pipelined`); the script answers a list, one answer per item."""
+    groups: dict[int, list[int]] = {}
+    if isinstance(client, RedisCluster):
+        for index, (keys, _) in enumerate(items):
+            groups.setdefault(key_slot(_bytes(keys[0])), []).append(index)
+    elif items:
+        groups[0] = list(range(len(items)))
+    calls, members = [], []
+    for indices in groups.values():
+        for start in range(0, len(indices), PACKED_CALL_ITEMS):
+            chunk = indices[start:start + PACKED_CALL_ITEMS]
+            calls.append(([key for i in chunk for key in items[i][0]], [arg for i in chunk for arg in items[i][1]]))
+            members.append(chunk)
+    answers: list = [None] * len(items)
+    for chunk, answer in zip(members, run_script_pipelined(client, script, calls), strict=True):
+        for index, value in zip(chunk, answer, strict=True):
+            answers[index] = value
+    return answers
+
+
+def _bytes(key: str | bytes) -> bytes:
+    return key.encode() if isinstance(key, str) else key
 
 
 def run_script_pipelined(client: redis.Redis, script: Script, calls: Sequence[tuple[list, list]]) -> list:
@@ -240,6 +290,7 @@ class StatusStore:
         self.redis = client
         self.keys = keys or KeySpace()
         self._cas = client.register_script(_CAS_RECORD)
+        self._cas_many = client.register_script(_CAS_RECORDS)
         self._crl_sync = client.register_script(_CRL_SYNC)
 
     @classmethod
@@ -424,10 +475,10 @@ class StatusStore:
             for certificate, raw in zip(todo, answers, strict=False):
                 folds[certificate] = _fold(raw, steps[certificate], last.get(certificate))
             writing = [certificate for certificate in todo if folds[certificate].write() is not None]
-            answers = run_script_pipelined(self.redis, self._cas, [
+            answers = run_packed(self.redis, self._cas_many, [
                 (self._cas_keys(issuer, serial),
                  [serial_field(serial), folds[issuer, serial].raw or b"", folds[issuer, serial].write(),
-                  *folds[issuer, serial].history]) for issuer, serial in writing])
+                  len(folds[issuer, serial].history), *folds[issuer, serial].history]) for issuer, serial in writing])
             todo = [certificate for certificate, written in zip(writing, answers, strict=True) if not written]
             if not todo:
                 break
@@ -514,10 +565,14 @@ def _lifted_by(step: Step, record: StatusRecord, last_history: bytes | None) -> 
 
 
 def hold(at: dt.datetime):
-    """A change function: put a good certificate on hold, unless a newer event already spoke."""
+    """A change function: put a good certificate on hold, unless a newer event already spoke. On a certificate
+    already on hold only note the time (like `release` on a good one), so that a release older than this hold,
+    arriving after it, lifts nothing: order is by occurred_at, not by arrival."""
     def change(record: StatusRecord) -> StatusRecord | None:
-        if record.status is not CertificateStatus.GOOD or (record.changed_at and at <= record.changed_at):
+        if record.status is CertificateStatus.REVOKED or (record.changed_at and at <= record.changed_at):
             return None
+        if record.status is CertificateStatus.ON_HOLD:
+            return replace(record, changed_at=at)
         return replace(record, status=CertificateStatus.ON_HOLD, reason=ReasonFlags.certificate_hold,
                        revoked_at=at, changed_at=at)
     return change
