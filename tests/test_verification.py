@@ -4,9 +4,11 @@ service; fake HTTP responders only where a test needs an answer the real service
 from __future__ import annotations
 
 import datetime as dt
+import http.server
 import secrets
 import socket
 import string
+import threading
 import time
 
 import pytest
@@ -634,3 +636,41 @@ def test_trust_store_accepts_pinned_roots_and_keeps_kinds_apart(dev_ca, tmp_path
 def test_production_profile_pins_the_jlis_roots():
     assert PRODUCTION_FINGERPRINTS is JLIS_ROOT_FINGERPRINTS
 
+
+
+def test_successive_checks_are_answered_by_ocsp_over_one_kept_alive_connection(trust, revocation_service, auth_user):
+    # The checker keeps its connection to the responder between logins; every answer must still come from OCSP (a
+    # connection left unusable would quietly send every later login to the CRL fallback). A keep-alive relay in
+    # front of the live service counts the connections it was given.
+    upstream, connections = fetcher(TIMEOUT, 65536), []
+
+    class KeepAliveRelay(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self):
+            connections.append(1)
+            super().setup()
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            answer = upstream.fetch(revocation_service.url + "/ocsp", body, "application/ocsp-request").body
+            self.send_response(200)
+            self.send_header("Content-Type", "application/ocsp-response")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    relay = http.server.ThreadingHTTPServer(("127.0.0.1", 0), KeepAliveRelay)
+    threading.Thread(target=relay.serve_forever, daemon=True).start()
+    try:
+        checker = RevocationChecker(f"http://127.0.0.1:{relay.server_address[1]}/ocsp", None, trust, timeout=TIMEOUT)
+        issuer = trust.roots_for(CertificateKind.AUTH)[0]
+        results = [checker.check(auth_user["cert"], issuer) for _ in range(3)]
+    finally:
+        relay.shutdown()
+        relay.server_close()
+    assert [(r.status, r.source) for r in results] == [(RevocationStatus.GOOD, "ocsp")] * 3
+    assert len(connections) == 1
