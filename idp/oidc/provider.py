@@ -442,8 +442,8 @@ class UserInfoFromCard(UserInfoEndpoint):
 
 
 def save_token(token: dict, request) -> None:
-    """Authlib's save_token hook: one Redis record per access and refresh token, linked to their code (one
-    pipeline), and the release in the holder's access record."""
+    """Authlib's save_token hook: one Redis record per access and refresh token, linked to their code, and the
+    release in the holder's access record, in one round trip (`TokenStore.save_tokens`)."""
     services = current()
     user: CardUser = request.user
     facts = user.facts
