@@ -412,16 +412,17 @@ def result(result_id: str, figures: dict, redis_setup: str) -> Result:
 
 
 LIMITS = [
-    "What limits it (py-spy of a worker applying batches of 500 revocations, in-process): about 45 % is redis-py "
-    "packing commands and parsing replies for the ~9 commands an event still costs inside the batch's pipelines "
-    "(holder HGET + event GET + holder compare-and-set script; status HGET + compare-and-set script; CRL index "
-    "HSET/HDEL ×2 + change-log XADD), 11 % parsing and validating the entry (compiled validator ~3 µs of it), "
-    "13 % planning the holder's state (JSON in and out), the rest the folds and outcomes. Before batching: ~58 % "
-    "round trips (8 per event, each its own), ~28 % re-signing OCSP responses eagerly, ~12 % JSON-schema "
-    "validation — 2,012 µs of worker CPU and 402 µs of redis-server CPU per event, against ~150–250 µs and "
-    "~25–45 µs now.",
-    "What would move it: fewer commands per event (the holder's event-id record and state in one hash, the CRL "
-    "index write folded into the status compare-and-set where the shard shares the certificate's slot), a "
-    "cheaper holder state encoding than JSON, and more cores: the consumer group scales out across workers, "
-    "and one holder's events stay ordered by occurred_at whichever worker applies them.",
+    "What limits it: CPU on these 2 shared cores. A worker applying batches of 500 revocations (py-spy, "
+    "in-process) spends about 45 % in redis-py packing commands and parsing replies — per event still a holder "
+    "HGET, a status HGET and their parts of the packed compare-and-set calls and CRL-index scripts, per batch ~8 "
+    "round trips —, ~15 % writing the per-event JSON log line, ~11 % parsing and validating the entry (the compiled "
+    "validator is ~3 µs of it), ~12 % planning the holder's state (JSON in and out), the rest folds and outcomes. "
+    "Measured in-process, same moment: ~170 µs of worker CPU and ~32 µs of redis-server CPU per event, against "
+    "2,012 µs and 402 µs before batching (8 round trips per event, two ECDSA signatures per change, the "
+    "interpreted JSON-schema validator). A caught-up worker takes small batches, so at 1,000 events/s its CPU per "
+    "event is higher (worker_cpu_us_per_event); the capacity run shows the batched figure.",
+    "What would move it: fewer commands per event (the holder's state and event records in one hash, the CRL index "
+    "folded into the status compare-and-set where the shard shares the slot), a cheaper holder-state encoding "
+    "than JSON, a log line per batch rather than per event, and more cores: the consumer group scales out across "
+    "workers, and one holder's events stay ordered by occurred_at whichever worker applies them.",
 ]
