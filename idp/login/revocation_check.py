@@ -9,9 +9,9 @@ enforced. When neither answers, the result is `RevocationUnknown`: this module f
 No nonce, by design (decided with numbers, bench/login.py). The request carries no nonce, so the revocation
 service answers from its pre-signed response (RFC 5019), which it re-signs on every status change of the
 certificate, instead of signing live with ECDSA for each login. Measured on the 2-core bench machine (loaded),
-CPU per login in the revocation service: 1.5-2.2 ms with a nonce, 1.1-1.3 ms without (what is left is its HTTP
-server). What a nonce bought was protection against a recorded "good" being replayed after a revocation; that
-needs all of:
+over several runs, CPU per login in the revocation service: 1.5-2.2 ms with a nonce, 0.7-1.3 ms without (what
+is left is its HTTP server). What a nonce bought was protection against a recorded "good" being replayed after
+a revocation; that needs all of:
 
 - a position on the IdP→revocation channel: loopback in `make run`, the platform's own service over TLS (or a
   private network) in production — the same trust the IdP already places in its Redis, which holds its sessions;
@@ -19,9 +19,10 @@ needs all of:
   CLOCK_SKEW) and at most OCSP_MAX_AGE old, nextUpdate present and not past (the responder's default validity is
   4 hours, and its cached copy is dropped an hour before nextUpdate);
 - and it still would not be enough: the login reads the certificate's record from the status store — the store
-  of record the OCSP responses are signed from — in the same request (idp/login/bridge_api.py,
-  `check_record_agrees`), and refuses a certificate whose record is revoked or on hold whatever OCSP said. A
-  revoked card is refused on the very next login after the revocation event is applied (tests/test_login_coherence.py).
+  of record the OCSP responses are signed from — in the same request (idp/login/verification.py `check_record`,
+  run by idp/login/bridge_api.py), and refuses a certificate whose record is revoked or on hold whatever OCSP
+  said. A revoked card is refused on the very next login after the revocation event is applied
+  (tests/test_login_coherence.py).
 
 So a replayed "good" cannot pass a login, and the signed OCSP answer stays what the standards ask for: a
 verifiable statement by the issuer, checked in full. `RevocationChecker(nonce=True)` still sends a nonce (RFC
