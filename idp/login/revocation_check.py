@@ -7,11 +7,11 @@ enforced. When neither answers, the result is `RevocationUnknown`: this module f
 "could not tell" into "good".
 
 No nonce, by design (decided with numbers, bench/login.py). The request carries no nonce, so the revocation
-service answers from its pre-signed response (RFC 5019), which it re-signs on every status change of the
-certificate, instead of signing live with ECDSA for each login. Measured on the 2-core bench machine (loaded),
-over several runs, CPU per login in the revocation service: 1.5-2.2 ms with a nonce, 0.7-1.3 ms without (what
-is left is its HTTP server). What a nonce bought was protection against a recorded "good" being replayed after
-a revocation; that needs all of:
+service answers from its pre-signed response (RFC 5019), dropped by every status change of the certificate and
+signed again at the next request, instead of signing live with ECDSA for each login. Measured on the 2-core bench
+machine (loaded), over several runs, CPU per login in the revocation service: 1.5-2.2 ms with a nonce, 0.7-1.3 ms
+without (what is left is its HTTP server). What a nonce bought was protection against a recorded "good" being
+replayed after a revocation; that needs all of:
 
 - a position on the IdP→revocation channel: loopback in `make run`, the platform's own service over TLS (or a
   private network) in production — the same trust the IdP already places in its Redis, which holds its sessions;
