@@ -24,7 +24,8 @@ from pathlib import Path
 from devstack.processes import ROOT, Gunicorn, free_port, stop
 from devstack.redis_server import RedisServer
 
-__all__ = ["ROOT", "Gunicorn", "RedisServer", "Result", "free_port", "machine", "percentiles", "wrk"]
+__all__ = ["ROOT", "WRK_DONE_LUA", "Gunicorn", "RedisServer", "Result", "free_port", "machine", "percentiles",
+           "wrk"]
 
 
 @dataclass
@@ -76,8 +77,21 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
     return {"p50_ms": round(rank(50), 3), "p99_ms": round(rank(99), 3), "samples": len(ordered)}
 
 
+# wrk's `done` hook for every script here: one WRK_JSON line with the counts and latencies `wrk` parses (wrk
+# reports latency in microseconds).
+WRK_DONE_LUA = r"""
+done = function(summary, latency, requests)
+  local errors = summary.errors
+  io.write(string.format(
+    '\nWRK_JSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "max_us": %d, ' ..
+    '"connect_errors": %d, "read_errors": %d, "write_errors": %d, "status_errors": %d, "timeouts": %d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.max,
+    errors.connect, errors.read, errors.write, errors.status, errors.timeout))
+end
+"""
+
 # wrk's Lua: cycle through pre-built request bodies (hex lines in a file) or paths, then print the latency
-# distribution as one JSON line. wrk reports latency in microseconds.
+# distribution as one JSON line.
 _WRK_SCRIPT = r"""
 local bodies, paths, i = {}, {}, 0
 local method = os.getenv("WRK_METHOD") or "GET"
@@ -98,15 +112,7 @@ request = function()
   end
   return wrk.format("GET", paths[(i % #paths) + 1], headers, nil)
 end
-done = function(summary, latency, requests)
-  local errors = summary.errors
-  io.write(string.format(
-    '\nWRK_JSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "max_us": %d, ' ..
-    '"connect_errors": %d, "read_errors": %d, "write_errors": %d, "status_errors": %d, "timeouts": %d}\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.max,
-    errors.connect, errors.read, errors.write, errors.status, errors.timeout))
-end
-"""
+""" + WRK_DONE_LUA
 
 
 def wrk(base_url: str, requests_: list[bytes] | list[str], *, method: str = "POST",

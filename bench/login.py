@@ -45,7 +45,7 @@ from pathlib import Path
 
 import redis
 
-from bench.harness import CpuByProcess, CpuElsewhere, Gunicorn, RedisServer, Result, wait_for_quiet, wrk
+from bench.harness import WRK_DONE_LUA, CpuByProcess, CpuElsewhere, Gunicorn, RedisServer, Result, wait_for_quiet, wrk
 from deploy.composition import StatusStoreRecords
 from idp.config import IdpConfig, load_or_create_secret
 from idp.services import IdpServices
@@ -258,15 +258,7 @@ request = function()
   i = i + 1
   return wrk.format("POST", nil, headers, bodies[((i - 1) % #bodies) + 1])
 end
-done = function(summary, latency, requests)
-  local errors = summary.errors
-  io.write(string.format(
-    '\nWRK_JSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "max_us": %d, ' ..
-    '"connect_errors": %d, "read_errors": %d, "write_errors": %d, "status_errors": %d, "timeouts": %d}\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.max,
-    errors.connect, errors.read, errors.write, errors.status, errors.timeout))
-end
-"""
+""" + WRK_DONE_LUA
 
 
 def paced_wrk(url: str, bodies: list[bytes], rate: int, seconds: int, connections: int = PACED_CONNECTIONS) -> dict:
