@@ -121,18 +121,20 @@ def _record_json(record: AuthorizationCode | Token) -> str:
     return json.dumps({f.name: getattr(record, f.name) for f in fields(record)}, separators=(",", ":"))
 
 
-# KEYS: code record, used marker (same hash tag). ARGV: used-marker TTL.
-# Returns the record on first use, "USED" on a replay, nil when unknown.
-_CONSUME_CODE = """
-local record = redis.call('GET', KEYS[1])
+# Consuming a code, the last step of both scripts below: KEYS[code] the code record, KEYS[used] its used marker
+# (same hash tag), ARGV[ttl] the marker's TTL. Returns the record on first use, "USED" on a replay, nil when unknown.
+_CODE_STEP = """
+local record = redis.call('GET', KEYS[code])
 if record then
-  redis.call('DEL', KEYS[1])
-  redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
+  redis.call('DEL', KEYS[code])
+  redis.call('SET', KEYS[used], '1', 'EX', ARGV[ttl])
   return record
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 'USED' end
+if redis.call('EXISTS', KEYS[used]) == 1 then return 'USED' end
 return false
 """
+# KEYS: code record, used marker. ARGV: used-marker TTL.
+_CONSUME_CODE = "local code, used, ttl = 1, 2, 1" + _CODE_STEP
 
 # KEYS: the clients hash, the jti record, the code record, the code's used marker.
 # ARGV: client id, digest of the client record the caller verified with, jti TTL, used-marker TTL.
@@ -142,15 +144,8 @@ _EXCHANGE_CODE = """
 local registered = redis.call('HGET', KEYS[1], ARGV[1])
 if not registered or redis.sha1hex(registered) ~= ARGV[2] then return 'CLIENT' end
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then return 'JTI' end
-local record = redis.call('GET', KEYS[3])
-if record then
-  redis.call('DEL', KEYS[3])
-  redis.call('SET', KEYS[4], '1', 'EX', ARGV[4])
-  return record
-end
-if redis.call('EXISTS', KEYS[4]) == 1 then return 'USED' end
-return false
-"""
+local code, used, ttl = 3, 4, 4
+""" + _CODE_STEP
 
 REPLAYED = object()
 CLIENT_CHANGED = object()
