@@ -1,14 +1,32 @@
 """The pages a cardholder sees: login (QR code + bridge command, waiting), consent, account, errors; in
-Japanese and English (`?lang=ja|en`, else the browser's Accept-Language)."""
+Japanese and English (`?lang=ja|en`, else the browser's Accept-Language).
+
+Times and disclosures are said the way a holder reads them, not the way they are stored:
+
+- Times are stored in UTC (mykey/consent.py) and shown in Japan time, the holder's time, in both languages:
+  `2026年12月2日 9:35` and `2 December 2026, 9:35 (JST)`, inside a `<time datetime="…Z">` element that keeps the
+  exact UTC instant for machines (the `when` filter). Japan time comes from the tz database (zoneinfo); a host
+  without one fails at start rather than show a wrong hour. A time without a zone is refused, never guessed.
+- What a relying party receives is said in words (`SHARED_WORDING`, the one place for that wording, English and
+  Japanese): `openid` is the pairwise identifier made for that website alone (`sub`), and each basic fact's scope
+  is the claim of the same name (idp/oidc/provider.py, `user_claims`). The `shared` filter makes the sentence
+  for a table cell ("An identifier for this website; your name and address"), `shared_items` the list the consent
+  page shows. A scope name without wording is said as "other information", never echoed as a raw name;
+  tests/test_holder_pages_wording.py checks that every scope the IdP offers has both sentences.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Iterable
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 import segno
 from flask import Blueprint, abort, jsonify, make_response, redirect, render_template, request
+from markupsafe import Markup
 
 from idp.holder.cookies import LOGIN_COOKIE, SESSION_COOKIE, clear_cookie, read_cookie, set_cookie
 from idp.holder.sessions import Session
@@ -28,6 +46,86 @@ def language() -> str:
     if chosen in ("ja", "en"):
         return chosen
     return request.accept_languages.best_match(["ja", "en"], default="ja")
+
+
+# --- how times and disclosures are said ------------------------------------------------------------------
+
+JAPAN = ZoneInfo("Asia/Tokyo")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")
+
+IDENTIFIER_SCOPE = "openid"
+# scope → (English, Japanese). openid: the pairwise `sub`; a fact's scope: the claim of that name, in the order of
+# the basic four facts (氏名・住所・生年月日・性別). English facts are nouns, said after "your".
+SHARED_WORDING: dict[str, tuple[str, str]] = {
+    IDENTIFIER_SCOPE: ("an identifier for this website", "このサイト専用の識別子"),
+    "name": ("name", "氏名"),
+    "address": ("address", "住所"),
+    "birthdate": ("date of birth", "生年月日"),
+    "gender": ("gender", "性別"),
+}
+OTHER_WORDING = ("other information", "その他の情報")
+NOTHING_WORDING = ("nothing", "なし")
+
+
+def _say(wording: tuple[str, str], lang: str) -> str:
+    english, japanese = wording
+    return japanese if lang == "ja" else english
+
+
+def local_time(moment: dt.datetime, lang: str) -> str:
+    """`moment` in Japan time, as a holder writes it in `lang`."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("A time shown to a holder must carry its zone.")
+    here = moment.astimezone(JAPAN)
+    clock = f"{here.hour}:{here.minute:02d}"
+    if lang == "ja":
+        return f"{here.year}年{here.month}月{here.day}日 {clock}"
+    return f"{here.day} {_MONTHS[here.month - 1]} {here.year}, {clock} ({here.tzname()})"
+
+
+@blueprint.app_template_filter("when")
+def when(moment: dt.datetime, lang: str) -> Markup:
+    """A `<time>` element: Japan time in words for the holder, the exact UTC instant in its datetime attribute."""
+    exact = moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Markup('<time datetime="{}">{}</time>').format(exact, local_time(moment, lang))
+
+
+def _groups(scopes: Iterable[str]) -> tuple[bool, list[str], bool]:
+    """(the identifier, the facts in the wording's order, anything without wording) among `scopes`."""
+    names = set(scopes)
+    facts = [name for name in SHARED_WORDING if name in names and name != IDENTIFIER_SCOPE]
+    return IDENTIFIER_SCOPE in names, facts, bool(names - SHARED_WORDING.keys())
+
+
+@blueprint.app_template_filter("shared_items")
+def shared_items(scopes: Iterable[str], lang: str) -> list[str]:
+    """What `scopes` give a website, one item each: "Your name" / "氏名"."""
+    identifier, facts, other = _groups(scopes)
+    items = [_say(SHARED_WORDING[IDENTIFIER_SCOPE], lang)] if identifier else []
+    items += [_say(SHARED_WORDING[name], lang) if lang == "ja" else f"your {SHARED_WORDING[name][0]}"
+              for name in facts]
+    items += [_say(OTHER_WORDING, lang)] if other else []
+    return [item[:1].upper() + item[1:] for item in items]
+
+
+@blueprint.app_template_filter("shared")
+def shared(scopes: Iterable[str], lang: str) -> str:
+    """What `scopes` give a website, as one phrase: "An identifier for this website; your name and address"."""
+    identifier, facts, other = _groups(scopes)
+    said = [SHARED_WORDING[name] for name in facts]
+    if lang == "ja":
+        parts = [_say(SHARED_WORDING[IDENTIFIER_SCOPE], lang)] if identifier else []
+        parts += ["・".join(japanese for _, japanese in said)] if said else []
+        parts += [_say(OTHER_WORDING, lang)] if other else []
+        return "、".join(parts) or _say(NOTHING_WORDING, lang)
+    nouns = [english for english, _ in said]
+    parts = [SHARED_WORDING[IDENTIFIER_SCOPE][0]] if identifier else []
+    if nouns:
+        parts.append("your " + (nouns[0] if len(nouns) == 1 else f"{', '.join(nouns[:-1])} and {nouns[-1]}"))
+    parts += [OTHER_WORDING[0]] if other else []
+    phrase = "; ".join(parts) or NOTHING_WORDING[0]
+    return phrase[:1].upper() + phrase[1:]
 
 
 def _digest(return_to: str) -> str:
