@@ -139,3 +139,42 @@ def test_card_show_on_a_phone_with_one_try_left_keeps_it(make_card):
                                   typed="1234\nYES\n")
     assert status == 1 and "last_try_not_confirmed" in shown and "Type YES" not in shown, shown
     assert VirtualCard.load(phone).tries_left(AUTH) == 1
+
+
+KEEP = "Keep the card on the reader"
+ERASE = "\r\x1b[K"
+
+
+def test_card_show_at_a_terminal_says_to_keep_the_card_then_clears_it(card_file):
+    status, shown = at_a_terminal(["card", "show", "--reader", "virtual", "--card", card_file])
+    assert status == 0, shown
+    assert KEEP in shown and ERASE in shown
+    # The spinner's line is erased before the summary: nothing of it is left on the summary's lines.
+    summary = shown[shown.index("This is a My Number Card."):]
+    assert KEEP not in summary and "\x1b" not in summary
+    assert shown.rindex(ERASE) < shown.index("This is a My Number Card.")
+
+
+def test_login_at_a_terminal_shows_progress_and_asks_for_the_pin_on_a_clear_line(make_card, idp_service,
+                                                                               handle_url):
+    fresh = make_card()
+    idp_service.register_card(fresh)
+    status, shown = at_a_terminal(["login", handle_url, "--reader", "virtual", "--card", fresh],
+                                  answers=(("Enter your", "1234\n"),))
+    assert status == 0 and "Done:" in shown, shown
+    assert f"{KEEP}… (waiting for the card)" in shown and f"{KEEP}… (signing with the card)" in shown
+    prompt = shown.index("Enter your")
+    assert shown.rfind(ERASE, 0, prompt) > shown.rfind(KEEP, 0, prompt)  # erased before the prompt
+    assert KEEP not in shown[shown.index("Done:"):] and "1234" not in shown
+
+
+def test_a_wrong_pin_at_a_terminal_says_the_tries_left_in_words(make_card, idp_service, handle_url):
+    fresh = make_card()
+    idp_service.register_card(fresh)
+    status, shown = at_a_terminal(["login", handle_url, "--reader", "virtual", "--card", fresh],
+                                  answers=(("Enter your", "4321\n"),))
+    assert status == 1, shown
+    assert ("error (wrong_pin): Wrong PIN. 2 tries left before the card locks this PIN. "
+            "Nothing was sent to the website.") in shown
+    assert "4321" not in shown
+    assert VirtualCard.load(fresh).tries_left(AUTH) == 2

@@ -1,5 +1,6 @@
 """`python -m nfc_bridge card new|show` as a user runs it: a real subprocess, plain output, no tracebacks."""
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from jpki import parse_certificate
 from jpki.profile import CertificateKind
+from nfc_bridge.card_file import Holder
 from nfc_bridge.virtual_card import VirtualCard
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,13 +62,44 @@ def test_card_new_refuses_to_overwrite_and_bad_pins(tmp_path, pki):
     assert not (tmp_path / "d.json").exists()
 
 
-def test_card_show_prints_the_summary_and_tries_left(card_file):
+def test_card_show_prints_a_summary_for_a_person_first(card_file):
     result = bridge("card", "show", "--reader", "virtual", "--card", card_file)
     assert result.returncode == 0, result.stderr
-    assert "user authentication" in result.stdout
-    assert "PIN tries     3 of 3 left" in result.stdout
     cert = parse_certificate(bytes.fromhex(json.loads(card_file.read_text())["files"]["000A"]))
+    lines = result.stdout.splitlines()
+    assert lines[0] == "This is a My Number Card."
+    assert "User-authentication certificate (利用者証明用電子証明書)" in result.stdout
+    assert f"valid      {cert.not_before:%Y-%m-%d} to {cert.not_after:%Y-%m-%d}  (valid now)" in result.stdout
+    assert "issued by  JPKI, JPKI for user authentication" in result.stdout
+    assert "PIN        3 of 3 tries left" in result.stdout and "PIN        5 of 5 tries left" in result.stdout
+    assert "Signing certificate (署名用電子証明書) — read only with the signing PIN" in result.stdout
+    # Never the serial (personal data), never the four basic facts; no spinner when stderr is not a terminal.
     assert f"{cert.serial:X}" not in result.stdout and str(cert.serial) not in result.stdout
+    assert Holder().name not in result.stdout and Holder().address not in result.stdout
+    assert result.stderr == ""
+
+
+def test_card_show_json_is_one_object_for_scripts(card_file):
+    result = bridge("card", "show", "--reader", "virtual", "--card", card_file, "--json")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    shown = json.loads(result.stdout)
+    cert = parse_certificate(bytes.fromhex(json.loads(card_file.read_text())["files"]["000A"]))
+    assert shown == {
+        "card": "card",
+        "certificates": [{"kind": "auth", "issuer": cert.issuer.rfc4514_string(),
+                          "not_before": cert.not_before.isoformat(), "not_after": cert.not_after.isoformat(),
+                          "status": "valid"}],
+        "pin_tries_left": {"auth": {"left": 3, "of": 3}, "signing": {"left": 5, "of": 5}},
+    }
+    assert f"{cert.serial:X}" not in result.stdout and str(cert.serial) not in result.stdout
+
+
+def test_card_show_for_a_child_says_there_is_no_signing_certificate(make_card):
+    child = make_card(Holder(birthdate=dt.date.today() - dt.timedelta(days=365 * 10)))
+    human = bridge("card", "show", "--reader", "virtual", "--card", child)
+    assert human.returncode == 0 and "Signing certificate (署名用電子証明書) — none on this card" in human.stdout
+    machine = json.loads(bridge("card", "show", "--reader", "virtual", "--card", child, "--json").stdout)
+    assert machine["pin_tries_left"]["signing"] is None
 
 
 def test_card_show_on_a_smartphone_asks_for_the_pin(make_card):
@@ -75,8 +108,28 @@ def test_card_show_on_a_smartphone_asks_for_the_pin(make_card):
     assert ok.returncode == 0 and "smartphone" in ok.stdout
     wrong = bridge("card", "show", "--reader", "virtual", "--card", card, "--pin-stdin", stdin="4321\n")
     assert wrong.returncode == 1
-    assert "error (wrong_pin): The PIN is wrong; 2 tries left" in wrong.stderr
+    assert wrong.stderr.splitlines()[-1] == "error (wrong_pin): Wrong PIN. 2 tries left before the card locks this PIN."
     assert "4321" not in wrong.stderr + wrong.stdout
+
+
+def test_tries_left_are_said_in_words_after_each_wrong_pin(make_card):
+    phone = make_card(smartphone=True)
+
+    def show(*extra):
+        return bridge("card", "show", "--reader", "virtual", "--card", phone, "--pin-stdin", *extra, stdin="4321\n")
+
+    assert "Wrong PIN. 2 tries left before the card locks this PIN." in show().stderr
+    warned = show()
+    assert warned.returncode == 1
+    assert "Warning: wrong PIN, and only 1 try is left" in warned.stderr and "municipal office" in warned.stderr
+    last = show("--use-last-try")  # the last try, spent wrong: the PIN locks
+    assert last.returncode == 1 and "locked" in last.stderr and "municipal office" in last.stderr, last.stderr
+    locked = show("--use-last-try")
+    assert locked.returncode == 1
+    assert locked.stderr.splitlines()[-1].startswith("error (pin_locked): This PIN is locked")
+    assert "municipal office" in locked.stderr
+    assert VirtualCard.load(phone).tries_left(CertificateKind.AUTH) == 0
+    assert "4321" not in warned.stderr + last.stderr + locked.stderr
 
 
 def test_card_show_without_a_card_file_explains(tmp_path):
