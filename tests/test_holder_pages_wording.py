@@ -156,3 +156,15 @@ def test_every_scope_the_idp_offers_has_wording_in_both_languages_and_unknown_na
     assert "x-legacy-scope" not in " ".join(shared_items(["x-legacy-scope"], "en"))
     with pytest.raises(ValueError):
         local_time(dt.datetime(2026, 12, 2, 0, 35), "ja")  # a time without its zone is refused, not guessed
+
+
+def test_the_login_page_says_what_the_website_will_receive_in_words(idp_service):
+    client, _ = idp_service.services.clients.add("Wording Login Shop", ["https://wording-login.example.jp/cb"])
+    browser = Browser(idp_service.url)
+    browser.start(_authorize(idp_service, client, "openid name address"))
+    for language, lead, words, raw in (("en", "This website will receive:", "Your name and address", "name, address"),
+                                       ("ja", "このサイトに提供される情報:", "氏名・住所", "name")):
+        browser.http.headers["Accept-Language"] = language
+        page = unescape(browser.get("/login").text)
+        shown = re.search(re.escape(lead) + r"\s*<strong>(.*?)</strong>", page, re.S)[1]
+        assert words in shown and raw not in shown
