@@ -1,7 +1,9 @@
 """The JSON API that bridges and phone apps use to answer a login (docs/bridge-api.yaml).
 
     GET  /api/login/<handle>   one fetch: RP name, short code, origin, challenge(s), what will be shared,
-                               and a one-use submit token
+                               and a one-use submit token; to a browser (Accept rates text/html above JSON:
+                               a phone's camera opened the QR code) a page saying how to answer the login
+                               instead, which spends nothing and reveals nothing (`fetch`)
     POST /api/login/submit     certificate(s), signature(s), token type → verified, or a stable error code
 
 The status of a refusal says whose problem it is (`STATUS_OF`, the same table as docs/bridge-api.yaml): what the
@@ -28,7 +30,7 @@ import base64
 import binascii
 import logging
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify, make_response, render_template, request
 
 from idp.login.messages import explain
 from idp.login.transactions import LoginError, LoginTransaction
@@ -81,9 +83,44 @@ def _login_error(error: LoginError):
     return error_response(error.code, error.status)
 
 
+def prefers_page() -> bool:
+    """A browser's navigation (a phone's camera opened the QR code): its Accept rates text/html above JSON.
+
+    `*/*`, no Accept at all, or JSON rated at least as high (the bridge, a phone app, a script) keep the JSON.
+    """
+    accept = request.accept_mimetypes
+    return accept["text/html"] > accept["application/json"]
+
+
+def _page_language() -> str:
+    """The holder pages' choice (idp.holder.pages.language, which imports this module): `?lang`, the `lang`
+    cookie, else Accept-Language, else Japanese."""
+    chosen = request.args.get("lang") or request.cookies.get("lang")
+    if chosen in ("ja", "en"):
+        return chosen
+    return request.accept_languages.best_match(["ja", "en"], default="ja")
+
+
 @blueprint.get("/api/login/<handle>")
 def fetch(handle: str):
-    txn, submit_token = current().logins.fetch(handle)
+    """The card side's one fetch, or — to a browser — a page that says how to answer the login instead.
+
+    The page is side-effect free: it does not look the handle up, so it neither spends the handle nor mints a
+    submit token (a camera app may prefetch the URL; the holder's app must still work after it), and it says
+    nothing about the login (no challenge, website internals or token), nor whether the handle is still good.
+    It offers no field for a PIN: a PIN is typed into the card reader program or the app, never a web page.
+    """
+    if prefers_page():
+        response = make_response(render_template("handle.html", lang=_page_language()))
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Vary"] = "Accept, Accept-Language, Cookie"
+        return response
+    try:
+        txn, submit_token = current().logins.fetch(handle)
+    except LoginError as error:  # the refusal varies by Accept too
+        response, status = _login_error(error)
+        response.headers["Vary"] = "Accept"
+        return response, status
     response = jsonify(
         rp_name=txn.rp_name,
         short_code=txn.short_code,
@@ -96,6 +133,7 @@ def fetch(handle: str):
         submit_token=submit_token,
     )
     response.headers["Cache-Control"] = "no-store"
+    response.headers["Vary"] = "Accept"
     return response
 
 
