@@ -79,6 +79,17 @@ def test_the_handle_still_works_for_the_bridge_after_the_page(idp_service, rp, c
     assert "code" in query_of(final.headers["Location"])
 
 
+@pytest.mark.parametrize("accept", ["*/*", "application/json", "text/html"])
+def test_a_head_request_spends_nothing(idp_service, rp, accept):
+    """A prefetcher may probe the link with HEAD, whatever it accepts: the handle stays good for the app."""
+    _, handle_url, _ = start(idp_service, rp)
+    for _ in range(2):
+        probed = requests.head(handle_url, headers={"Accept": accept}, timeout=10)
+        assert probed.status_code == 200 and probed.headers["Cache-Control"] == "no-store" and not probed.content
+    fetched = requests.get(handle_url, timeout=10)
+    assert fetched.status_code == 200 and set(fetched.json()) == LOGIN_FIELDS
+
+
 @pytest.mark.parametrize("accept", [None, "*/*", "application/json", "text/html;q=0.5, application/json",
                                     "application/json, text/html"])
 def test_anything_but_a_browser_keeps_the_json(idp_service, rp, accept):

@@ -31,7 +31,7 @@ from markupsafe import Markup
 from idp.holder.cookies import LOGIN_COOKIE, SESSION_COOKIE, clear_cookie, read_cookie, set_cookie
 from idp.holder.sessions import Session
 from idp.login.bridge_api import STATUS_OF
-from idp.login.messages import explain
+from idp.login.messages import explain, language
 from idp.login.transactions import LoginError
 from idp.services import current
 from mykey.directory import MyKeyIdError
@@ -39,13 +39,6 @@ from mykey.directory import MyKeyIdError
 blueprint = Blueprint("pages", __name__)
 
 ACCOUNT_CLIENT = "mykey-account"  # the account page logs in like a relying party, with no code issued
-
-
-def language() -> str:
-    chosen = request.args.get("lang") or request.cookies.get("lang")
-    if chosen in ("ja", "en"):
-        return chosen
-    return request.accept_languages.best_match(["ja", "en"], default="ja")
 
 
 # --- how times and disclosures are said ------------------------------------------------------------------

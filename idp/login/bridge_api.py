@@ -32,7 +32,7 @@ import logging
 
 from flask import Blueprint, jsonify, make_response, render_template, request
 
-from idp.login.messages import explain
+from idp.login.messages import explain, language
 from idp.login.transactions import LoginError, LoginTransaction
 from idp.login.verification import TOKEN_TYPES, ErrorCode, VerificationError, check_record
 from idp.services import current
@@ -92,15 +92,6 @@ def prefers_page() -> bool:
     return accept["text/html"] > accept["application/json"]
 
 
-def _page_language() -> str:
-    """The holder pages' choice (idp.holder.pages.language, which imports this module): `?lang`, the `lang`
-    cookie, else Accept-Language, else Japanese."""
-    chosen = request.args.get("lang") or request.cookies.get("lang")
-    if chosen in ("ja", "en"):
-        return chosen
-    return request.accept_languages.best_match(["ja", "en"], default="ja")
-
-
 @blueprint.get("/api/login/<handle>")
 def fetch(handle: str):
     """The card side's one fetch, or — to a browser — a page that says how to answer the login instead.
@@ -108,10 +99,16 @@ def fetch(handle: str):
     The page is side-effect free: it does not look the handle up, so it neither spends the handle nor mints a
     submit token (a camera app may prefetch the URL; the holder's app must still work after it), and it says
     nothing about the login (no challenge, website internals or token), nor whether the handle is still good.
+    A HEAD request (Flask routes it here) spends nothing either: only a GET that wants JSON takes the handle.
     It offers no field for a PIN: a PIN is typed into the card reader program or the app, never a web page.
     """
+    if request.method == "HEAD":  # a prefetcher's probe: answer the headers a GET would, spend nothing
+        response = make_response("", 200)
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Vary"] = "Accept, Accept-Language, Cookie"
+        return response
     if prefers_page():
-        response = make_response(render_template("handle.html", lang=_page_language()))
+        response = make_response(render_template("handle.html", lang=language()))
         response.headers["Cache-Control"] = "no-store"
         response.headers["Vary"] = "Accept, Accept-Language, Cookie"
         return response

@@ -6,6 +6,19 @@ The same codes are used by the JSON API, the pages and the tests. A code missing
 
 from __future__ import annotations
 
+from flask import request
+
+LANGUAGES = ("ja", "en")
+
+
+def language() -> str:
+    """The language a person's page is in: `?lang`, else the `lang` cookie, else Accept-Language, else Japanese.
+    One choice for every page the IdP shows (holder pages, the handle page, error pages)."""
+    chosen = request.args.get("lang") or request.cookies.get("lang")
+    if chosen in LANGUAGES:
+        return chosen
+    return request.accept_languages.best_match(list(LANGUAGES), default="ja")
+
 MESSAGES: dict[str, tuple[str, str]] = {
     # login transaction
     "login_not_found": ("There is no login in progress in this browser. Go back to the website and start again.",

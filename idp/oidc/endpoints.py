@@ -15,8 +15,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from idp.holder.cookies import SESSION_COOKIE, clear_cookie, read_cookie
-from idp.holder.pages import language, start_login
-from idp.login.messages import explain
+from idp.holder.pages import start_login
+from idp.login.messages import explain, language
 from idp.oidc.clients import FOUR_FACTS_SCOPES
 from idp.oidc.provider import ClientChanged, CodeExchange, check_compact_jwt, user_for
 from idp.services import current
