@@ -43,3 +43,18 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
   echo "$want" > "$stamp"
 fi
+
+# tests/node: the npm packages the tests use (openid-client for the relying-party example, axe-core for the
+# accessibility check in Chromium), exactly as package-lock.json pins them; reinstalled only when the lock changes.
+# No npm here is an error, never a reason to skip: the tests that need these packages would not run.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "bootstrap: npm is missing (install Node.js with npm); the browser accessibility tests need axe-core" >&2
+  exit 1
+fi
+node_stamp=tests/node/node_modules/.package-lock.sha256
+node_want=$(sha256sum tests/node/package-lock.json | cut -d' ' -f1)
+if [ "$(cat "$node_stamp" 2>/dev/null)" != "$node_want" ]; then
+  echo "bootstrap: installing npm packages for the tests from tests/node/package-lock.json"
+  (cd tests/node && npm ci --cache ../../.npm-cache --no-audit --no-fund --loglevel=error)
+  echo "$node_want" > "$node_stamp"
+fi
