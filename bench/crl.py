@@ -56,7 +56,7 @@ from revocation.crl.der import build_crl, encode_entries, encode_entry
 from revocation.domain.events import CertificateRef, certificate_issued, parse_event
 from revocation.services import build_services
 from revocation.storage.keys import CRL_DIRTY, serial_field
-from revocation.storage.store import _CRL_ENTRY, REASON_CODES
+from revocation.storage.store import CRL_ENTRY, REASON_CODES
 
 ENTRIES = 1_000_000
 REASONS = [ReasonFlags.cessation_of_operation, ReasonFlags.superseded, ReasonFlags.affiliation_changed,
@@ -181,7 +181,7 @@ def publish_from_redis(workdir: Path, ca: DevCA, rows: list[Row]) -> dict[str, f
 def fill_shard(client: redis.Redis, key: str, rows: list[Row], batch: int = 10_000) -> None:
     """Write rows straight into a shard's index hash, in the store's packing (revocation/storage/store.py)."""
     for begin in range(0, len(rows), batch):
-        mapping = {serial_field(serial): _CRL_ENTRY.pack(REASON_CODES[reason or ReasonFlags.unspecified],
+        mapping = {serial_field(serial): CRL_ENTRY.pack(REASON_CODES[reason or ReasonFlags.unspecified],
                                                          int(at.timestamp()))
                    for serial, reason, at in rows[begin:begin + batch]}
         client.hset(key, mapping=mapping)

@@ -103,6 +103,14 @@ def open_checker(chromium, axe_script, lang: str, viewport: str, what: str):  # 
     return context, Checker(page, axe_script, f"{what}-{lang}-{viewport}")
 
 
+def open_login_from_the_demo_rp(page, rp_url: str, idp_url: str, lang: str) -> None:
+    """Start a login at the demo RP and show the IdP's login page in `lang`."""
+    page.goto(rp_url)
+    page.click("#login")
+    page.wait_for_url(f"{idp_url}/login")
+    page.goto(f"{idp_url}/login?lang={lang}")
+
+
 @pytest.mark.parametrize("lang", ["ja", "en"])
 def test_holder_pages_have_no_serious_accessibility_violations(chromium, axe_script, viewport, lang,  # noqa: F811
                                                                idp_service, demo_rp, make_card):  # noqa: F811
@@ -111,10 +119,7 @@ def test_holder_pages_have_no_serious_accessibility_violations(chromium, axe_scr
     context, checker = open_checker(chromium, axe_script, lang, viewport, "holder")
     page = checker.page
     try:
-        page.goto(demo_rp.url)
-        page.click("#login")
-        page.wait_for_url(f"{idp_service.url}/login")
-        page.goto(f"{idp_service.url}/login?lang={lang}")
+        open_login_from_the_demo_rp(page, demo_rp.url, idp_service.url, lang)
         assert page.get_attribute("html", "lang") == lang
         # The check code is what the holder compares with the card side: it is named, not a bare number.
         code = page.locator("#short-code")
@@ -156,10 +161,7 @@ def test_a_failed_login_is_announced_without_serious_violations(chromium, axe_sc
     context, checker = open_checker(chromium, axe_script, lang, "desktop", "failed-login")
     page = checker.page
     try:
-        page.goto(demo_rp.url)
-        page.click("#login")
-        page.wait_for_url(f"{idp_service.url}/login")
-        page.goto(f"{idp_service.url}/login?lang={lang}")
+        open_login_from_the_demo_rp(page, demo_rp.url, idp_service.url, lang)
         bridge_login(dev_command_handle(page), card)
         status = page.wait_for_selector("#status.error")
         assert status.get_attribute("role") == "status" or status.get_attribute("aria-live") in ("polite", "assertive")

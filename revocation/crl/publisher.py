@@ -90,7 +90,7 @@ from jpki.profile import crl_url
 from revocation.config import RevocationConfig
 from revocation.crl.der import build_crl, encode_entries, entry_serial, revoked_entries
 from revocation.storage.keys import CRL_DIRTY, serial_field, serial_from_field
-from revocation.storage.store import _CRL_ENTRY, REASONS_BY_CODE, StatusStore
+from revocation.storage.store import CRL_ENTRY, REASONS_BY_CODE, StatusStore
 
 PUBLISH_ATTEMPTS = 3
 READ_ATTEMPTS = 8  # a reader that finds its CRL replaced between reading the number and the CRL reads again
@@ -250,7 +250,7 @@ class _Shard:
             entry = None
             self.entries.pop(serial, None)
         else:
-            reason, at = _CRL_ENTRY.unpack(index_entry)
+            reason, at = CRL_ENTRY.unpack(index_entry)
             entry = self.entries[serial] = encode_entries([(serial, REASONS_BY_CODE[reason], _time(at))])[0]
         if before is None and entry is not None:
             self.appended.append(entry)  # a new key goes last in the dict, so last in the list

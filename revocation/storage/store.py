@@ -60,7 +60,7 @@ REASONS_BY_CODE = {code: reason for reason, code in REASON_CODES.items()}
 _NO_REASON = 255
 
 _RECORD = struct.Struct(">BBBIII")  # status, reason, shard, revoked_at, not_after, changed_at
-_CRL_ENTRY = struct.Struct(">BI")  # reason, revocation time
+CRL_ENTRY = struct.Struct(">BI")  # a CRL index value: reason code, revocation time (read by revocation/crl/)
 
 
 def _epoch(moment: dt.datetime | None) -> int:
@@ -335,7 +335,7 @@ class StatusStore:
     def crl_entries(self, issuer: str, shard: int) -> Iterator[tuple[int, ReasonFlags, dt.datetime]]:
         """Every revoked or held certificate of a CRL shard: (serial, reason, revocation time)."""
         for field, raw in self.redis.hscan_iter(self.keys.crl_entries(issuer, shard), count=10_000):
-            reason, at = _CRL_ENTRY.unpack(raw)
+            reason, at = CRL_ENTRY.unpack(raw)
             yield serial_from_field(field), REASONS_BY_CODE[reason], _moment(at)
 
     def crl_released(self, issuer: str, shard: int) -> Iterator[tuple[int, dt.datetime]]:
@@ -438,7 +438,7 @@ class StatusStore:
             if released_at is not None:
                 pipe.hset(self.keys.crl_released(issuer, record.shard), field, _epoch(released_at))
         else:
-            pipe.hset(entries, field, _CRL_ENTRY.pack(REASON_CODES[record.reason], _epoch(record.revoked_at)))
+            pipe.hset(entries, field, CRL_ENTRY.pack(REASON_CODES[record.reason], _epoch(record.revoked_at)))
             pipe.hdel(self.keys.crl_released(issuer, record.shard), field)
         pipe.xadd(self.keys.crl_changes(issuer, record.shard), {"s": field}, maxlen=CRL_CHANGES_MAXLEN,
                   approximate=True)
@@ -500,7 +500,7 @@ class StatusStore:
             if record.status is CertificateStatus.GOOD:
                 entry, released = b"", (str(_epoch(fold.released_at)).encode() if fold.released_at else b"")
             else:
-                entry, released = _CRL_ENTRY.pack(REASON_CODES[record.reason], _epoch(record.revoked_at)), b""
+                entry, released = CRL_ENTRY.pack(REASON_CODES[record.reason], _epoch(record.revoked_at)), b""
             by_shard.setdefault((issuer, record.shard), []).extend((serial_field(serial), entry, released))
             if fold.status_changed or fold.redelivered:
                 dirty.add(f"{issuer}:{record.shard}")
