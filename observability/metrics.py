@@ -12,6 +12,18 @@ and the scrape waits (at most SCRAPE_WAIT_SECONDS) for as many acknowledgements 
 the totals it reads hold every count made before it began (docs/operators.md, "Metrics"). When the totals are wiped
 (FLUSHDB; EPOCH_KEY goes with them), counts still pending from before are dropped rather than added to the new
 totals.
+
+History, for the operator console's charts. Prometheus keeps history where there is one; the console must draw the
+last hour without it, so the totals also get a short per-minute past, bounded by construction:
+- a counter's flush adds each count to the total and, in the same pipeline (no extra round trip, none on a request
+  path), to the hash of the current minute `metrics:{<name>}:m:<unix minute>` (same fields as the total), which
+  expires HISTORY_SECONDS after the flush that created or last touched it. A count belongs to the minute in which
+  it reached Redis: at most FLUSH_SECONDS late, so a count made in the last second of a minute may land in the next.
+- a gauge that has no count (the event stream's lag) is a `SampledGauge`: a process that watches it writes at most
+  one sample per minute (HSET of the value under the same kind of per-minute key, the last writer of a minute wins),
+  so several workers sampling the same value cost one write each a minute and leave one number.
+Each metric's buckets share its hash tag, so one metric's hour is read by one pipeline of HGETALL on one server, on
+a Redis Cluster too; at most HISTORY_SECONDS / 60 buckets per metric exist at any time, each as small as the total.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ FLUSH_SECONDS = 1.0
 FLUSH_CHANNEL = f"{PREFIX}:flush"
 EPOCH_KEY = f"{PREFIX}:epoch"  # changes when the totals are wiped (FLUSHDB): counts from before it are dropped
 SCRAPE_WAIT_SECONDS = 1.0
+HISTORY_SECONDS = 2 * 3600 + 60  # how long a per-minute bucket lives after its last write (the console shows one hour)
 log = logging.getLogger(__name__)
 
 
@@ -59,9 +72,9 @@ class _Flusher:
         self.thread.start()
         atexit.register(self.stop)
 
-    def add(self, key: str, field: str) -> None:
+    def add(self, key: str, field: str, count: int = 1) -> None:
         with self.lock:
-            self.pending.setdefault(key, Tally())[field] += 1
+            self.pending.setdefault(key, Tally())[field] += count
 
     def flush(self) -> None:
         with self.lock:
@@ -78,9 +91,13 @@ class _Flusher:
                 return
             self.epoch = epoch
             pipe = client.pipeline(transaction=False)
+            minute = _minute()
             for key, fields in pending.items():
+                bucket = minute_key(key, minute)
                 for field, count in fields.items():
                     pipe.hincrby(key, field, count)
+                    pipe.hincrby(bucket, field, count)
+                pipe.expire(bucket, HISTORY_SECONDS)
             pipe.execute()
         except redis.RedisError:
             with self.lock:  # keep them for the next flush; a metric must never be lost for a blip
@@ -167,15 +184,69 @@ class Counter:
         self.labels = labels
         self.key = f"{PREFIX}:{{{name}}}"
 
-    def inc(self, **labels: str) -> None:
-        """Count one, in this process; the flusher adds it to the Redis total (no round trip here)."""
-        _flusher_for(self.redis).add(self.key, json.dumps([labels[name] for name in self.labels]))
+    def inc(self, count: int = 1, /, **labels: str) -> None:
+        """Count one (or `count`), in this process; the flusher adds it to the Redis total (no round trip here)."""
+        _flusher_for(self.redis).add(self.key, json.dumps([labels[name] for name in self.labels]), count)
+
+    def history(self, minutes: int = 60, now: float | None = None) -> list[tuple[int, dict[tuple[str, ...], int]]]:
+        """The last `minutes` minutes, oldest first: (the minute's start in Unix seconds, labels → count)."""
+        return [(start, {tuple(json.loads(field)): int(value) for field, value in fields.items()})
+                for start, fields in _read_minutes(self.redis, self.key, minutes, now)]
 
     def family(self) -> CounterMetricFamily:
         family = CounterMetricFamily(self.name, self.documentation, labels=list(self.labels))
         for field, value in self.redis.hgetall(self.key).items():
             family.add_metric(json.loads(field), int(value))
         return family
+
+
+class SampledGauge:
+    """A gauge's value at most once a minute per process, kept per minute like a counter's history (module
+    docstring); `sample` is cheap to call every round: it reads the value only when this minute has no sample yet
+    from this process."""
+
+    def __init__(self, client: redis.Redis, name: str):
+        self.redis = client
+        self.name = name
+        self.key = f"{PREFIX}:{{{name}}}"
+        self._last_minute: int | None = None
+
+    def sample(self, read: Callable[[], float | None], now: float | None = None) -> bool:
+        """Record `read()` for the current minute unless this process already did; None (unknown) records nothing.
+        True when a sample was written."""
+        minute = _minute(now)
+        if minute == self._last_minute:
+            return False
+        value = read()
+        if value is None:
+            return False
+        bucket = minute_key(self.key, minute)
+        self.redis.pipeline(transaction=False).hset(bucket, "[]", value).expire(bucket, HISTORY_SECONDS).execute()
+        self._last_minute = minute
+        return True
+
+    def history(self, minutes: int = 60, now: float | None = None) -> list[tuple[int, float | None]]:
+        """The last `minutes` minutes, oldest first: (the minute's start in Unix seconds, the sample or None)."""
+        return [(start, float(fields[b"[]"]) if b"[]" in fields else None)
+                for start, fields in _read_minutes(self.redis, self.key, minutes, now)]
+
+
+def minute_key(key: str, minute: int) -> str:
+    """The per-minute bucket of a metric's key: the same hash tag, so the same slot as its total."""
+    return f"{key}:m:{minute}"
+
+
+def _minute(now: float | None = None) -> int:
+    return int((time.time() if now is None else now) // 60)
+
+
+def _read_minutes(client: redis.Redis, key: str, minutes: int, now: float | None) -> list[tuple[int, dict]]:
+    last = _minute(now)
+    span = range(last - minutes + 1, last + 1)
+    pipe = client.pipeline(transaction=False)
+    for minute in span:
+        pipe.hgetall(minute_key(key, minute))
+    return [(minute * 60, fields) for minute, fields in zip(span, pipe.execute(), strict=True)]
 
 
 Gauges = Callable[[], Iterable[GaugeMetricFamily]]

@@ -35,7 +35,7 @@ def create_app(config: RevocationConfig | None = None, services: Services | None
     config = config or RevocationConfig.from_env()
     services = services or build_services(config)
     app = new_service_app(__name__, max_body_bytes=config.max_body_bytes, store=services.redis,
-                          metrics=lambda: metrics_response([services.ocsp_responses],
+                          metrics=lambda: metrics_response([services.ocsp_responses, services.events_applied],
                                                            [lambda: revocation_gauges(services)]))
     install(app, services)  # request handlers reach them through revocation.services.current()
 

@@ -10,7 +10,7 @@ import redis
 from flask import Flask, current_app
 
 from jpki.issuer import Issuer
-from observability.metrics import Counter
+from observability.metrics import Counter, SampledGauge
 from operator_console.registry import OperatorRegistry
 from revocation.config import RevocationConfig, load_issuers
 from revocation.crl.publisher import CrlPublisher
@@ -19,7 +19,7 @@ from revocation.ocsp.responder import OcspResponder
 from revocation.storage.audit import AuditLog
 from revocation.storage.keys import KeySpace
 from revocation.storage.store import StatusStore, claim_layout
-from revocation.storage.stream import EventStream
+from revocation.storage.stream import Delivery, EventStream
 from wire.redis_connect import connect_redis
 
 EXTENSION = "revocation"  # the key in Flask's app.extensions
@@ -39,6 +39,8 @@ class Services:
     audit: AuditLog
     operators: OperatorRegistry
     ocsp_responses: Counter
+    events_applied: Counter  # per stream entry handled: result applied | refused (dead-lettered)
+    stream_lag: SampledGauge  # once a minute by each worker and by the console (observability/metrics.py)
     layout_claimed: bool = False
 
     def claim_layout(self) -> None:
@@ -47,6 +49,15 @@ class Services:
         if not self.layout_claimed:
             claim_layout(self.redis, self.store.keys)
             self.layout_claimed = True
+
+    def count_handled(self, deliveries: list[Delivery]) -> None:
+        """Count stream entries handled, by a worker's round or an API call that applied what was waiting, for
+        `mykey_events_applied_total` (in process; the metrics flusher adds them to Redis)."""
+        refused = sum(1 for delivery in deliveries if delivery.refused is not None)
+        if refused:
+            self.events_applied.inc(refused, result="refused")
+        if len(deliveries) > refused:
+            self.events_applied.inc(len(deliveries) - refused, result="applied")
 
 
 def build_services(config: RevocationConfig, client: redis.Redis | None = None) -> Services:
@@ -72,6 +83,10 @@ def build_services(config: RevocationConfig, client: redis.Redis | None = None) 
         ocsp_responses=Counter(client, "mykey_ocsp_responses_total",
                                "OCSP responses by certificate status (good, revoked, on_hold, not_issued) or error",
                                ("status",)),
+        events_applied=Counter(client, "mykey_events_applied_total",
+                               "Stream entries handled by the workers: applied, or refused (dead-lettered)",
+                               ("result",)),
+        stream_lag=SampledGauge(client, "mykey_event_stream_lag"),
     )
     try:
         services.claim_layout()  # refuses to start with bucket counts other than the deployment's

@@ -8,6 +8,10 @@ group shares the work.
 No single entry can fail a round: the stream dead-letters whatever it cannot apply (revocation/storage/stream.py),
 so what reaches the retry below is Redis being unreachable, or a CRL publication failing.
 
+Each round counts the entries it handled (`mykey_events_applied_total`, applied or refused) in process, and once a
+minute the worker samples the stream's lag for the console's chart (observability/metrics.py, "History"): neither
+adds a round trip to a round, bar the one sample a minute.
+
 A worker may take one role only (`python -m revocation worker --only events|crl`): publishing a large shard takes
 a while, and an events-only worker never makes an event wait behind it. Publication is safe from any number of
 processes at once (a CRL built against a base that moved meanwhile is built again).
@@ -42,7 +46,9 @@ def run_worker(services: Services, stop: threading.Event, batch: int | None = No
     while not stop.is_set():
         try:
             if "events" in roles:
-                services.stream.consume(name, services.applier, count=batch, block_ms=block_ms)
+                deliveries = services.stream.consume(name, services.applier, count=batch, block_ms=block_ms)
+                services.count_handled(deliveries)
+            services.stream_lag.sample(lambda: services.stream.health()["lag"])  # at most once a minute
             if "crl" in roles:
                 services.crl.publish_due()
                 if "events" not in roles:
@@ -50,3 +56,4 @@ def run_worker(services: Services, stop: threading.Event, batch: int | None = No
         except Exception:  # keep the worker alive through a Redis restart; the stream keeps what was not acked
             log.exception("worker round failed; retrying")
             stop.wait(1.0)
+

@@ -95,8 +95,9 @@ def apply_events(services: Services, events: list[RevocationEvent], consumer: st
     consumer (a worker) took first reports "queued": it will be applied there. One that was dead-lettered when
     applied (apply_failed, or a renewal refused by the applier) reports `refused` with its code and sentence."""
     entries = [services.stream.submit(event) for event in events]
-    deliveries = {d.entry_id: d for d in services.stream.drain(consumer, services.applier, limit=len(events) + 100,
-                                                               timeout_s=timeout_s)}
+    drained = services.stream.drain(consumer, services.applier, limit=len(events) + 100, timeout_s=timeout_s)
+    services.count_handled(drained)
+    deliveries = {d.entry_id: d for d in drained}
     return [_result(event, deliveries.get(entry)) for event, entry in zip(events, entries, strict=True)]
 
 
