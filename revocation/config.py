@@ -20,6 +20,8 @@ docs/configuration.md is the reference for every variable (and for the worker, w
 | EVENT_BATCH | stream entries a worker reads and applies at once (1–10000) | 500 |
 | CONSOLE_INSECURE_DEV_COOKIES | 1: the operator console's cookie over plain http on 127.0.0.1 (development only) | 0 |
 | CONSOLE_PEER_URL | the IdP's console page (RP clients), linked from this console's menu | none |
+| CONSOLE_LAG_AMBER | the console's state turns amber when this many events wait to be delivered | 1000 |
+| CONSOLE_CRL_AMBER_SECONDS | … or when a CRL shard's nextUpdate is this close | 14400 |
 
 Outside development — no `MYKEY_DEV=1`, or an https REVOCATION_URL — `from_env` refuses to build a configuration
 without REVOCATION_URL and a REVOCATION_ISSUERS directory, or with CONSOLE_INSECURE_DEV_COOKIES, naming each
@@ -68,6 +70,8 @@ class RevocationConfig:
     max_body_bytes: int = 1 << 20
     console_insecure_dev_cookies: bool = False
     console_peer_url: str | None = None
+    console_lag_amber: int = 1000
+    console_crl_amber: dt.timedelta = dt.timedelta(hours=4)
     development: bool = True  # False: built by from_env for production; the dev CA is then refused
     extra: dict = field(default_factory=dict)
 
@@ -102,6 +106,8 @@ class RevocationConfig:
             event_batch=int(env.get("EVENT_BATCH", "500")),
             console_insecure_dev_cookies=env.get("CONSOLE_INSECURE_DEV_COOKIES", "0") == "1",
             console_peer_url=env.get("CONSOLE_PEER_URL") or None,
+            console_lag_amber=int(env.get("CONSOLE_LAG_AMBER", "1000")),
+            console_crl_amber=dt.timedelta(seconds=int(env.get("CONSOLE_CRL_AMBER_SECONDS", "14400"))),
         )
 
     @property

@@ -1,6 +1,8 @@
 """The operator console's revocation pages, over the same operations as the JSON API (revocation/operations/actions.py).
 
-    GET  /operator/                       event stream health (lag, pending, consumers) and CRL shard status
+    GET  /operator/                       the state (red, amber, green: revocation/operations/state.py), charts of
+                                          the last hour (revocation/operations/overview.py), event stream health
+                                          (lag, pending, consumers) and CRL shard status
     GET  /operator/certificate            the lookup form
     POST /operator/certificate            a certificate's status, links, history and audit, with hold / release /
                                           revoke forms (the serial travels in form bodies, never in a URL, so
@@ -21,10 +23,11 @@ from operator_console.console import operator_page, render
 from revocation import services
 from revocation.operations.actions import ISSUERS, MANUAL_REASONS, OperationError, lookup, manual_action
 from revocation.operations.api import STREAM_ID
+from revocation.operations.overview import overview
+from revocation.operations.state import STALLED_MS
 
 blueprint = Blueprint("operator_pages", __name__)
 AUDIT_PAGE = 50
-STALLED_MS = 60_000  # a consumer holding entries this long without reading is shown as stalled
 
 
 @blueprint.get("/")
@@ -34,10 +37,13 @@ def dashboard():
     stream = current.stream.health()
     for consumer in stream["consumers"]:
         consumer["stalled"] = consumer["pending"] > 0 and consumer["idle_ms"] > STALLED_MS
+    current.stream_lag.sample(lambda: stream["lag"])  # the chart has a point even while no worker samples it
     shards = current.crl.status()
     now = dt.datetime.now(dt.UTC)
     overdue = sum(1 for shard in shards if shard.next_update is None or shard.next_update <= now)
-    return render("operator/dashboard.html", stream=stream, shards=shards, overdue=overdue)
+    state, charts = overview(current, stream, shards, now)
+    return render("operator/dashboard.html", stream=stream, shards=shards, overdue=overdue, state=state,
+                  charts=charts)
 
 
 @blueprint.get("/certificate")
