@@ -13,6 +13,8 @@ Times and disclosures are said the way a holder reads them, not the way they are
   for a table cell ("An identifier for this website; your name and address"), `shared_items` the list the consent
   page shows. A scope name without wording is said as "other information", never echoed as a raw name;
   tests/test_holder_pages_wording.py checks that every scope the IdP offers has both sentences.
+- What an account action did is said in a sentence (`ACCOUNT_NOTICES`), never as its code; a refusal is announced
+  as an alert, the rest as a status.
 """
 
 from __future__ import annotations
@@ -119,6 +121,38 @@ def shared(scopes: Iterable[str], lang: str) -> str:
     parts += [OTHER_WORDING[0]] if other else []
     phrase = "; ".join(parts) or NOTHING_WORDING[0]
     return phrase[:1].upper() + phrase[1:]
+
+
+# --- what the account page says after an action ----------------------------------------------------------
+
+# The account page's actions redirect to /account?notice=<code>; the page says the code's sentence (English,
+# Japanese). A code not listed here shows nothing, so the page never repeats text from its own URL.
+ACCOUNT_NOTICES: dict[str, tuple[str, str]] = {
+    "withdrawn": ("You took back your consent. The next time you log in to that website, you will be asked again "
+                  "before anything is shared with it.",
+                  "同意を取り消しました。次にそのサイトでログインするときは、情報を提供する前に改めて確認します。"),
+    "mykey_id_changed": ("Your MyKey ID is now the one shown above.",
+                         "マイキーIDを上に表示しているものに変更しました。"),
+    "mykey_id_released": ("You gave up your MyKey ID. Your account, the websites you allowed and what each of them "
+                          "knows you by stay as they are.",
+                          "マイキーIDを手放しました。アカウント、同意したサイト、各サイトでの識別子はそのままです。"),
+    "mykey_id_taken": ("That MyKey ID is already taken. Choose another one.",
+                       "そのマイキーIDはすでに使われています。別のIDを選んでください。"),
+    "mykey_id_invalid": ("That MyKey ID cannot be used. Use 6 to 32 letters A–Z, digits, '_' or '-', with at least "
+                         "one letter and never 12 digits in a row.",
+                         "そのマイキーIDは使えません。英字・数字・「_」「-」の6〜32文字で、英字を1文字以上含み、"
+                         "数字が12桁続かないものにしてください。"),
+    "mykey_id_error": ("Your MyKey ID could not be changed. Please try again.",
+                       "マイキーIDを変更できませんでした。もう一度お試しください。"),
+}
+REFUSAL_NOTICES = frozenset({"mykey_id_taken", "mykey_id_invalid", "mykey_id_error"})  # announced as alerts
+
+
+def account_notice(code: str | None, lang: str) -> tuple[str, bool] | None:
+    """The sentence for a notice code and whether it tells of a refusal; None for no code or an unknown one."""
+    if code not in ACCOUNT_NOTICES:
+        return None
+    return _say(ACCOUNT_NOTICES[code], lang), code in REFUSAL_NOTICES
 
 
 def _digest(return_to: str) -> str:
@@ -242,8 +276,10 @@ def account():
     consents = [(c, clients.get(c.client_id, c.client_id)) for c in services.consents.list(session.account_id)]
     history = [(entry, clients.get(entry.client_id, entry.client_id))
                for entry in services.access_log.list(session.account_id)]
-    return render_template("account.html", lang=language(), mykey_id=holder.mykey_id if holder else None,
-                           consents=consents, history=history, csrf=csrf, notice=request.args.get("notice"))
+    lang = language()
+    return render_template("account.html", lang=lang, mykey_id=holder.mykey_id if holder else None,
+                           consents=consents, history=history, csrf=csrf,
+                           notice=account_notice(request.args.get("notice"), lang))
 
 
 def _account_session():
