@@ -155,10 +155,10 @@ def test_holder_pages_have_no_serious_accessibility_violations(chromium, axe_scr
 
 
 @pytest.mark.parametrize("lang", ["ja", "en"])
-def test_a_failed_login_is_announced_without_serious_violations(chromium, axe_script, lang, idp_service,  # noqa: F811
-                                                                 demo_rp, make_card):  # noqa: F811
+def test_a_failed_login_is_announced_without_serious_violations(chromium, axe_script, viewport, lang,  # noqa: F811
+                                                                 idp_service, demo_rp, make_card):  # noqa: F811
     card = make_card()  # never registered: the login fails and the login page says why in its live region
-    context, checker = open_checker(chromium, axe_script, lang, "desktop", "failed-login")
+    context, checker = open_checker(chromium, axe_script, lang, viewport, "failed-login")
     page = checker.page
     try:
         open_login_from_the_demo_rp(page, demo_rp.url, idp_service.url, lang)
