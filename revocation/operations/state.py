@@ -1,10 +1,8 @@
-"""The revocation service's state at a glance — red, amber or green — for the top of the operator console.
+"""The revocation service's state at a glance — red, amber or green — for the top of its operator console.
 
-The state is the worst of a set of named rules, each a function of what the dashboard already read (the stream's
-health, the CRL shards' status, the last minutes of `mykey_events_applied_total`). A rule that fires gives a
-`Finding`: a stable code (tests and docs/operators.md use it), one sentence saying what is wrong with the numbers
-that show it, and one saying what to do. Red means relying parties get wrong or no answers, or soon will, unless
-someone acts; amber means something is behind and may become red; green means no rule fired.
+The state is the worst of a set of named rules (operator_console/state.py says what a finding holds and what the
+levels mean), each a function of what the status page already read: the stream's health, the CRL shards' status,
+the last minutes of `mykey_events_applied_total`.
 
 Red, in this order:
 1. `crl_overdue`         — a CRL shard was never published or is past its nextUpdate: a relying party that checks
@@ -31,32 +29,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from operator_console.state import AMBER, RED, Finding, State, judge
 from revocation.crl.publisher import ShardStatus
 
-RED, AMBER, GREEN = "red", "amber", "green"
 STALLED_MS = 60_000  # a consumer holding entries this long without reading is stalled
 PENDING_AMBER_MS = 10_000  # … and this long, waiting (a round normally acknowledges within a second)
 DEAD_LETTER_WINDOW_MINUTES = 15
-
-
-@dataclass(frozen=True)
-class Finding:
-    level: str  # RED or AMBER
-    code: str
-    why: str
-    action: str
-
-
-@dataclass(frozen=True)
-class State:
-    level: str  # RED, AMBER or GREEN: the worst finding's
-    findings: list[Finding]
-
-    @property
-    def summary(self) -> str:
-        if not self.findings:
-            return "All clear: events are applied as they arrive and every CRL shard is current."
-        return self.findings[0].why
+ALL_CLEAR = "All clear: events are applied as they arrive and every CRL shard is current."
 
 
 @dataclass(frozen=True)
@@ -68,10 +47,7 @@ class Thresholds:
 def assess(stream: dict, shards: list[ShardStatus], refused_recently: int, thresholds: Thresholds,
            now: dt.datetime) -> State:
     """Run every rule in order; the state is red if any red rule fired, else amber if any amber one did."""
-    findings = [finding for rule in RULES
-                if (finding := rule(stream, shards, refused_recently, thresholds, now)) is not None]
-    level = RED if any(f.level == RED for f in findings) else AMBER if findings else GREEN
-    return State(level, sorted(findings, key=lambda f: f.level != RED))
+    return judge((rule(stream, shards, refused_recently, thresholds, now) for rule in RULES), ALL_CLEAR)
 
 
 def crl_overdue(stream, shards, refused_recently, thresholds, now) -> Finding | None:
