@@ -197,17 +197,17 @@ def test_operator_console_pages_have_no_serious_accessibility_violations(chromiu
 
 
 def test_idp_operator_client_list_has_no_serious_accessibility_violations(chromium, axe_script,  # noqa: F811
-                                                                         idp_service):
+                                                                         viewport, idp_service):
     token = idp_service.revocation.services.operators.add("amy")
     idp_service.services.clients.add("Accessible Shop", ["https://shop.example.jp/cb"])
-    context, checker = open_checker(chromium, axe_script, "en", "desktop", "idp-operator")
+    context, checker = open_checker(chromium, axe_script, "en", viewport, "idp-operator")
     page = checker.page
     try:
         page.goto(f"{idp_service.url}/operator/login")
         page.fill("#token", token)
         page.click("button[type=submit]")
         page.goto(f"{idp_service.url}/operator/clients")
-        assert "Accessible Shop" in page.inner_text("table")
+        assert "Accessible Shop" in page.inner_text("#clients")
         checker.check("clients")
     finally:
         context.close()
