@@ -12,6 +12,13 @@ import pytest
 from redis.cluster import RedisCluster
 
 from devstack.redis_cluster import LocalRedisCluster
+from tests.test_console_charts import (  # noqa: F401 - tests and fixtures re-run on the cluster
+    charts_console,
+    test_a_flush_adds_each_count_to_the_current_minutes_bucket_which_expires,
+    test_a_sampled_gauge_writes_at_most_once_a_minute_and_an_unknown_value_not_at_all,
+    test_the_charts_show_the_events_a_real_worker_applied_and_refused_and_ocsp_answers,
+    worker_thread,
+)
 from tests.test_crl import (  # noqa: F401 - tests and fixtures re-run on the cluster
     new_card,
     test_lifting_a_hold_removes_the_entry_and_the_delta_says_remove_from_crl,

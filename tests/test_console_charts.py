@@ -68,7 +68,8 @@ def console_for(revocation_config, revocation_services, **settings):
 
 
 @pytest.fixture
-def console(revocation_config, revocation_services):
+def charts_console(revocation_config, revocation_services):
+    """The revocation service with its console (plain-http development cookie) and an operator's token."""
     with console_for(revocation_config, revocation_services) as live:
         yield live
 
@@ -93,7 +94,7 @@ class Worker:
 
 
 @pytest.fixture
-def worker(revocation_services):
+def worker_thread(revocation_services):
     worker = Worker(revocation_services)
     yield worker
     if worker.thread is not None and worker.thread.is_alive():
@@ -182,20 +183,20 @@ def test_a_sampled_gauge_writes_at_most_once_a_minute_and_an_unknown_value_not_a
 
 
 def test_the_charts_show_the_events_a_real_worker_applied_and_refused_and_ocsp_answers(
-        console, worker, redis_client, issue_card, dev_ca):
+        charts_console, worker_thread, redis_client, issue_card, dev_ca):
     from tests.test_operator_console import ocsp_status
 
-    console.services.crl.rebuild_all()
-    worker.start()
+    charts_console.services.crl.rebuild_all()
+    worker_thread.start()
     for n in range(7):
         redis_client.xadd(STREAM, feed_entry(f"chart-{n}"))
     redis_client.xadd(STREAM, {"event": '{"event_id": "cut short'})  # refused: dead-lettered by the worker
     wait_until(lambda: caught_up(redis_client), what="the worker handled every entry")
     card = issue_card()
-    ocsp_status(console, card, dev_ca)
-    ocsp_status(console, card, dev_ca)
+    ocsp_status(charts_console, card, dev_ca)
+    ocsp_status(charts_console, card, dev_ca)
 
-    page = dashboard(console)  # the flush before the page read: the page's history holds every count
+    page = dashboard(charts_console)  # the flush before the page read: the page's history holds every count
     events = chart_table(page, "chart-events")
     assert len(events) == 60
     assert sum(int(row[1]) for row in events) == 7 and sum(int(row[2]) for row in events) == 1
@@ -205,7 +206,7 @@ def test_the_charts_show_the_events_a_real_worker_applied_and_refused_and_ocsp_a
     lag = chart_table(page, "chart-lag")
     assert lag[-1][1] != "—"  # sampled this minute, by the worker or by the page
     crl = chart_table(page, "chart-crl")
-    assert len(crl) == 2 * console.services.config.crl_shards
+    assert len(crl) == 2 * charts_console.services.config.crl_shards
     assert all(re.fullmatch(r"\d+ s of 1 d", text) for _, text in crl)
     assert 'role="img"' in page and 'aria-labelledby="chart-events-title chart-events-desc"' in page
     assert "<script" not in page  # drawn on the server: the console's CSP forbids scripts and stays so
@@ -214,40 +215,40 @@ def test_the_charts_show_the_events_a_real_worker_applied_and_refused_and_ocsp_a
 # --- the state at the top -----------------------------------------------------------------------------------
 
 
-def test_nothing_published_and_no_worker_is_red_and_says_what_to_do(console, redis_client):
+def test_nothing_published_and_no_worker_is_red_and_says_what_to_do(charts_console, redis_client):
     redis_client.xadd(STREAM, feed_entry("nobody-reads"))
-    level, codes = state_of(page := dashboard(console))
+    level, codes = state_of(page := dashboard(charts_console))
     assert level == "red" and codes[:2] == ["crl_overdue", "no_worker"]
     assert "32 never published" in page and "python -m revocation worker" in page
 
 
-def test_a_published_crl_and_a_worker_that_keeps_up_are_green(console, worker, redis_client):
-    console.services.crl.rebuild_all()
-    worker.start()
+def test_a_published_crl_and_a_worker_that_keeps_up_are_green(charts_console, worker_thread, redis_client):
+    charts_console.services.crl.rebuild_all()
+    worker_thread.start()
     redis_client.xadd(STREAM, feed_entry("green-1"))
     wait_until(lambda: caught_up(redis_client), what="applied")
-    page = dashboard(console)
+    page = dashboard(charts_console)
     assert state_of(page) == ("green", []) and "All clear" in page
 
 
-def test_dead_letters_in_the_last_minutes_are_red(console, worker, redis_client):
-    console.services.crl.rebuild_all()
-    worker.start()
+def test_dead_letters_in_the_last_minutes_are_red(charts_console, worker_thread, redis_client):
+    charts_console.services.crl.rebuild_all()
+    worker_thread.start()
     redis_client.xadd(STREAM, {"payload": "not the one field"})
     wait_until(lambda: caught_up(redis_client), what="dead-lettered")
-    page = dashboard(console)
+    page = dashboard(charts_console)
     assert state_of(page) == ("red", ["dead_letters_rising"])
     assert "1 event(s) were refused in the last 15 minutes" in page and "XREVRANGE" in page
 
 
 def test_events_waiting_beyond_the_threshold_are_amber_and_unread_ones_red(
-        revocation_config, revocation_services, worker, redis_client, monkeypatch):
+        revocation_config, revocation_services, worker_thread, redis_client, monkeypatch):
     with console_for(revocation_config, revocation_services, console_lag_amber=3) as console:
         console.services.crl.rebuild_all()
-        worker.start()
+        worker_thread.start()
         redis_client.xadd(STREAM, feed_entry("lag-first"))
         wait_until(lambda: caught_up(redis_client), what="the worker applied the first event")
-        worker.halt()
+        worker_thread.halt()
         for n in range(4):
             redis_client.xadd(STREAM, feed_entry(f"lag-{n}"))
         assert state_of(dashboard(console)) == ("amber", ["lag_high"])
@@ -258,35 +259,36 @@ def test_events_waiting_beyond_the_threshold_are_amber_and_unread_ones_red(
         level, codes = state_of(dashboard(console))
         assert level == "red" and codes == ["events_not_read", "lag_high"]
 
-        worker.start()  # a worker again: the lag is worked off and the state turns green by itself
+        worker_thread.start()  # a worker again: the lag is worked off and the state turns green by itself
         wait_until(lambda: caught_up(redis_client), what="worked off")
         assert state_of(dashboard(console)) == ("green", [])
 
 
-def test_a_consumer_holding_entries_is_amber_then_red(console, worker, redis_client, monkeypatch):
-    console.services.crl.rebuild_all()
-    worker.start()
+def test_a_consumer_holding_entries_is_amber_then_red(charts_console, worker_thread, redis_client, monkeypatch):
+    charts_console.services.crl.rebuild_all()
+    worker_thread.start()
     redis_client.xadd(STREAM, feed_entry("held-0"))
     wait_until(lambda: caught_up(redis_client), what="the worker is caught up")
-    worker.halt()
+    worker_thread.halt()
     redis_client.xadd(STREAM, feed_entry("held-1"))
     # A worker that read an entry and died before acknowledging it: the entry is pending on it.
     assert redis_client.xreadgroup(CONSUMER_GROUP, "worker-gone-1", {STREAM: ">"}, count=1)
     monkeypatch.setattr(state, "PENDING_AMBER_MS", 200)
     time.sleep(0.3)
-    assert state_of(dashboard(console)) == ("amber", ["entries_waiting"])
+    assert state_of(dashboard(charts_console)) == ("amber", ["entries_waiting"])
     monkeypatch.setattr(state, "STALLED_MS", 250)
     time.sleep(0.3)
-    level, codes = state_of(page := dashboard(console))
+    level, codes = state_of(page := dashboard(charts_console))
     assert level == "red" and "consumer_stalled" in codes
     assert "1 worker(s) hold 1 delivered event(s)" in page
 
 
-def test_a_crl_shard_close_to_its_next_update_is_amber(revocation_config, revocation_services, worker, redis_client):
+def test_a_crl_shard_close_to_its_next_update_is_amber(revocation_config, revocation_services, worker_thread,
+                                                        redis_client):
     # Amber from two days before nextUpdate, with a one-day validity: every freshly published shard is "close".
     with console_for(revocation_config, revocation_services, console_crl_amber=dt.timedelta(days=2)) as console:
         console.services.crl.rebuild_all()
-        worker.start()
+        worker_thread.start()
         redis_client.xadd(STREAM, feed_entry("crl-first"))
         wait_until(lambda: caught_up(redis_client), what="the worker applied the first event")
         page = dashboard(console)
@@ -298,29 +300,29 @@ def test_a_crl_shard_close_to_its_next_update_is_amber(revocation_config, revoca
 
 
 @pytest.mark.parametrize("size", ["desktop", "phone"])
-def test_the_console_with_its_charts_in_chromium(chromium, axe_script, console, worker, redis_client,  # noqa: F811
-                                                 issue_card, dev_ca, size):
+def test_the_console_with_its_charts_in_chromium(chromium, axe_script, charts_console,  # noqa: F811
+                                                 worker_thread, redis_client, issue_card, dev_ca, size):
     from tests.test_operator_console import ocsp_status
 
-    console.services.crl.rebuild_all()
-    worker.start()
+    charts_console.services.crl.rebuild_all()
+    worker_thread.start()
     for n in range(25):
         redis_client.xadd(STREAM, feed_entry(f"shot-{n}"))
     redis_client.xadd(STREAM, {"event": "not json"})
     wait_until(lambda: caught_up(redis_client), what="handled")
     card = issue_card()
     for _ in range(3):
-        ocsp_status(console, card, dev_ca)
+        ocsp_status(charts_console, card, dev_ca)
     viewport = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}[size]
     context = chromium.new_context(locale="en-US", viewport=viewport, is_mobile=size == "phone",
                                    has_touch=size == "phone", bypass_csp=True)  # axe runs inside the page
     page = context.new_page()
     page.set_default_timeout(15_000)
     try:
-        page.goto(f"{console.url}/operator/login")
-        page.fill("#token", console.token)
+        page.goto(f"{charts_console.url}/operator/login")
+        page.fill("#token", charts_console.token)
         page.click("button[type=submit]")
-        page.wait_for_url(f"{console.url}/operator/")
+        page.wait_for_url(f"{charts_console.url}/operator/")
         assert page.locator("#state").is_visible()
         for chart in ("chart-events", "chart-lag", "chart-ocsp", "chart-crl"):
             svg = page.locator(f"#{chart} svg")
