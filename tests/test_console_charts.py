@@ -222,6 +222,20 @@ def test_nothing_published_and_no_worker_is_red_and_says_what_to_do(charts_conso
     assert "32 never published" in page and "python -m revocation worker" in page
 
 
+def test_a_shard_past_its_next_update_is_red_and_drawn_past_the_mark(revocation_config, revocation_services):
+    # CRLs valid for two seconds and no worker to republish them: they go stale while the test watches.
+    config = dataclasses.replace(revocation_config, crl_validity=dt.timedelta(seconds=2))
+    from revocation.crl.publisher import CrlPublisher
+
+    CrlPublisher(revocation_services.store, revocation_services.issuers, config).rebuild_all()
+    with console_for(revocation_config, revocation_services) as console:
+        wait_until(lambda: all(shard.next_update < dt.datetime.now(dt.UTC)
+                               for shard in console.services.crl.status()), 10, "the CRLs went stale")
+        page = dashboard(console)
+        assert state_of(page)[1][0] == "crl_overdue" and "32 past their nextUpdate" in page
+        assert all(text.endswith(", overdue") for _, text in chart_table(page, "chart-crl"))
+
+
 def test_a_published_crl_and_a_worker_that_keeps_up_are_green(charts_console, worker_thread, redis_client):
     charts_console.services.crl.rebuild_all()
     worker_thread.start()
