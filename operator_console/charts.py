@@ -1,10 +1,11 @@
 """Small charts for the operator consoles, drawn on the server as inline SVG.
 
 Why by hand: the consoles' Content-Security-Policy is `default-src 'none'; style-src 'unsafe-inline'` — no script,
-no image or font from anywhere — and stays so. A chart library for the browser would need a script; the Python
-ones that write SVG (pygal and the like) add scripts for tooltips or stylesheets with ids of their own, and none of
-them gives the accessible markup below. What the consoles draw is two shapes: columns over the last hour's
-minutes and labelled horizontal bars, about a hundred lines here.
+no image or font from anywhere — and stays so. A chart library for the browser would need a script. pygal, the
+best-known Python one that writes SVG, links its tooltip scripts from its authors' site unless told otherwise
+(its `js` setting), styles each chart with a stylesheet of its own, and gives no table of the numbers. What the
+consoles draw is two shapes, columns over the last hour's minutes and labelled horizontal bars: the arithmetic
+below and a twenty-line template.
 
 Accessible and readable on a phone, for every chart:
 - a `<figure>` whose `<figcaption>` is the chart's title; the `<svg>` has role="img", a `<title>` and a `<desc>`
