@@ -71,7 +71,7 @@ def no_worker(stream, shards, refused_recently, thresholds, now) -> Finding | No
 
 def events_not_read(stream, shards, refused_recently, thresholds, now) -> Finding | None:
     consumers = stream["consumers"]
-    if not consumers or not stream["lag"] or min(c["idle_ms"] for c in consumers) < STALLED_MS:
+    if not consumers or not stream["lag"] or min(c["idle_ms"] for c in consumers) <= STALLED_MS:
         return None
     return Finding(RED, "events_not_read", f"{stream['lag']} event(s) wait and no worker has read the stream for "
                    f"{min(c['idle_ms'] for c in consumers) // 1000} s.",
@@ -79,7 +79,7 @@ def events_not_read(stream, shards, refused_recently, thresholds, now) -> Findin
 
 
 def consumer_stalled(stream, shards, refused_recently, thresholds, now) -> Finding | None:
-    stalled = [c for c in stream["consumers"] if c["pending"] and c["idle_ms"] >= STALLED_MS]
+    stalled = [c for c in stream["consumers"] if c["pending"] and c["idle_ms"] > STALLED_MS]  # as the table marks
     if not stalled:
         return None
     return Finding(RED, "consumer_stalled", f"{len(stalled)} worker(s) hold {sum(c['pending'] for c in stalled)} "
@@ -106,7 +106,7 @@ def lag_high(stream, shards, refused_recently, thresholds, now) -> Finding | Non
 
 
 def entries_waiting(stream, shards, refused_recently, thresholds, now) -> Finding | None:
-    waiting = [c for c in stream["consumers"] if c["pending"] and PENDING_AMBER_MS <= c["idle_ms"] < STALLED_MS]
+    waiting = [c for c in stream["consumers"] if c["pending"] and PENDING_AMBER_MS < c["idle_ms"] <= STALLED_MS]
     if not waiting:
         return None
     return Finding(AMBER, "entries_waiting", f"{sum(c['pending'] for c in waiting)} delivered event(s) not yet "
