@@ -23,7 +23,7 @@ last hour without it, so the totals also get a short per-minute past, bounded by
   one sample per minute (HSET of the value under the same kind of per-minute key, the last writer of a minute wins),
   so several workers sampling the same value cost one write each a minute and leave one number.
 Each metric's buckets share its hash tag, so one metric's hour is read by one pipeline of HGETALL on one server, on
-a Redis Cluster too; at most HISTORY_SECONDS / 60 buckets per metric exist at any time, each as small as the total.
+a Redis Cluster too; about HISTORY_SECONDS / 60 buckets per metric exist at most, each as small as the total.
 """
 
 from __future__ import annotations
