@@ -26,8 +26,9 @@ from idp.login.verification import CertificateVerifier
 from idp.oidc.clients import ClientRegistry
 from idp.oidc.signing_keys import SigningKeys
 from idp.oidc.tokens import TokenStore
-from mykey.consent import AccessLog, ConsentStore
+from mykey.consent import ConsentStore
 from mykey.directory import MyKeyDirectory
+from mykey.record import AccessRecord
 from observability.metrics import Counter
 from wire.redis_connect import connect_redis
 
@@ -48,7 +49,7 @@ class IdpServices:
     verifier: CertificateVerifier
     mykey: MyKeyDirectory
     consents: ConsentStore
-    access_log: AccessLog
+    access_record: AccessRecord  # sealed to the holder's card (mykey/record.py)
     sealer: Sealer
     logins_total: Counter
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
@@ -62,6 +63,12 @@ class IdpServices:
     def token_type_of(self, certificate: str) -> str:
         """The token type a certificate reference names; a reference sealed before it carried one was a card's."""
         return self.sealer.open(certificate, CERTIFICATE_CONTEXT).get("token_type", "card")
+
+    def certificate_digest(self, certificate: str) -> str:
+        """The keyed hash (the MyKey directory's) of the certificate behind a sealed reference: what the access record
+        compares to tell whether the holder's key belongs to the card in use."""
+        ref = self.sealer.open(certificate, CERTIFICATE_CONTEXT)
+        return self.mykey.certificate_digest(ref["issuer"], ref["serial"])
 
     def certificate_good(self, certificate: str) -> bool:
         """Is the certificate behind a sealed reference still good (not revoked, held or expired)?"""
@@ -97,8 +104,8 @@ def build_services(config: IdpConfig, client: redis.Redis | None = None, *, cert
         sessions=None,  # set below: it asks the services whether a certificate is still good
         verifier=CertificateVerifier(trust, checker, clock=clock),
         mykey=MyKeyDirectory(client, config.subkey("mykey-serial"), certificates),
-        consents=ConsentStore(client),
-        access_log=AccessLog(client),
+        consents=ConsentStore(client, config.subkey("consent-lookup")),
+        access_record=AccessRecord(client, config.subkey("access-record-pending")),
         sealer=Sealer(config.subkey("sealed-facts")),
         logins_total=Counter(client, "mykey_logins_total", "Card logins answered, by result code and token type",
                              ("result", "token_type")),
