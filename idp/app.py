@@ -40,7 +40,7 @@ def _operator_console(app: Flask, config: IdpConfig, services: IdpServices) -> N
 
 def create_app(config: IdpConfig, services: IdpServices) -> Flask:
     app = new_service_app(__name__, max_body_bytes=config.max_body_bytes, store=services.redis,
-                          metrics=lambda: metrics_response([services.logins_total]))
+                          metrics=lambda: metrics_response([services.logins_total, services.record_entries]))
     app.extensions[EXTENSION] = services
     server, _ = build_authorization_server(app, services)
     app.extensions["idp_server"] = server

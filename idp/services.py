@@ -52,6 +52,7 @@ class IdpServices:
     access_record: AccessRecord  # sealed to the holder's card (mykey/record.py)
     sealer: Sealer
     logins_total: Counter
+    record_entries: Counter | None = None  # access-record entries written, by what they are sealed to: counts only
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
 
     def seal_certificate(self, issuer: str, serial: int, token_type: str) -> str:
@@ -93,6 +94,9 @@ def build_services(config: IdpConfig, client: redis.Redis | None = None, *, cert
                                 trust=trust)
     keys = SigningKeys(client, config)
     keys.ensure()
+    record_entries = Counter(client, "mykey_access_record_entries_total",
+                             "Access-record entries written, by what they are sealed to (holder's card, or pending)",
+                             ("sealed_to",))
     services = IdpServices(
         config=config,
         redis=client,
@@ -105,10 +109,12 @@ def build_services(config: IdpConfig, client: redis.Redis | None = None, *, cert
         verifier=CertificateVerifier(trust, checker, clock=clock),
         mykey=MyKeyDirectory(client, config.subkey("mykey-serial"), certificates),
         consents=ConsentStore(client, config.subkey("consent-lookup")),
-        access_record=AccessRecord(client, config.subkey("access-record-pending")),
+        access_record=AccessRecord(client, config.subkey("access-record-pending"),
+                                   counted=lambda sealed_to: record_entries.inc(sealed_to=sealed_to)),
         sealer=Sealer(config.subkey("sealed-facts")),
         logins_total=Counter(client, "mykey_logins_total", "Card logins answered, by result code and token type",
                              ("result", "token_type")),
+        record_entries=record_entries,
         clock=clock,
     )
     services.sessions = SessionStore(client, config.session_ttl, services.certificate_good)

@@ -40,7 +40,7 @@ import base64
 import datetime as dt
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import redis
@@ -140,9 +140,11 @@ def _pad(entry: dict) -> bytes:
 
 
 class AccessRecord:
-    def __init__(self, client: redis.Redis, pending_key: bytes):
+    def __init__(self, client: redis.Redis, pending_key: bytes, counted: Callable[[str], None] | None = None):
+        """`counted(sealed_to)` is told of each entry written, "holder" or "pending": counts only, for operators."""
         self.redis = client
         self._pending = AESGCM(pending_key)
+        self._counted = counted or (lambda _sealed_to: None)
 
     # --- writing --------------------------------------------------------------------------------------------
 
@@ -169,7 +171,8 @@ class AccessRecord:
         at = dt.datetime.fromtimestamp(entry["at"], dt.UTC)
         public, sealed_for = self.redis.hmget(keys.record_key(account_id), "pub", "cert")
         queue = pipe if pipe is not None else self.redis.pipeline(transaction=True)  # one slot: all or nothing
-        if public and as_text(sealed_for) == certificate:
+        sealed_to = "holder" if public and as_text(sealed_for) == certificate else "pending"
+        if sealed_to == "holder":
             queue.lpush(target, self._seal(public, target, entry))
             queue.ltrim(target, 0, length - 1)
             queue.expireat(target, retention.by_month(at, RECORD_RETENTION))
@@ -180,6 +183,7 @@ class AccessRecord:
             queue.expireat(pending, retention.by_day(at, PENDING_RETENTION), nx=True)
         if pipe is None:
             queue.execute()
+        self._counted(sealed_to)
 
     @staticmethod
     def _seal(public: bytes, target: str, entry: dict) -> bytes:

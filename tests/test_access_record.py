@@ -25,6 +25,7 @@ from revocation.domain.events import parse_event
 from tests.idp_flow import Browser, bridge_login, handle_url_of
 from tests.record_flow import account_browser, bridge_history, open_record
 from tests.test_idp_privacy import login, register, stored_values
+from tests.test_operator_console import log_in
 
 NOW = dt.datetime(2026, 12, 2, 9, 0, tzinfo=dt.UTC)
 SECRET = secrets.token_bytes(32)
@@ -254,6 +255,13 @@ def test_an_operator_with_the_whole_database_cannot_tell_who_logged_in_where_or_
             assert 0 < ttl[key] <= short, key
     assert len(accounts) >= 3 and any(key.startswith(b"mk:rec:") for key in lasting)
     assert any(key.startswith(b"mk:consent:") for key in lasting)
+
+    # The operator console shows counts only: entries written, by what they are sealed to.
+    _, console = log_in(idp_service.url, idp_service.revocation.services.operators.add("oscar"))
+    counts = re.search(r'id="record-counts">(.*?)</p>', console.text, re.S).group(1)
+    assert re.search(r"<strong>\d+</strong> sealed to the holder's card", counts)
+    assert not any(sub.decode() in console.text for sub in subs) and not any(a.decode() in console.text
+                                                                            for a in accounts)
 
     # With the card, the holder sees all of it.
     card, _ = holders[0]
