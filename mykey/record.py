@@ -262,7 +262,7 @@ class AccessRecord:
         renewals: list[RenewalNote] = []
         oldest = int((now - RECORD_RETENTION).timestamp())
         name = keys.record(account_id)
-        for index, entry in enumerate(self._entries(name, private_key)):
+        for index, entry in self._entries(name, private_key):
             if entry["at"] < oldest:  # newest first: everything from here on is past its retention
                 if index:
                     self.redis.ltrim(name, 0, index - 1)
@@ -276,18 +276,19 @@ class AccessRecord:
                 releases.append(Release(entry["client_id"], tuple(entry["claims"]), _moment(entry["at"]),
                                         entry.get("token_type")))
         newest: dict[str, ConsentNote] = {}
-        for entry in self._entries(keys.record_consents(account_id), private_key):
+        for _index, entry in self._entries(keys.record_consents(account_id), private_key):
             if entry["k"] == "consent" and entry["client_id"] not in newest:
                 newest[entry["client_id"]] = ConsentNote(entry["client_id"], tuple(entry["scopes"]),
                                                          _moment(entry["at"]))
         return OpenedRecord(releases, list(newest.values()), renewals)
 
-    def _entries(self, name: str, private_key: X25519PrivateKey) -> Iterable[dict]:
-        """The list's entries that open with this key, newest first (one that does not is skipped, never shown)."""
+    def _entries(self, name: str, private_key: X25519PrivateKey) -> Iterable[tuple[int, dict]]:
+        """(position in the list, entry) of the entries that open with this key, newest first; one that does not is
+        skipped, never shown."""
         info = _INFO + name.encode()
-        for blob in self.redis.lrange(name, 0, -1):
+        for index, blob in enumerate(self.redis.lrange(name, 0, -1)):
             try:
-                yield json.loads(SUITE.decrypt(blob, private_key, info=info))
+                yield index, json.loads(SUITE.decrypt(blob, private_key, info=info))
             except (InvalidTag, ValueError):
                 continue
 

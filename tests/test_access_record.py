@@ -89,8 +89,9 @@ def test_entries_past_their_retention_are_dropped_when_the_record_is_opened(redi
     record.open(account, key, "cert", dt.date(2026, 1, 1), NOW)
     record.record(account, "cert", "rp_old", ["openid"], NOW - dt.timedelta(days=401))
     record.record(account, "cert", "rp_new", ["openid"], NOW)
+    redis_client.lpush(keys.record(account), b"an entry this key does not open")  # skipped, and counted in place
     assert [r.client_id for r in record.open(account, key, "cert", dt.date(2026, 1, 1), NOW).releases] == ["rp_new"]
-    assert redis_client.llen(keys.record(account)) == 1
+    assert redis_client.llen(keys.record(account)) == 2  # the old entry trimmed, the newer two kept
     expires = dt.datetime.fromtimestamp(redis_client.expiretime(keys.record(account)), dt.UTC)
     assert expires.day == 1 and expires.hour == 0 and 400 <= (expires - NOW).days <= 431  # the month, not the day
 
