@@ -134,7 +134,7 @@ def _run(args) -> int:
         return 1
     except WrongPin as exc:
         WORKING.clear()
-        after = " Nothing was sent." if args.command in ("login", "history") else ""
+        after = {"login": " Nothing was sent to the website.", "history": " Nothing was sent."}.get(args.command, "")
         print(f"error ({exc.code}): {wrong_pin_sentence(exc.tries_left)}{after}", file=sys.stderr)
         return 1
     except PinLocked as exc:

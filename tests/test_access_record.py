@@ -284,3 +284,17 @@ def test_a_browser_opening_the_history_link_spends_nothing(idp_service, make_car
     run = bridge_history(url, card)  # the link still works for the bridge
     assert run.returncode == 0, run.stderr
     assert 'id="history"' in browser.get("/account?lang=en").text
+
+
+def test_a_wrong_pin_opens_nothing_and_says_nothing_was_sent(idp_service, make_card):
+    card = make_card()
+    idp_service.register_card(card)
+    browser = account_browser(idp_service, card)
+    page = browser.get("/account?lang=en").text
+    browser.post("/account/history/open", {"csrf": re.search(r'name="csrf" value="([^"]+)"', page).group(1)})
+    url = re.search(r"(http://\S+/api/history/[A-Za-z0-9_-]+)", browser.get("/account/history").text).group(1)
+    run = bridge_history(url, card, pins="9999\n")
+    assert run.returncode == 1 and "wrong_pin" in run.stderr and "Nothing was sent." in run.stderr
+    assert "9999" not in run.stdout + run.stderr
+    assert browser.get("/account/history/status").json()["state"] == "fetched"
+    assert 'id="history"' not in browser.get("/account?lang=en").text
