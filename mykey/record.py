@@ -139,12 +139,32 @@ def _pad(entry: dict) -> bytes:
     return raw + b" " * (-len(raw) % PAD_TO)  # JSON ignores trailing white space
 
 
+# One entry, written where it can be opened: under the holder's key if that key is still the one it was sealed to
+# (and belongs to the certificate of the login), else in the pending list. One account's keys: one slot.
+# KEYS: record key, target list, pending list.  ARGV: public key the entry was sealed to ('' = none), certificate,
+# sealed entry, pending entry, target length, target expiry, pending length, pending expiry (epoch seconds).
+_PUSH = """
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'pub') == ARGV[1] and redis.call('HGET', KEYS[1], 'cert') == ARGV[2]
+then
+  redis.call('LPUSH', KEYS[2], ARGV[3])
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[5]) - 1)
+  redis.call('EXPIREAT', KEYS[2], ARGV[6])
+  return 1
+end
+redis.call('LPUSH', KEYS[3], ARGV[4])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[7]) - 1)
+redis.call('EXPIREAT', KEYS[3], ARGV[8], 'NX')
+return 0
+"""
+
+
 class AccessRecord:
     def __init__(self, client: redis.Redis, pending_key: bytes, counted: Callable[[str], None] | None = None):
         """`counted(sealed_to)` is told of each entry written, "holder" or "pending": counts only, for operators."""
         self.redis = client
         self._pending = AESGCM(pending_key)
         self._counted = counted or (lambda _sealed_to: None)
+        self._push = client.register_script(_PUSH)
 
     # --- writing --------------------------------------------------------------------------------------------
 
@@ -168,21 +188,18 @@ class AccessRecord:
 
     def _write(self, account_id: str, certificate: str, target: str, entry: dict, length: int,
                pipe: redis.client.Pipeline | None) -> None:
+        """Seal to the holder's key when it is the key of `certificate`, else keep pending — decided again inside
+        Redis (`_PUSH`), so that an entry sealed to a key the holder has meanwhile replaced (a renewal opened at the
+        same moment) lands in the pending list and is re-sealed, never in a list where it could not be opened."""
         at = dt.datetime.fromtimestamp(entry["at"], dt.UTC)
         public, sealed_for = self.redis.hmget(keys.record_key(account_id), "pub", "cert")
-        queue = pipe if pipe is not None else self.redis.pipeline(transaction=True)  # one slot: all or nothing
         sealed_to = "holder" if public and as_text(sealed_for) == certificate else "pending"
-        if sealed_to == "holder":
-            queue.lpush(target, self._seal(public, target, entry))
-            queue.ltrim(target, 0, length - 1)
-            queue.expireat(target, retention.by_month(at, RECORD_RETENTION))
-        else:
-            pending = keys.record_pending(account_id)
-            queue.lpush(pending, self._seal_pending(account_id, {**entry, "list": target}))
-            queue.ltrim(pending, 0, PENDING_LENGTH - 1)
-            queue.expireat(pending, retention.by_day(at, PENDING_RETENTION), nx=True)
-        if pipe is None:
-            queue.execute()
+        sealed = self._seal(public, target, entry) if sealed_to == "holder" else b""
+        self._push(keys=[keys.record_key(account_id), target, keys.record_pending(account_id)],
+                   args=[public or b"", certificate, sealed, self._seal_pending(account_id, {**entry, "list": target}),
+                         length, retention.by_month(at, RECORD_RETENTION), PENDING_LENGTH,
+                         retention.by_day(at, PENDING_RETENTION)],
+                   client=pipe if pipe is not None else self.redis)
         self._counted(sealed_to)
 
     @staticmethod

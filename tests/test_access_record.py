@@ -298,3 +298,18 @@ def test_a_wrong_pin_opens_nothing_and_says_nothing_was_sent(idp_service, make_c
     assert "9999" not in run.stdout + run.stderr
     assert browser.get("/account/history/status").json()["state"] == "fetched"
     assert 'id="history"' not in browser.get("/account?lang=en").text
+
+
+def test_an_entry_sealed_to_a_key_replaced_meanwhile_waits_instead_of_being_lost(redis_client, monkeypatch):
+    record = AccessRecord(redis_client, SECRET)
+    account = secrets.token_hex(16)
+    old_key, new_key = holder_key(secrets.token_bytes(256)), holder_key(secrets.token_bytes(256))
+    record.open(account, old_key, "old-cert", dt.date(2026, 1, 1), NOW)
+    stale = redis_client.hmget(keys.record_key(account), "pub", "cert")  # what a login read just before ...
+    record.open(account, new_key, "new-cert", dt.date(2026, 6, 1), NOW)  # ... the renewed card opened the record
+    monkeypatch.setattr(record.redis, "hmget", lambda *_args: stale)
+    record.record(account, "old-cert", "rp_shop", ["openid"], NOW)  # sealed to the old key: refused in Redis
+    monkeypatch.undo()
+    assert redis_client.llen(keys.record_pending(account)) == 1
+    opened = record.open(account, new_key, "new-cert", dt.date(2026, 6, 1), NOW)
+    assert [r.client_id for r in opened.releases] == ["rp_shop"]
