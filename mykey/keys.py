@@ -62,6 +62,11 @@ def record_pending(account_id: str) -> str:
     return f"{PREFIX}:rpend:{account_tag(account_id)}"
 
 
+# What accounts kept before the access record was sealed (mykey/record.py): a plain hash of consents and a plain
+# list of releases per account. Only `purge_plain_records` uses these, to delete them when upgrading.
+PLAIN_RECORD_PATTERNS = (f"{PREFIX}:consent:{{a:*", f"{PREFIX}:log:{{a:*")
+
+
 def as_text(value: bytes | str | None) -> str | None:
     """A reply as text, whether or not the client was made with decode_responses."""
     return value.decode() if isinstance(value, bytes) else value

@@ -310,6 +310,22 @@ class AccessRecord:
                 continue
 
 
+def purge_plain_records(client: redis.Redis, batch: int = 500) -> int:
+    """Delete the per-account consents and access logs kept in clear before the record was sealed (mykey/keys.py,
+    PLAIN_RECORD_PATTERNS): whoever read them could trace a holder. Their consents are not carried over (the relying
+    party asks again) and their releases cannot be sealed to keys that do not exist yet. Returns the keys deleted."""
+    deleted = 0
+    for pattern in keys.PLAIN_RECORD_PATTERNS:
+        found: list[bytes] = []
+        for key in client.scan_iter(match=pattern, count=1000):
+            found.append(key)
+            if len(found) >= batch:
+                deleted += sum(client.delete(name) for name in found)  # one key at a time: any slot
+                found = []
+        deleted += sum(client.delete(name) for name in found)
+    return deleted
+
+
 def encode_key(private_key: X25519PrivateKey) -> str:
     """The private key's raw octets, base64url: only to hand it, sealed, from the bridge's answer to the page view."""
     raw = private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())

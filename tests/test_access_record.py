@@ -313,3 +313,20 @@ def test_an_entry_sealed_to_a_key_replaced_meanwhile_waits_instead_of_being_lost
     assert redis_client.llen(keys.record_pending(account)) == 1
     opened = record.open(account, new_key, "new-cert", dt.date(2026, 6, 1), NOW)
     assert [r.client_id for r in opened.releases] == ["rp_shop"]
+
+
+def test_the_plain_records_of_earlier_versions_are_purged_by_the_cli(redis_server, redis_client, tmp_path,
+                                                                       monkeypatch, capsys):
+    from idp.cli import main
+
+    account = secrets.token_hex(16)
+    redis_client.hset(f"mk:consent:{{a:{account}}}", "rp_shop", "1767225600 openid")  # as earlier versions kept them
+    redis_client.lpush(f"mk:log:{{a:{account}}}", '{"client_id":"rp_shop","claims":["openid"],"at":1767225600}')
+    ConsentStore(redis_client, SECRET).grant(account, "rp_shop", ["openid"], NOW)  # today's: kept
+    for name, value in {"REDIS_URL": redis_server.url, "MYKEY_DEV": "1", "MYKEY_VAR": str(tmp_path),
+                        "IDP_ISSUER": "http://127.0.0.1:1"}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["records", "purge-plain"]) == 0
+    assert "Deleted 2 plain" in capsys.readouterr().out
+    assert not redis_client.exists(f"mk:consent:{{a:{account}}}", f"mk:log:{{a:{account}}}")
+    assert ConsentStore(redis_client, SECRET).get(account, "rp_shop") is not None
