@@ -12,6 +12,10 @@ import pytest
 from redis.cluster import RedisCluster
 
 from devstack.redis_cluster import LocalRedisCluster
+from tests.test_access_record import (  # noqa: F401 - tests and fixtures re-run on the cluster
+    test_after_a_renewal_the_holder_is_told_how_many_entries_can_no_longer_be_opened,
+    test_the_holder_opens_the_record_with_the_card_once_per_view,
+)
 from tests.test_crl import (  # noqa: F401 - tests and fixtures re-run on the cluster
     new_card,
     test_lifting_a_hold_removes_the_entry_and_the_delta_says_remove_from_crl,
