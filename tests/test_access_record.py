@@ -330,3 +330,15 @@ def test_the_plain_records_of_earlier_versions_are_purged_by_the_cli(redis_serve
     assert "Deleted 2 plain" in capsys.readouterr().out
     assert not redis_client.exists(f"mk:consent:{{a:{account}}}", f"mk:log:{{a:{account}}}")
     assert ConsentStore(redis_client, SECRET).get(account, "rp_shop") is not None
+
+
+def test_looking_at_the_account_page_while_the_card_is_awaited_keeps_the_opening(idp_service, make_card):
+    card = make_card()
+    idp_service.register_card(card)
+    browser = account_browser(idp_service, card)
+    page = browser.get("/account?lang=en").text
+    browser.post("/account/history/open", {"csrf": re.search(r'name="csrf" value="([^"]+)"', page).group(1)})
+    url = re.search(r"(http://\S+/api/history/[A-Za-z0-9_-]+)", browser.get("/account/history").text).group(1)
+    assert 'id="history"' not in browser.get("/account?lang=en").text  # not opened yet, and not given up either
+    assert bridge_history(url, card).returncode == 0
+    assert 'id="history"' in browser.get("/account?lang=en").text

@@ -259,7 +259,8 @@ def account():
     response = make_response(render_template(
         "account.html", lang=language(), mykey_id=holder.mykey_id if holder else None, csrf=csrf,
         notice=request.args.get("notice"), **view))
-    forget_opening(response)
+    if opened is not None or record_error:  # the opening was used; one still waiting for the card is kept
+        forget_opening(response)
     response.headers["Cache-Control"] = "no-store"
     return response
 
