@@ -15,6 +15,7 @@ from __future__ import annotations
 from flask import Flask, jsonify, request
 
 from idp.config import IdpConfig
+from idp.holder.history import blueprint as history
 from idp.holder.pages import blueprint as pages
 from idp.login.bridge_api import blueprint as login_api
 from idp.oidc.endpoints import blueprint as oidc
@@ -39,7 +40,7 @@ def _operator_console(app: Flask, config: IdpConfig, services: IdpServices) -> N
 
 def create_app(config: IdpConfig, services: IdpServices) -> Flask:
     app = new_service_app(__name__, max_body_bytes=config.max_body_bytes, store=services.redis,
-                          metrics=lambda: metrics_response([services.logins_total]))
+                          metrics=lambda: metrics_response([services.logins_total, services.record_entries]))
     app.extensions[EXTENSION] = services
     server, _ = build_authorization_server(app, services)
     app.extensions["idp_server"] = server
@@ -47,6 +48,7 @@ def create_app(config: IdpConfig, services: IdpServices) -> Flask:
     app.register_blueprint(oidc)
     app.register_blueprint(login_api)
     app.register_blueprint(pages)
+    app.register_blueprint(history)
     _operator_console(app, config, services)
 
     @app.after_request

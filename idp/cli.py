@@ -9,6 +9,9 @@ The IdP itself is started by the composition root: `python -m deploy serve idp` 
     clients list
     clients remove CLIENT_ID
     keys rotate --alg RS256|ES256
+    records purge-plain
+                delete the consents and access logs kept in clear before the access record was sealed
+                (mykey/record.py); run once after upgrading
 
 Every command reads the IdP's environment (idp/config.py): the clients and keys commands write to the Redis at
 REDIS_URL, so they must run with the same REDIS_URL (and REDIS_CLUSTER) as the IdP, and the discovery URL they
@@ -29,6 +32,7 @@ import redis
 from idp.config import DEFAULT_ISSUER, IdpConfig
 from idp.oidc.clients import ClientRegistrationError, ClientRegistry
 from idp.oidc.signing_keys import SigningKeys
+from mykey.record import purge_plain_records
 from wire.errors import CodedError
 from wire.json_input import loads as json_loads
 from wire.redis_connect import connect_redis
@@ -76,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        formatter_class=raw).add_subparsers(dest="action", required=True)
     rotate = key_commands.add_parser("rotate", help="publish a new key; it signs after the overlap")
     rotate.add_argument("--alg", default="RS256", choices=("RS256", "ES256"))
+    records = commands.add_parser("records", help="holders' records", epilog=ENVIRONMENT,
+                                  formatter_class=raw).add_subparsers(dest="action", required=True)
+    records.add_parser("purge-plain", help="delete consents and access logs kept in clear by earlier versions")
     return parser
 
 
@@ -96,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args, config: IdpConfig) -> int:
     client = connect_redis(config.redis_url, config.redis_cluster)
+    if args.command == "records":
+        deleted = purge_plain_records(client)
+        print(f"Deleted {deleted} plain consent and access-log records; every access record is now sealed.")
+        return 0
     if args.command == "keys":
         key = SigningKeys(client, config).rotate(args.alg)
         print(f"Published {key.alg} key {key.kid}; it starts signing at {key.signs_from:%Y-%m-%d %H:%M:%S} UTC.")

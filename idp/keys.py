@@ -78,3 +78,20 @@ def client_assertion_jti(digest: str) -> str:
 def spent_nonce(digest: str) -> str:
     """String: a nonce a code already carried (OIDC Core §15.5.2), by digest of client_id and nonce."""
     return f"{PREFIX}:nonce:{digest}"
+
+
+# --- opening the holder's access record (idp/holder/history.py) ---------------------------------------------
+
+def history(digest: str) -> str:
+    """String: an opening of the access record (JSON), by the digest of the browser's secret."""
+    return f"{PREFIX}:history:{digest}"
+
+
+def history_handle(digest: str) -> str:
+    """String: the digest of the browser's secret a one-use history handle leads to, by the digest of the handle."""
+    return f"{PREFIX}:history:handle:{digest}"
+
+
+def history_submit(digest: str) -> str:
+    """String: the opening a one-use submit token answers (the digest of the browser's secret), by its digest."""
+    return f"{PREFIX}:history:submit:{digest}"

@@ -26,8 +26,9 @@ from idp.login.verification import CertificateVerifier
 from idp.oidc.clients import ClientRegistry
 from idp.oidc.signing_keys import SigningKeys
 from idp.oidc.tokens import TokenStore
-from mykey.consent import AccessLog, ConsentStore
+from mykey.consent import ConsentStore
 from mykey.directory import MyKeyDirectory
+from mykey.record import AccessRecord
 from observability.metrics import Counter
 from wire.redis_connect import connect_redis
 
@@ -48,9 +49,10 @@ class IdpServices:
     verifier: CertificateVerifier
     mykey: MyKeyDirectory
     consents: ConsentStore
-    access_log: AccessLog
+    access_record: AccessRecord  # sealed to the holder's card (mykey/record.py)
     sealer: Sealer
     logins_total: Counter
+    record_entries: Counter | None = None  # access-record entries written, by what they are sealed to: counts only
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
 
     def seal_certificate(self, issuer: str, serial: int, token_type: str) -> str:
@@ -62,6 +64,12 @@ class IdpServices:
     def token_type_of(self, certificate: str) -> str:
         """The token type a certificate reference names; a reference sealed before it carried one was a card's."""
         return self.sealer.open(certificate, CERTIFICATE_CONTEXT).get("token_type", "card")
+
+    def certificate_digest(self, certificate: str) -> str:
+        """The keyed hash (the MyKey directory's) of the certificate behind a sealed reference: what the access record
+        compares to tell whether the holder's key belongs to the card in use."""
+        ref = self.sealer.open(certificate, CERTIFICATE_CONTEXT)
+        return self.mykey.certificate_digest(ref["issuer"], ref["serial"])
 
     def certificate_good(self, certificate: str) -> bool:
         """Is the certificate behind a sealed reference still good (not revoked, held or expired)?"""
@@ -86,6 +94,9 @@ def build_services(config: IdpConfig, client: redis.Redis | None = None, *, cert
                                 trust=trust)
     keys = SigningKeys(client, config)
     keys.ensure()
+    record_entries = Counter(client, "mykey_access_record_entries_total",
+                             "Access-record entries written, by what they are sealed to (holder's card, or pending)",
+                             ("sealed_to",))
     services = IdpServices(
         config=config,
         redis=client,
@@ -97,11 +108,13 @@ def build_services(config: IdpConfig, client: redis.Redis | None = None, *, cert
         sessions=None,  # set below: it asks the services whether a certificate is still good
         verifier=CertificateVerifier(trust, checker, clock=clock),
         mykey=MyKeyDirectory(client, config.subkey("mykey-serial"), certificates),
-        consents=ConsentStore(client),
-        access_log=AccessLog(client),
+        consents=ConsentStore(client, config.subkey("consent-lookup")),
+        access_record=AccessRecord(client, config.subkey("access-record-pending"),
+                                   counted=lambda sealed_to: record_entries.inc(sealed_to=sealed_to)),
         sealer=Sealer(config.subkey("sealed-facts")),
         logins_total=Counter(client, "mykey_logins_total", "Card logins answered, by result code and token type",
                              ("result", "token_type")),
+        record_entries=record_entries,
         clock=clock,
     )
     services.sessions = SessionStore(client, config.session_ttl, services.certificate_good)

@@ -34,3 +34,27 @@ def verify_signature(public_key: rsa.RSAPublicKey, message: bytes, signature: by
     except InvalidSignature:
         return False
     return True
+
+
+# --- the access record's key (mykey/record.py) ----------------------------------------------------------------
+#
+# The card's auth key signs one fixed message per platform when the holder opens their access record; PKCS#1 v1.5
+# is deterministic, so the same card always gives the same signature and the key derived from it can be made
+# again by the holder's card alone. A login must never be able to obtain that signature, so the two messages can
+# never be equal: a login message is always 64 octets (two SHA-256 digests), a history message never is (the label,
+# a zero octet, then the SHA-256 of the platform's origin: 65 octets). The bridge also refuses any login challenge
+# that carries the label (`is_history_bait`), so a hostile service cannot even try.
+
+HISTORY_LABEL = b"JPKI MyKey access-record key v1."  # 32 octets: the message is 65, never a login's 64
+
+
+def history_message(origin: str) -> bytes:
+    """What the card signs to open the access record kept by the platform at `origin` (never 64 octets long)."""
+    return HISTORY_LABEL + b"\x00" + hashlib.sha256(origin.encode("utf-8")).digest()
+
+
+def is_history_bait(origin: str, challenge: bytes) -> bool:
+    """True when a login (or facts) challenge could make the card sign something tied to the access record's key:
+    the challenge contains the label or the history message, or the message to sign would equal it."""
+    message = history_message(origin)
+    return HISTORY_LABEL in challenge or message in challenge or login_message(origin, challenge) == message

@@ -162,6 +162,10 @@ class MyKeyDirectory:
                 return account_id
         return None
 
+    def certificate_digest(self, issuer: str, serial: int) -> str:
+        """The keyed hash a certificate is known by (never the serial): the access record tells cards apart by it."""
+        return self._digest(issuer, serial)
+
     def _digest(self, issuer: str, serial: int) -> str:
         if not 0 <= serial < 1 << (8 * _SERIAL_OCTETS):
             raise ValueError("A certificate serial is a non-negative integer of at most 20 octets (RFC 5280).")
@@ -183,7 +187,10 @@ class MyKeyDirectory:
         so the record never names an ID it does not hold."""
         account_id = secrets.token_hex(16)
         mykey_id = self._reserve_generated(account_id)
-        self.redis.hset(keys.account(account_id), mapping={"created_at": int(now.timestamp()), "mykey_id": mykey_id})
+        # Only the month: the creation is the card's first login, and the exact time of a login is the holder's to
+        # know (mykey/record.py), not something the account record should keep.
+        month = now.astimezone(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        self.redis.hset(keys.account(account_id), mapping={"created_at": int(month.timestamp()), "mykey_id": mykey_id})
         return account_id
 
     def _discard(self, account_id: str) -> None:

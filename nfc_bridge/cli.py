@@ -8,6 +8,8 @@
                 [--pin-stdin] [--use-last-try]
     login URL_OR_HANDLE --reader {virtual,usb,pcsc} [--card CARD.json] [--device PATH] [--pin-stdin]
                 [--use-last-try]
+    history URL --reader {virtual,usb,pcsc} [--card CARD.json] [--device PATH] [--pin-stdin] [--use-last-try]
+                (open your access record: the card signs the key to it; never part of a login)
 
 Every failure ends in one plain sentence on stderr and exit status 1; never a traceback, never a PIN. A wrong PIN
 is said with the tries left (nfc_bridge/pin.py: a warning at one, what to do when locked).
@@ -49,6 +51,7 @@ from jpki.profile import AUTH_PIN_TRIES, SIGN_PIN_TRIES, CertificateKind
 from nfc_bridge.apdu import CardError, PinLocked, WrongPin
 from nfc_bridge.card_file import Holder, new_card_state, write_card_file
 from nfc_bridge.client import JpkiClient
+from nfc_bridge.history import answer_history, fetch_history
 from nfc_bridge.login import LoginFailed, answer_login, fetch_login, handle_url, plain_text
 from nfc_bridge.pin import LOCKED_SENTENCE, LastTryNotConfirmed, pin_label, wrong_pin_sentence
 from nfc_bridge.readers import READERS, open_reader
@@ -87,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     login = commands.add_parser("login", help="answer a login with the card (the link or handle from the login page)")
     login.add_argument("url_or_handle")
     _card_options(login, "read the PIN (and then the signing PIN, if asked) from standard input, one per line")
+
+    history = commands.add_parser("history", help="open your access record on the platform with the card (the link "
+                                                  "from the account page); not a login")
+    history.add_argument("url")
+    _card_options(history, "read the PIN from standard input, one line")
     return parser
 
 
@@ -112,6 +120,8 @@ def _run(args) -> int:
     try:
         if args.command == "login":
             return login(args)
+        if args.command == "history":
+            return open_history(args)
         if args.card_command == "new":
             return card_new(args)
         if args.card_command == "export":
@@ -119,11 +129,12 @@ def _run(args) -> int:
         return card_show(args)
     except LoginFailed as exc:
         WORKING.clear()
-        print(f"Login failed ({exc.code}): {exc.message}", file=sys.stderr)
+        what = "Opening the access record" if args.command == "history" else "Login"
+        print(f"{what} failed ({exc.code}): {exc.message}", file=sys.stderr)
         return 1
     except WrongPin as exc:
         WORKING.clear()
-        after = " Nothing was sent to the website." if args.command == "login" else ""
+        after = {"login": " Nothing was sent to the website.", "history": " Nothing was sent."}.get(args.command, "")
         print(f"error ({exc.code}): {wrong_pin_sentence(exc.tries_left)}{after}", file=sys.stderr)
         return 1
     except PinLocked as exc:
@@ -300,8 +311,27 @@ def login(args) -> int:
     return 0
 
 
+def open_history(args) -> int:
+    """Open the holder's access record: the card signs the key to it (nfc_bridge/history.py). Said as what it is."""
+    step("Fetching the request…")
+    request = fetch_history(args.url)
+    print(f"Opening your access record at: {request.origin}")
+    print("  This is NOT a login: no website receives anything. Your card makes the key that only it can make,")
+    print("  and the record is shown once in the browser that asked.")
+    print(f"Check code:    {request.short_code}   (your browser shows the same code)")
+    answer = answer_history(
+        request,
+        open_transport=lambda: open_reader(args.reader, args.card, args.device),
+        ask_pin=lambda kind, tries: read_pin(kind, tries, args.pin_stdin),
+        confirm_last_try=last_try_confirmation(args),
+        say=step,
+    )
+    print(f"Done: {plain_text(answer.get('message'), 'Opened.')}")
+    return 0
+
+
 # The steps of a login during which the card is in use: after them the spinner asks to keep it on the reader.
-_CARD_STEPS = ("Waiting for the card", "Reading", "Signing")
+_CARD_STEPS = ("Waiting for the card", "Reading", "Signing")  # "Signing the key…" (history) too
 KEEP_ON_READER = "Keep the card on the reader…"
 
 

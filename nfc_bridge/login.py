@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from jpki.profile import CertificateKind
-from jpki.signature import login_message
+from jpki.signature import is_history_bait, login_message
 from nfc_bridge.client import JpkiClient
 from nfc_bridge.transports import Transport
 from wire.errors import CodedError
@@ -150,6 +150,12 @@ def fetch_login(url: str) -> LoginRequest:
     # The signature goes back only to the service the link came from, and is bound to that origin.
     if _origin(request.submit_url) != _origin(url) or request.origin != _origin(url):
         raise LoginFailed("origin_mismatch", "The login service named another site to send the signature to.")
+    # A login never signs anything tied to the key of the holder's access record (nfc_bridge/history.py).
+    if any(challenge is not None and is_history_bait(request.origin, challenge)
+           for challenge in (request.challenge, request.signing_challenge)):
+        raise LoginFailed("history_signature_refused",
+                          "This login asked the card to sign the key to your access record. Refused: nothing was "
+                          "signed. Opening your access record is never part of a login.")
     return request
 
 

@@ -1,10 +1,11 @@
 """Log hygiene for both services: nothing sensitive in any log line.
 
 Authlib logs issued tokens at DEBUG, nfcpy dumps APDUs (PINs) at DEBUG, and an HTTP access log would carry
-secrets and personal data in paths: the one-use login handle, certificate serials in operator URLs, OCSP
-requests (serials) in GET URLs, and every query string (state, nonce, codes). These loggers are capped or
-redacted here, once, when an app is created — both access logs included: werkzeug's (`make run`) and gunicorn's
-(`--access-logfile` with deploy/'s settings), which hands its fields over as one mapping rather than in the text.
+secrets and personal data in paths: the one-use login (and access-record) handle, certificate serials in
+operator URLs, OCSP requests (serials) in GET URLs, and every query string (state, nonce, codes). These loggers
+are capped or redacted here, once, when an app is created — both access logs included: werkzeug's (`make run`)
+and gunicorn's (`--access-logfile` with deploy/'s settings), which hands its fields over as one mapping rather
+than in the text.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import MutableMapping
 
 _PATHS = (
     re.compile(r"(/api/login/)(?!submit\b)[A-Za-z0-9_-]+"),  # one-use login handles
+    re.compile(r"(/api/history/)(?!submit\b)[A-Za-z0-9_-]+"),  # one-use handles opening an access record
     re.compile(r"(/ops/certificates/[a-z]+/)[0-9A-Fa-f]+"),  # serials
     re.compile(r"(/ocsp/)\S+"),  # base64 OCSP requests carry serials
 )

@@ -17,6 +17,7 @@ test-artifacts/accessibility/.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.idp_flow import bridge_login
+from tests.record_flow import bridge_history
 from tests.test_browser import chromium, dev_command_handle  # noqa: F401 - the fixture
 from tests.test_demo_rp import demo_rp  # noqa: F401 - the fixture
 from tests.test_operator_console import console  # noqa: F401 - the fixture
@@ -140,6 +142,15 @@ def test_holder_pages_have_no_serious_accessibility_violations(chromium, axe_scr
         page.wait_for_url(f"{demo_rp.url}/")
         page.goto(f"{idp_service.url}/account?lang={lang}")
         checker.check("3-account")
+        assert checker.fits_the_width()
+        page.click("#open-history")  # the sealed access record: the waiting page, then the record opened once
+        page.wait_for_url(f"{idp_service.url}/account/history")
+        checker.check("3-history-waiting")
+        assert checker.fits_the_width()
+        history_url = re.search(r"(http://\S+/api/history/\S+)", page.inner_text("#command")).group(1)
+        assert bridge_history(history_url, card).returncode == 0
+        page.wait_for_selector("#history")
+        checker.check("3-account-opened")
         assert checker.fits_the_width()
         page.goto(f"{idp_service.url}/account?lang={lang}&notice=withdrawn")
         checker.check("4-account-notice")

@@ -89,26 +89,6 @@ def test_a_revoked_card_gets_an_explained_error_on_the_login_page(page, idp_serv
     page.shoot("error")
 
 
-def test_the_account_page_shows_the_access_record_and_withdraws_consent(page, idp_service, demo_rp,  # noqa: F811
-                                                                         make_card):
-    card = make_card()
-    idp_service.register_card(card)
-    page.goto(demo_rp.url)
-    page.click("#login")
-    page.wait_for_url(f"{idp_service.url}/login")
-    bridge_login(dev_command_handle(page), card)
-    page.click("#approve")
-    page.wait_for_url(f"{demo_rp.url}/")
-    page.goto(f"{idp_service.url}/account?lang=en")
-    assert re.fullmatch(r"[2-9A-Z]{8}", page.inner_text("#mykey-id"))
-    assert "Example Shop" in page.inner_text("#consents") and "Example Shop" in page.inner_text("#history")
-    page.shoot("1-account")
-    page.click("#consents button")
-    page.wait_for_url(re.compile(r".*/account\?notice=withdrawn"))
-    assert "Example Shop" not in page.inner_text("#consents")
-    page.shoot("2-withdrawn")
-
-
 @pytest.mark.parametrize(("lang", "heading"), [("ja", "にログイン"), ("en", "Log in to")])
 def test_the_login_page_speaks_both_languages(page, idp_service, demo_rp, lang, heading):  # noqa: F811
     page.goto(demo_rp.url)

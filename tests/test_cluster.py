@@ -12,6 +12,10 @@ import pytest
 from redis.cluster import RedisCluster
 
 from devstack.redis_cluster import LocalRedisCluster
+from tests.test_access_record import (  # noqa: F401 - tests and fixtures re-run on the cluster
+    test_after_a_renewal_the_holder_is_told_how_many_entries_can_no_longer_be_opened,
+    test_the_holder_opens_the_record_with_the_card_once_per_view,
+)
 from tests.test_console_charts import (  # noqa: F401 - tests and fixtures re-run on the cluster
     charts_console,
     test_a_flush_adds_each_count_to_the_current_minutes_bucket_which_expires,

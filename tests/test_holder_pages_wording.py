@@ -1,6 +1,7 @@
 """The holder pages say times in Japan time and disclosures in words, in Japanese and English: the consent page,
-and the consents and access record on the account page. A real IdP over HTTP, real Redis, the real bridge with a
-virtual card; known instants are written through the real stores and read back over HTTP."""
+and the consents and access record on the account page (opened with the card, tests/record_flow.py). A real IdP
+over HTTP, real Redis, the real bridge with a virtual card; known instants are written through the real stores and
+read back over HTTP."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from jpki import parse_certificate
 from jpki.profile import CertificateKind
 from nfc_bridge.virtual_card import VirtualCard
 from tests.idp_flow import Browser, bridge_login, query_of
+from tests.record_flow import certificate_digest, open_record
 
 VERIFIER = "w" * 50
 IDENTIFIER_EN = "An identifier for this website"
@@ -87,10 +89,11 @@ def test_the_account_page_says_the_consent_and_the_release_in_words_and_japan_ti
         "grant_type": "authorization_code", "code": query_of(final.headers["Location"])["code"],
         "redirect_uri": client.redirect_uris[0], "code_verifier": VERIFIER})
     assert exchanged.status_code == 200
-    account_id = _account_id(idp_service, card)
-    granted = idp_service.services.consents.get(account_id, client.client_id).granted_at
-    released = idp_service.services.access_log.list(account_id)[0].at
-    japanese, english = browser.get("/account?lang=ja").text, browser.get("/account?lang=en").text
+    # The record opens with the card for one view at a time (tests/record_flow.py): once per language.
+    japanese, english = open_record(browser, card, "ja")[0], open_record(browser, card, "en")[0]
+    granted, released = (dt.datetime.strptime(re.search(r'<time datetime="([^"]+)"', _section(japanese, table))
+                                              .group(1), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+                         for table in ("consents", "history"))
 
     def japan(moment: dt.datetime) -> dt.datetime:  # Japan keeps UTC+9 all year
         return (moment + dt.timedelta(hours=9)).replace(tzinfo=None)
@@ -123,11 +126,15 @@ KNOWN_INSTANTS = [
 def test_known_utc_instants_are_shown_in_japan_time_on_the_account_page(idp_service, at_consent):
     browser, _, _, card, _ = at_consent
     services, account_id = idp_service.services, _account_id(idp_service, card)
+    certificate = certificate_digest(idp_service, card)
     for index, (instant, _, _) in enumerate(KNOWN_INSTANTS):
         client, _ = services.clients.add(f"Site {index}", [f"https://site{index}.example.jp/cb"])
         services.consents.grant(account_id, client.client_id, ["openid", "birthdate", "gender"], instant)
-        services.access_log.record(account_id, client.client_id, ["openid"], instant, token_type="card")
-    japanese, english = browser.get("/account?lang=ja").text, browser.get("/account?lang=en").text
+        services.access_record.note_consent(account_id, certificate, client.client_id,
+                                            ["openid", "birthdate", "gender"], instant)
+        services.access_record.record(account_id, certificate, client.client_id, ["openid"], instant,
+                                      token_type="card")
+    japanese, english = open_record(browser, card, "ja")[0], open_record(browser, card, "en")[0]
     consents_ja = {row[0]: row for row in _cells(japanese, "consents")}
     consents_en = {row[0]: row for row in _cells(english, "consents")}
     history_ja = {row[1]: row for row in _cells(japanese, "history")}

@@ -19,6 +19,7 @@ from nfc_bridge.card_file import Holder, write_card_file
 from nfc_bridge.virtual_card import VirtualCard
 from revocation.domain.events import parse_event
 from tests.idp_flow import Browser, bridge_login, query_of
+from tests.record_flow import read_record
 
 
 def register(idp_service, name: str, redirect: str):
@@ -87,7 +88,8 @@ def stored_values(client) -> dict[bytes, list[bytes]]:
 
 # What one completed login leaves in Redis outside the revocation service: the places where a serial or a fact
 # would land if it leaked. A scan that did not find all of them scanned the wrong database, or too early.
-LOGIN_KEYS = (b"idp:session:", b"idp:token:", b"mk:sn:", b"mk:acct:", b"mk:consent:", b"mk:log:")
+LOGIN_KEYS = (b"idp:session:", b"idp:token:", b"mk:sn:", b"mk:acct:", b"mk:consent:", b"mk:rpend:")  # the access
+# record waits in `mk:rpend:` until its holder first opens it with the card (mykey/record.py)
 
 
 def assert_scanned_the_login(stored: dict[bytes, list[bytes]]) -> None:
@@ -191,7 +193,7 @@ def test_the_four_facts_are_asked_for_each_time_and_never_stored_in_clear(idp_se
 def test_the_access_record_lists_each_release(idp_service, card):
     rp = register(idp_service, "Bank", "https://bank.example.com/cb")
     login(idp_service, rp, card[0], scope="openid name", pins="1234\nABC123\n")
-    entries = idp_service.services.access_log.list(_account(idp_service, card[0]))
+    entries = read_record(idp_service, card[0]).releases
     assert entries[0].client_id == rp[0].client_id and set(entries[0].claims) == {"openid", "name"}
 
 

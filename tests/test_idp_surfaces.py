@@ -22,6 +22,7 @@ from idp.login.messages import MESSAGES, explain
 from idp.login.verification import ErrorCode
 from idp.oidc.signing_keys import SigningKeys
 from tests.idp_flow import Browser, bridge_login, query_of
+from tests.record_flow import open_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,6 +137,7 @@ def logged_in(idp_service, make_card):
     url = authorize(idp_service, client)
     assert bridge_login(browser.start(url), card).returncode == 0
     final = browser.finish()
+    browser.card = card  # opens the sealed access record on the account page (tests/record_flow.py)
     return browser, client, secret, final
 
 
@@ -184,17 +186,18 @@ def test_account_page_shows_mykey_id_consents_history_and_withdraws(idp_service,
     requests.post(f"{idp_service.url}/token", auth=(client.client_id, secret), timeout=10, data={
         "grant_type": "authorization_code", "code": code, "redirect_uri": client.redirect_uris[0],
         "code_verifier": "v" * 50})
-    page = browser.get("/account?lang=en")
-    assert page.status_code == 200
-    mykey_id = re.search(r'id="mykey-id">([^<]+)<', page.text).group(1)
+    sealed = browser.get("/account?lang=en")
+    assert sealed.status_code == 200 and 'id="history"' not in sealed.text  # sealed until the card opens it
+    page = open_record(browser, browser.card)[0]
+    mykey_id = re.search(r'id="mykey-id">([^<]+)<', page).group(1)
     assert re.fullmatch(r"[23456789ABCDEFGHJKMNPQRSTUVWXYZ]{8}", mykey_id)
-    assert "Shop" in page.text.split('id="consents"')[1] and "Shop" in page.text.split('id="history"')[1]
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    assert "Shop" in page.split('id="consents"')[1] and "Shop" in page.split('id="history"')[1]
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
     assert browser.post(f"/account/consents/{client.client_id}/withdraw", {"csrf": "forged"}).status_code == 403
     assert browser.post(f"/account/consents/{client.client_id}/withdraw", {"csrf": csrf}).status_code == 302
-    after = browser.get("/account?lang=ja")
-    assert "Shop" not in after.text.split('id="consents"')[1].split("</table>")[0]
-    assert "マイキーID" in after.text
+    after = open_record(browser, browser.card, "ja")[0]
+    assert "Shop" not in after.split('id="consents"')[1].split("</table>")[0]
+    assert "マイキーID" in after
     # with consent withdrawn, the next authorization asks again
     assert 'action="/consent"' in browser.get(authorize(idp_service, client)).text
     renamed = browser.post("/account/mykey-id", {"csrf": csrf, "mykey_id": "taro-2026"})

@@ -19,13 +19,12 @@ from devstack.processes import free_port
 from idp.login.bridge_api import STATUS_OF
 from idp.login.messages import MESSAGES
 from idp.login.verification import ErrorCode
-from jpki import parse_certificate
 from jpki.profile import CertificateKind
 from jpki.signature import login_message
 from nfc_bridge.client import JpkiClient
 from nfc_bridge.transports.virtual import VirtualTransport
-from nfc_bridge.virtual_card import VirtualCard
 from tests.idp_flow import Browser, bridge_login, query_of
+from tests.record_flow import read_record
 
 REDIRECT = "https://rp.example.jp/callback"
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,8 +196,5 @@ def test_the_access_record_says_which_token_was_used(idp_service, rp, make_card)
     browser, handle, verifier = start(idp_service, rp)
     assert bridge_login(handle, phone).returncode == 0
     finish_login(idp_service, rp, browser, verifier)
-    services = idp_service.services
-    serial = parse_certificate(VirtualCard.load(phone).certificate(CertificateKind.AUTH)).serial
-    account_id = services.mykey.resolve("auth", serial, services.clock()).account_id
-    (entry,) = services.access_log.list(account_id)
+    (entry,) = read_record(idp_service, phone).releases
     assert entry.client_id == rp[0].client_id and entry.token_type == "smartphone"

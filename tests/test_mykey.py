@@ -12,8 +12,7 @@ import pytest
 import redis
 
 from deploy.composition import StatusStoreRecords
-from mykey import keys
-from mykey.consent import ACCESS_LOG_LENGTH, AccessLog, ConsentStore
+from mykey.consent import ConsentStore
 from mykey.directory import (
     GENERATED_ALPHABET,
     MyKeyDirectory,
@@ -23,6 +22,7 @@ from mykey.directory import (
     UnknownAccount,
 )
 from mykey.pairwise import pairwise_subject, sector_of
+from mykey.record import RECORD_LENGTH, AccessRecord, holder_key
 from revocation.storage.keys import KeySpace
 from revocation.storage.store import StatusStore
 
@@ -89,7 +89,7 @@ def test_first_login_creates_an_account_with_a_generated_mykey_id(directory):
     assert set(account.mykey_id) <= set(GENERATED_ALPHABET)
     assert not set(account.mykey_id) & set("0O1IL")
     assert re.fullmatch(r"[0-9a-f]{32}", account.account_id)  # 128 random bits
-    assert account.created_at == NOW
+    assert account.created_at == NOW.replace(day=1, hour=0, minute=0, second=0)  # the month only: no login time
     assert directory.get(account.account_id) == account
 
 
@@ -175,8 +175,8 @@ def test_no_serial_is_stored_in_clear(directory, links, redis_client):
     links.renew(old, new)
     directory.resolve(ISSUER, new, NOW)
     directory.set_custom_id(account.account_id, "taro_2026")
-    ConsentStore(redis_client).grant(account.account_id, "rp_shop", ["openid", "profile"], NOW)
-    AccessLog(redis_client).record(account.account_id, "rp_shop", ["openid", "profile"], NOW)
+    ConsentStore(redis_client, SECRET).grant(account.account_id, "rp_shop", ["openid", "profile"], NOW)
+    AccessRecord(redis_client, SECRET).record(account.account_id, "cert", "rp_shop", ["openid", "profile"], NOW)
 
     items = stored_items(redis_client)
     assert len(items) > 8
@@ -368,18 +368,20 @@ def test_redirect_uris_without_a_host_give_no_sector(uris):
         sector_of(uris)
 
 
-# --- consent and access log --------------------------------------------------------------------------------------
+# --- consent and access record -----------------------------------------------------------------------------------
+
+SECRET = b"consent-and-record-test-secret!!"
 
 
 def test_consent_grant_covers_and_withdraw(redis_client):
-    consents = ConsentStore(redis_client)
+    consents = ConsentStore(redis_client, SECRET)
     account = secrets.token_hex(16)
 
     assert consents.get(account, "rp_shop") is None
     assert not consents.covers(account, "rp_shop", ["openid"])
     granted = consents.grant(account, "rp_shop", ["openid", "profile"], NOW)
 
-    assert granted.scopes == ("openid", "profile") and granted.granted_at == NOW
+    assert granted.scopes == ("openid", "profile") and granted.granted_at is None  # the time is the holder's alone
     assert consents.get(account, "rp_shop") == granted
     assert consents.covers(account, "rp_shop", ["openid"])
     assert consents.covers(account, "rp_shop", ["profile", "openid"])
@@ -392,77 +394,67 @@ def test_consent_grant_covers_and_withdraw(redis_client):
     assert not consents.covers(account, "rp_shop", ["openid"])
 
 
-def test_a_later_grant_adds_scopes_and_renews_the_time(redis_client):
-    consents = ConsentStore(redis_client)
+def test_a_later_grant_adds_scopes(redis_client):
+    consents = ConsentStore(redis_client, SECRET)
     account = secrets.token_hex(16)
     consents.grant(account, "rp_shop", ["openid", "profile"], NOW)
 
     later = consents.grant(account, "rp_shop", ["openid", "address"], NOW + dt.timedelta(hours=1))
 
     assert later.scopes == ("address", "openid", "profile")
-    assert later.granted_at == NOW + dt.timedelta(hours=1)
-
-
-def test_consents_are_listed_newest_first(redis_client):
-    consents = ConsentStore(redis_client)
-    account = secrets.token_hex(16)
-    consents.grant(account, "rp_shop", ["openid"], NOW)
-    consents.grant(account, "rp_bank", ["openid", "profile"], NOW + dt.timedelta(days=2))
-    consents.grant(account, "rp_city", ["openid"], NOW + dt.timedelta(days=1))
-
-    assert [c.client_id for c in consents.list(account)] == ["rp_bank", "rp_city", "rp_shop"]
-    assert consents.list(secrets.token_hex(16)) == []
 
 
 def test_claim_values_are_never_recorded(redis_client):
     account = secrets.token_hex(16)
 
     with pytest.raises(ValueError):
-        ConsentStore(redis_client).grant(account, "rp_shop", ["openid", "試験 太郎"], NOW)
+        ConsentStore(redis_client, SECRET).grant(account, "rp_shop", ["openid", "試験 太郎"], NOW)
     with pytest.raises(ValueError):
-        AccessLog(redis_client).record(account, "rp_shop", ["name", "東京都千代田区"], NOW)
+        AccessRecord(redis_client, SECRET).record(account, "cert", "rp_shop", ["name", "東京都千代田区"], NOW)
     assert list(redis_client.scan_iter()) == []
 
 
-def test_access_log_lists_newest_first(redis_client):
-    log = AccessLog(redis_client)
+def _opened(redis_client, account, key):
+    return AccessRecord(redis_client, SECRET).open(account, key, "cert", dt.date(2026, 1, 1), NOW)
+
+
+def test_the_access_record_lists_newest_first(redis_client):
+    record, key = AccessRecord(redis_client, SECRET), holder_key(secrets.token_bytes(256))
     account = secrets.token_hex(16)
-    log.record(account, "rp_shop", ["openid"], NOW)
-    log.record(account, "rp_bank", ["openid", "profile"], NOW + dt.timedelta(minutes=5))
+    _opened(redis_client, account, key)
+    record.record(account, "cert", "rp_shop", ["openid"], NOW)
+    record.record(account, "cert", "rp_bank", ["openid", "profile"], NOW + dt.timedelta(minutes=5))
 
-    entries = log.list(account)
-
-    assert [(e.client_id, e.claims, e.at) for e in entries] == [
+    assert [(e.client_id, e.claims, e.at) for e in _opened(redis_client, account, key).releases] == [
         ("rp_bank", ("openid", "profile"), NOW + dt.timedelta(minutes=5)),
         ("rp_shop", ("openid",), NOW),
     ]
-    assert [e.client_id for e in log.list(account, count=1)] == ["rp_bank"]
-    assert log.list(account, count=0) == []
 
 
-def test_access_log_keeps_only_the_latest_entries(redis_client):
-    log = AccessLog(redis_client)
+def test_the_access_record_keeps_only_the_latest_entries(redis_client):
+    record, key = AccessRecord(redis_client, SECRET), holder_key(secrets.token_bytes(256))
     account = secrets.token_hex(16)
-    for minute in range(ACCESS_LOG_LENGTH + 5):
-        log.record(account, f"rp_{minute}", ["openid"], NOW + dt.timedelta(minutes=minute))
+    _opened(redis_client, account, key)
+    for minute in range(RECORD_LENGTH + 5):
+        record.record(account, "cert", f"rp_{minute}", ["openid"], NOW + dt.timedelta(minutes=minute))
 
-    everything = log.list(account, count=10_000)
+    everything = _opened(redis_client, account, key).releases
 
-    assert len(everything) == ACCESS_LOG_LENGTH
-    assert everything[0].client_id == f"rp_{ACCESS_LOG_LENGTH + 4}"
+    assert len(everything) == RECORD_LENGTH
+    assert everything[0].client_id == f"rp_{RECORD_LENGTH + 4}"
     assert everything[-1].client_id == "rp_5"
 
 
-def test_access_log_says_whether_a_card_or_a_phone_was_used(redis_client):
-    log = AccessLog(redis_client)
+def test_the_access_record_says_whether_a_card_or_a_phone_was_used(redis_client):
+    record, key = AccessRecord(redis_client, SECRET), holder_key(secrets.token_bytes(256))
     account = secrets.token_hex(16)
-    log.record(account, "rp_shop", ["openid"], NOW, token_type="card")
-    log.record(account, "rp_bank", ["openid"], NOW + dt.timedelta(minutes=1), token_type="smartphone")
-    redis_client.lpush(keys.access_log(account), '{"client_id":"rp_old","claims":["openid"],"at":0}')  # before
+    _opened(redis_client, account, key)
+    record.record(account, "cert", "rp_shop", ["openid"], NOW, token_type="card")
+    record.record(account, "cert", "rp_bank", ["openid"], NOW + dt.timedelta(minutes=1), token_type="smartphone")
 
-    assert [e.token_type for e in log.list(account)] == [None, "smartphone", "card"]
+    assert [e.token_type for e in _opened(redis_client, account, key).releases] == ["smartphone", "card"]
     with pytest.raises(ValueError):
-        log.record(account, "rp_shop", ["openid"], NOW, token_type="スマホ")
+        record.record(account, "cert", "rp_shop", ["openid"], NOW, token_type="スマホ")
 
 
 def test_a_mapping_read_in_the_callers_pipeline_resolves_to_the_same_account(directory, redis_client):

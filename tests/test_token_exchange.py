@@ -25,6 +25,7 @@ from jpki import parse_certificate
 from jpki.profile import CertificateKind
 from nfc_bridge.virtual_card import VirtualCard
 from tests.document_server import DocumentServer
+from tests.record_flow import read_record
 
 REDIRECT = "https://rp.example.jp/callback"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -41,6 +42,7 @@ class Exchanges:
     def __init__(self, idp_service, card_path):
         idp_service.register_card(card_path)
         self.idp = idp_service
+        self.card = card_path
         services = idp_service.services
         serial = parse_certificate(VirtualCard.load(card_path).certificate(CertificateKind.AUTH)).serial
         self.account_id = services.mykey.resolve("auth", serial, services.clock()).account_id
@@ -96,7 +98,7 @@ def test_an_exchange_issues_tokens_and_records_the_access_with_them(idp_service,
         userinfo = requests.get(f"{idp_service.url}/userinfo", timeout=10,
                                 headers={"Authorization": f"Bearer {tokens['access_token']}"})
         assert userinfo.status_code == 200 and userinfo.json()["sub"]
-    record = idp_service.services.access_log.list(exchanges.account_id)
+    record = read_record(idp_service, exchanges.card).releases
     assert [entry.client_id for entry in record] == [client.client_id] * 2
 
 

@@ -31,6 +31,7 @@ from flask import Blueprint, abort, jsonify, make_response, redirect, render_tem
 from markupsafe import Markup
 
 from idp.holder.cookies import LOGIN_COOKIE, SESSION_COOKIE, clear_cookie, read_cookie, set_cookie
+from idp.holder.history import forget_opening, open_for_view
 from idp.holder.sessions import Session
 from idp.login.bridge_api import STATUS_OF
 from idp.login.messages import explain, language
@@ -252,7 +253,10 @@ def consent():
     if request.form.get("decision") == "approve":
         query = parse_qs(urlsplit(return_to).query)
         scopes = sorted(set(query.get("scope", [""])[0].split()))
-        services.consents.grant(session.account_id, query.get("client_id", [""])[0], scopes, services.clock())
+        client_id, now = query.get("client_id", [""])[0], services.clock()
+        services.consents.grant(session.account_id, client_id, scopes, now)
+        services.access_record.note_consent(session.account_id, services.certificate_digest(session.certificate),
+                                            client_id, scopes, now)
         services.sessions.set_flags(session_id, consent_for=digest)
     else:
         services.sessions.set_flags(session_id, deny_for=digest)
@@ -272,14 +276,27 @@ def account():
     csrf = session.flags.get("csrf") or secrets.token_urlsafe(24)
     services.sessions.set_flags(session_id, csrf=csrf)
     holder = services.mykey.get(session.account_id)
-    clients = {c.client_id: c.name for c in services.clients.list()}
-    consents = [(c, clients.get(c.client_id, c.client_id)) for c in services.consents.list(session.account_id)]
-    history = [(entry, clients.get(entry.client_id, entry.client_id))
-               for entry in services.access_log.list(session.account_id)]
-    lang = language()
-    return render_template("account.html", lang=lang, mykey_id=holder.mykey_id if holder else None,
-                           consents=consents, history=history, csrf=csrf,
-                           notice=account_notice(request.args.get("notice"), lang))
+    # The access record and the consents are shown only in the one view right after the card opened them
+    # (idp/holder/history.py); any other view shows how many sealed entries there are, and how to open them.
+    opened, record_error = open_for_view(services, session.account_id)
+    view = {"opened": opened is not None, "record_error": record_error,
+            "record_message": explain(record_error, language()) if record_error else None,
+            "counts": services.access_record.counts(session.account_id)}
+    if opened is not None:
+        clients = {c.client_id: c.name for c in services.clients.list()}
+        since = {note.client_id: note.at for note in opened.consents}
+        live = services.consents.get_many(session.account_id, sorted(clients))
+        view |= {"consents": sorted(((since.get(c.client_id), c, clients[c.client_id]) for c in live),
+                                    key=lambda row: (-(row[0].timestamp() if row[0] else 0), row[2])),
+                 "history": [(entry, clients.get(entry.client_id, entry.client_id)) for entry in opened.releases],
+                 "renewals": opened.renewals}
+    response = make_response(render_template(
+        "account.html", lang=language(), mykey_id=holder.mykey_id if holder else None, csrf=csrf,
+        notice=account_notice(request.args.get("notice"), language()), **view))
+    if opened is not None or record_error:  # the opening was used; one still waiting for the card is kept
+        forget_opening(response)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _account_session():

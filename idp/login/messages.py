@@ -67,6 +67,17 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "wrong_pin": ("The PIN was wrong.", "暗証番号が違います。"),
     "pin_locked": ("The PIN is locked. Only your municipal office can reset it.",
                    "暗証番号がロックされています。お住まいの市区町村の窓口で再設定してください。"),
+    # the access record (idp/holder/history.py, mykey/record.py)
+    "history_other_card": ("This card is not the one of the account that asked to open its access record. Log in "
+                           "with this card first, or use the card you logged in with.",
+                           "このカードは、提供の記録を開こうとしているアカウントのものではありません。"
+                           "このカードで先にログインするか、ログインに使ったカードをお使いください。"),
+    "history_link_in_browser": ("This link opens your access record with your card: open it in a JPKI app, or run "
+                                "the command shown on the account page. Nothing was used up.",
+                                "このリンクはカードで提供の記録を開くためのものです。JPKI対応アプリで開くか、"
+                                "アカウント画面に表示されたコマンドを実行してください。リンクはまだ使えます。"),
+    "record_key_mismatch": ("Your card's key does not open this access record. Nothing was changed.",
+                            "カードの鍵ではこの提供の記録を開けませんでした。記録は変更していません。"),
     # OAuth / OIDC
     "access_denied": ("You declined to share your identity with this website.",
                       "このサイトへの情報提供を拒否しました。"),

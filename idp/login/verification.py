@@ -54,7 +54,7 @@ from jpki.profile import (
     SIGN_KEY_USAGE_REQUIRED,
     CertificateKind,
 )
-from jpki.signature import login_message, verify_signature
+from jpki.signature import history_message, login_message, verify_signature
 from wire.errors import CodedError
 
 CARD, SMARTPHONE = "card", "smartphone"  # where the JPKI AP lives (docs/jpki-profile.md §1: token file EF 0006)
@@ -265,6 +265,15 @@ class CertificateVerifier:
             raise ValueError("origin and challenge come from the login transaction and must be set")
         return self._verify(certificate_der, signature, login_message(origin, challenge), token_type,
                             CertificateKind.AUTH)
+
+    def verify_history(self, certificate_der: bytes, signature: bytes, origin: str, *,
+                       token_type: str) -> VerifiedCertificate:
+        """Opening the access record: the auth key signed this platform's history message (jpki.signature), the
+        same checks as a login. The signature is then the holder's key (mykey/record.py): callers keep it in memory
+        only."""
+        if not isinstance(origin, str) or not origin:
+            raise ValueError("the origin comes from the IdP's configuration and must be set")
+        return self._verify(certificate_der, signature, history_message(origin), token_type, CertificateKind.AUTH)
 
     def verify_signing(self, certificate_der: bytes, signature: bytes, message: bytes, *,
                        token_type: str) -> VerifiedCertificate:

@@ -443,7 +443,8 @@ class UserInfoFromCard(UserInfoEndpoint):
 
 def save_token(token: dict, request) -> None:
     """Authlib's save_token hook: one Redis record per access and refresh token, linked to their code, and the
-    release in the holder's access record, in one round trip (`TokenStore.save_tokens`)."""
+    release in the holder's sealed access record (mykey/record.py, which reads the holder's key first), in one
+    round trip (`TokenStore.save_tokens`)."""
     services = current()
     user: CardUser = request.user
     facts = user.facts
@@ -456,8 +457,9 @@ def save_token(token: dict, request) -> None:
         ttl = int(services.config.refresh_token_ttl.total_seconds())
         issued.append((token["refresh_token"], Token(expires_in=ttl, kind="refresh", **common)))
     claims, token_type = sorted(set(common["scope"].split())), user.token_type
-    services.tokens.save_tokens(issued, also=lambda pipe: services.access_log.record(
-        user.account_id, request.client.client_id, claims, now, token_type=token_type, pipe=pipe))
+    certificate = services.certificate_digest(user.certificate)
+    services.tokens.save_tokens(issued, also=lambda pipe: services.access_record.record(
+        user.account_id, certificate, request.client.client_id, claims, now, token_type=token_type, pipe=pipe))
 
 
 def build_authorization_server(app, services) -> tuple[AuthorizationServer, ResourceProtector]:
