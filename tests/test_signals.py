@@ -1,0 +1,327 @@
+"""Signals to relying parties (idp/signals/): the status feed, SSF stream management and its authorization, the
+claims and signatures of every token, the no-reason-leaks rule, delivery across a receiver's outage and a
+worker's restart, poll delivery, back-channel logout. Real Redis, the real revocation service and IdP over HTTP,
+the virtual card, Authlib as the relying party's client library and joserfc to verify tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import time
+
+import pytest
+import requests
+from authlib.integrations.requests_client import OAuth2Session
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from idp.signals import tokens as set_tokens
+from jpki.profile import crl_shard
+from tests.idp_flow import Browser, bridge_login
+from tests.signals_flow import Receiver, WorkerThread, card_event, holder_event, ssf_token
+from wire import status_feed
+
+REDIRECT = "https://shop.example.jp/callback"
+OTHER_REDIRECT = "https://other.example.jp/callback"
+PUSH, POLL = "urn:ietf:rfc:8935", "urn:ietf:rfc:8936"
+ALLOWED_SET_CLAIMS = {"iss", "aud", "iat", "jti", "sub_id", "events"}
+ALLOWED_EVENT_MEMBERS = {"event_timestamp", "initiating_entity", "credential_type", "change_type"}
+
+
+@pytest.fixture
+def signals(idp_service):
+    """The signals parts of the live IdP (the worker threads below share them)."""
+    from idp.signals.service import EXTENSION
+
+    return idp_service.server.app.extensions[EXTENSION]
+
+
+@pytest.fixture
+def receiver():
+    with Receiver() as live:
+        yield live
+
+
+def register(idp_service, receiver=None, redirect=REDIRECT, name="Example Shop"):
+    client, secret = idp_service.services.clients.add(
+        name, [redirect], backchannel_logout_uri=f"{receiver.url}/bcl/{name.split()[0].lower()}" if receiver else None)
+    return client, secret
+
+
+def login(idp_service, client, secret, card, redirect=REDIRECT) -> dict:
+    """The code flow with Authlib and the virtual card; the ID token's claims."""
+    session = OAuth2Session(client.client_id, secret, scope="openid", redirect_uri=redirect,
+                            token_endpoint_auth_method="client_secret_basic", code_challenge_method="S256")
+    verifier, nonce = secrets.token_urlsafe(48), secrets.token_urlsafe(16)
+    url, _ = session.create_authorization_url(f"{idp_service.url}/authorize", code_verifier=verifier, nonce=nonce)
+    browser = Browser(idp_service.url)
+    result = bridge_login(browser.start(url), card)
+    assert result.returncode == 0, result.stderr
+    final = browser.finish()
+    assert final.status_code == 302, final.text
+    token = session.fetch_token(f"{idp_service.url}/token", authorization_response=final.headers["Location"],
+                                code_verifier=verifier)
+    claims = verify(idp_service, token["id_token"], "JWT", client.client_id)
+    return {"claims": claims, "browser": browser, "id_token": token["id_token"]}
+
+
+def verify(idp_service, token: str, typ: str, audience: str) -> dict:
+    """Signature by the IdP's JWKS (by kid), typ, iss and aud: what a receiver checks."""
+    jwks = KeySet.import_key_set(requests.get(f"{idp_service.url}/jwks", timeout=10).json())
+    decoded = jwt.decode(token, jwks, algorithms=["RS256", "ES256"])
+    assert decoded.header["typ"] == typ and decoded.header["kid"]
+    assert decoded.claims["iss"] == idp_service.url
+    aud = decoded.claims["aud"]
+    assert aud == audience or aud == [audience]
+    return decoded.claims
+
+
+def create_stream(idp_service, client, secret, delivery: dict, **extra) -> tuple[str, dict]:
+    token = ssf_token(idp_service.url, client.client_id, secret)
+    answer = requests.post(f"{idp_service.url}/ssf/streams", json={"delivery": delivery, **extra},
+                           headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert answer.status_code == 201, answer.text
+    return token, answer.json()
+
+
+def events_of(claims: dict) -> dict:
+    assert set(claims) <= ALLOWED_SET_CLAIMS, claims
+    for event in claims["events"].values():
+        assert set(event) <= ALLOWED_EVENT_MEMBERS, event
+    return claims["events"]
+
+
+# --- the feed ----------------------------------------------------------------------------------------------------
+
+def feed_entries(redis_client, serial: int) -> list[dict]:
+    entries = redis_client.xrange(status_feed.feed_key("auth", crl_shard(serial)))
+    mine = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+    return [e for e in mine if e["s"] == f"{serial:X}"]
+
+
+def test_every_status_change_is_in_the_feed_in_order(revocation_services, redis_client, issue_card):
+    card = issue_card()
+    serial = card["auth"].serial_number
+    apply = revocation_services.applier.apply
+    apply(card_event("card_lost", card["holder"], card["card_id"], "e-lost", "2026-02-01T00:00:00Z"))
+    apply(card_event("card_found", card["holder"], card["card_id"], "e-found", "2026-02-02T00:00:00Z"))
+    apply(card_event("card_lost", card["holder"], card["card_id"], "e-lost", "2026-02-01T00:00:00Z"))  # again
+    apply(holder_event("died", card["holder"], "e-died", "2026-03-01T00:00:00Z"))
+    states = [e["e"] for e in feed_entries(redis_client, serial)]
+    # registered, held, released, (the repeated event completes its steps again: at least once), revoked
+    assert states[:3] == ["good", "held", "good"] and states[-1] == "revoked", states
+    assert set(states[3:-1]) <= {"good"}
+    revoked = feed_entries(redis_client, serial)[-1]
+    assert set(revoked) == {"s", "e", "r"}  # the CRL reason code only; the IdP maps it away
+
+
+def test_a_renewal_names_the_certificate_it_replaced(revocation_services, redis_client, issue_card, dev_ca):
+    from jpki.devca import new_rsa_key
+    from revocation.domain.events import parse_event
+
+    card = issue_card()
+    old = card["auth"].serial_number
+    new = dev_ca.issue_auth(new_rsa_key().public_key(), dt.date(1990, 1, 2))
+    revocation_services.applier.apply(parse_event({
+        "event_id": "renew-1", "type": "certificate_renewed", "holder": card["holder"], "card_id": card["card_id"],
+        "occurred_at": "2026-04-01T00:00:00Z", "source": "test",
+        "renewals": [{"kind": "auth", "old_serial": f"{old:X}", "new_serial": f"{new.serial_number:X}",
+                      "not_after": new.not_valid_after_utc.isoformat().replace("+00:00", "Z")}]}))
+    [registered] = feed_entries(redis_client, new.serial_number)
+    assert registered == {"s": f"{new.serial_number:X}", "e": "good", "p": f"{old:X}"}
+    assert feed_entries(redis_client, old)[-1]["e"] == "revoked"
+
+
+def test_an_operators_manual_hold_is_in_the_feed(revocation_services, redis_client, issue_card):
+    from revocation.operations.actions import manual_action
+
+    card = issue_card()
+    serial = card["auth"].serial_number
+    manual_action(revocation_services, "op", "auth", f"{serial:X}", "hold", "reported by phone")
+    assert feed_entries(redis_client, serial)[-1]["e"] == "held"
+
+
+# --- stream management and its authorization ------------------------------------------------------------------
+
+def test_transmitter_metadata_and_discovery(idp_service):
+    metadata = requests.get(f"{idp_service.url}/.well-known/ssf-configuration", timeout=10).json()
+    assert metadata["issuer"] == idp_service.url and metadata["spec_version"] == "1_0"
+    assert set(metadata["delivery_methods_supported"]) == {PUSH, POLL}
+    assert metadata["jwks_uri"] == f"{idp_service.url}/jwks"
+    for endpoint in ("configuration_endpoint", "status_endpoint", "verification_endpoint"):
+        assert metadata[endpoint].startswith(idp_service.url)
+    discovery = requests.get(f"{idp_service.url}/.well-known/openid-configuration", timeout=10).json()
+    assert discovery["backchannel_logout_supported"] and discovery["backchannel_logout_session_supported"]
+
+
+def test_one_relying_party_can_never_read_or_change_anothers_stream(idp_service, receiver):
+    shop, shop_secret = register(idp_service, name="Shop")
+    other, other_secret = register(idp_service, redirect=OTHER_REDIRECT, name="Other")
+    shop_token, stream = create_stream(idp_service, shop, shop_secret,
+                                       {"method": PUSH, "endpoint_url": f"{receiver.url}/ssf/shop"})
+    assert stream["aud"] == shop.client_id and stream["iss"] == idp_service.url
+    assert set(stream["events_delivered"]) >= {set_tokens.SESSION_REVOKED, set_tokens.CREDENTIAL_CHANGE}
+    other_token = ssf_token(idp_service.url, other.client_id, other_secret)
+    as_other = {"Authorization": f"Bearer {other_token}"}
+    url, sid = f"{idp_service.url}/ssf", stream["stream_id"]
+    attempts = [
+        requests.get(f"{url}/streams", params={"stream_id": sid}, headers=as_other, timeout=10),
+        requests.patch(f"{url}/streams", json={"stream_id": sid, "description": "mine now"}, headers=as_other,
+                       timeout=10),
+        requests.put(f"{url}/streams", json={"stream_id": sid, "delivery": {"method": POLL}}, headers=as_other,
+                     timeout=10),
+        requests.delete(f"{url}/streams", params={"stream_id": sid}, headers=as_other, timeout=10),
+        requests.get(f"{url}/status", params={"stream_id": sid}, headers=as_other, timeout=10),
+        requests.post(f"{url}/status", json={"stream_id": sid, "status": "disabled"}, headers=as_other, timeout=10),
+        requests.post(f"{url}/verify", json={"stream_id": sid}, headers=as_other, timeout=10),
+        requests.post(f"{url}/poll/{sid}", json={}, headers=as_other, timeout=10),
+    ]
+    for answer in attempts:
+        assert answer.status_code == 404 and answer.json()["error"] == "stream_not_found", answer.text
+    assert requests.get(f"{url}/streams", headers=as_other, timeout=10).json() == []
+    # Unchanged, and still the shop's.
+    as_shop = {"Authorization": f"Bearer {shop_token}"}
+    mine = requests.get(f"{url}/streams", params={"stream_id": sid}, headers=as_shop, timeout=10).json()
+    assert mine["delivery"]["endpoint_url"] == f"{receiver.url}/ssf/shop" and "description" not in mine
+    assert requests.get(f"{url}/status", params={"stream_id": sid}, headers=as_shop,
+                        timeout=10).json() == {"stream_id": sid, "status": "enabled"}
+    # No token, a made-up token, a token for another scope: refused before anything is looked up.
+    for headers in ({}, {"Authorization": "Bearer made-up"}, {"Authorization": "Basic eDp5"}):
+        answer = requests.get(f"{url}/streams", headers=headers, timeout=10)
+        assert answer.status_code == 401 and answer.json()["error"] == "invalid_token"
+    refused = requests.post(f"{idp_service.url}/token", data={"grant_type": "client_credentials", "scope": "openid"},
+                            auth=(other.client_id, other_secret), timeout=10)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_scope"
+    wrong_secret = requests.post(f"{idp_service.url}/token", data={"grant_type": "client_credentials",
+                                                                   "scope": "ssf"}, auth=(other.client_id, "x"),
+                                 timeout=10)
+    assert wrong_secret.status_code == 401
+    # The shop's own management works: update, pause, a second stream refused, delete.
+    assert requests.patch(f"{url}/streams", json={"stream_id": sid, "description": "shop"}, headers=as_shop,
+                          timeout=10).json()["description"] == "shop"
+    assert requests.post(f"{url}/status", json={"stream_id": sid, "status": "paused"}, headers=as_shop,
+                         timeout=10).json()["status"] == "paused"
+    again = requests.post(f"{url}/streams", json={"delivery": {"method": POLL}}, headers=as_shop, timeout=10)
+    assert again.status_code == 409 and again.json()["error"] == "stream_exists"
+    assert requests.delete(f"{url}/streams", params={"stream_id": sid}, headers=as_shop, timeout=10).status_code == 204
+    assert requests.get(f"{url}/streams", headers=as_shop, timeout=10).json() == []
+
+
+def test_a_push_endpoint_must_be_https_or_loopback(idp_service):
+    shop, secret = register(idp_service, name="Shop")
+    token = ssf_token(idp_service.url, shop.client_id, secret)
+    for delivery in ({"method": PUSH, "endpoint_url": "http://shop.example.jp/ssf"},
+                     {"method": PUSH}, {"method": "urn:example:carrier-pigeon"}):
+        answer = requests.post(f"{idp_service.url}/ssf/streams", json={"delivery": delivery},
+                               headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert answer.status_code == 400 and answer.json()["error"] == "invalid_request", answer.text
+
+
+# --- events, their claims and signatures, to whom ------------------------------------------------------------
+
+def test_card_events_reach_consented_receivers_as_signed_caep_events_and_logout_tokens(
+        idp_service, signals, receiver, make_card):
+    shop, secret = register(idp_service, receiver, name="Shop")
+    other, other_secret = register(idp_service, receiver, redirect=OTHER_REDIRECT, name="Other")
+    create_stream(idp_service, shop, secret, {"method": PUSH, "endpoint_url": f"{receiver.url}/ssf/shop"})
+    create_stream(idp_service, other, other_secret, {"method": PUSH, "endpoint_url": f"{receiver.url}/ssf/other"})
+    card = make_card()
+    holder = idp_service.register_card(card)
+    logged_in = login(idp_service, shop, secret, card)  # the holder consents to the shop only
+    sub = logged_in["claims"]["sub"]
+    assert logged_in["claims"]["sid"]
+    apply = idp_service.revocation.services.applier.apply
+    with WorkerThread(signals):
+        apply(card_event("card_lost", holder["holder"], holder["card_id"], "lost-1", "2026-02-01T00:00:00Z"))
+        [held] = receiver.wait_for("ssf/shop", 1)
+        [logout] = receiver.wait_for("bcl/shop", 1)
+        apply(card_event("revocation_requested", holder["holder"], holder["card_id"], "rev-1",
+                         "2026-02-02T00:00:00Z"))
+        revoked = receiver.wait_for("ssf/shop", 3)[1:]
+        receiver.wait_for("bcl/shop", 2)
+    claims = verify(idp_service, held, "secevent+jwt", shop.client_id)
+    assert claims["sub_id"] == {"format": "iss_sub", "iss": idp_service.url, "sub": sub}
+    assert events_of(claims) == {set_tokens.SESSION_REVOKED: {"event_timestamp": claims["events"][
+        set_tokens.SESSION_REVOKED]["event_timestamp"], "initiating_entity": "policy"}}
+    kinds = {}
+    for token in revoked:
+        claims = verify(idp_service, token, "secevent+jwt", shop.client_id)
+        assert claims["sub_id"]["sub"] == sub
+        kinds.update(events_of(claims))
+    assert kinds[set_tokens.CREDENTIAL_CHANGE]["credential_type"] == "x509"
+    assert kinds[set_tokens.CREDENTIAL_CHANGE]["change_type"] == "revoke"
+    assert set_tokens.SESSION_REVOKED in kinds
+    logout_claims = verify(idp_service, logout, "logout+jwt", shop.client_id)
+    assert logout_claims["sub"] == sub and "nonce" not in logout_claims
+    assert logout_claims["events"] == {"http://schemas.openid.net/event/backchannel-logout": {}}
+    assert logout_claims["exp"] > logout_claims["iat"]
+    # The other relying party has a stream and a logout URI, but the holder never consented to it.
+    assert receiver.bodies("ssf/other") == [] and receiver.bodies("bcl/other") == []
+
+
+def test_no_resident_register_reason_ever_reaches_a_relying_party(idp_service, signals, receiver, make_card):
+    """Death, a move abroad, a court-ordered revocation: each ends sessions and revokes the credential, and the
+    tokens say exactly that — the same members, whatever the reason."""
+    shop, secret = register(idp_service, receiver, name="Shop")
+    create_stream(idp_service, shop, secret, {"method": PUSH, "endpoint_url": f"{receiver.url}/ssf/shop"})
+    apply = idp_service.revocation.services.applier.apply
+    shapes = {}
+    with WorkerThread(signals):
+        for number, event_type in enumerate(("died", "moved_abroad", "revocation_requested", "key_compromised")):
+            card = make_card()
+            holder = idp_service.register_card(card)
+            login(idp_service, shop, secret, card)
+            before = len(receiver.bodies("ssf/shop"))
+            if event_type in ("died", "moved_abroad"):
+                apply(holder_event(event_type, holder["holder"], f"e-{number}", "2026-05-01T00:00:00Z"))
+            else:
+                apply(card_event(event_type, holder["holder"], holder["card_id"], f"e-{number}",
+                                 "2026-05-01T00:00:00Z"))
+            if event_type != "moved_abroad":  # by default it revokes the signing certificate only: nothing to say
+                receiver.wait_for("ssf/shop", before + 1)
+            time.sleep(0.5)  # anything else this event causes arrives too
+            arrived = receiver.bodies("ssf/shop")[before:]
+            shape = []
+            for token in arrived:
+                claims = verify(idp_service, token, "secevent+jwt", shop.client_id)
+                for kind, event in events_of(claims).items():
+                    shape.append((kind, tuple(sorted((k, v) for k, v in event.items() if k != "event_timestamp"))))
+                text = json.dumps(claims).lower()
+                for word in ("died", "death", "deceased", "moved", "abroad", "court", "compromise", "reason",
+                             holder["holder"].lower(), holder["card_id"].lower()):
+                    assert word not in text, (event_type, word)
+            shapes[event_type] = sorted(shape)
+    moved_abroad = shapes.pop("moved_abroad")  # revokes the signing certificate only, unless configured otherwise
+    assert moved_abroad == [] or moved_abroad == shapes["died"]
+    assert len({tuple(shape) for shape in shapes.values()}) == 1, shapes
+
+
+def test_a_renewal_is_a_credential_change_update(idp_service, signals, receiver, make_card, dev_ca):
+    from jpki.devca import new_rsa_key
+    from revocation.domain.events import parse_event
+
+    shop, secret = register(idp_service, name="Shop")
+    create_stream(idp_service, shop, secret, {"method": PUSH, "endpoint_url": f"{receiver.url}/ssf/shop"},
+                  events_requested=[set_tokens.CREDENTIAL_CHANGE])
+    card = make_card()
+    holder = idp_service.register_card(card)
+    sub = login(idp_service, shop, secret, card)["claims"]["sub"]
+    from jpki import parse_certificate
+    from jpki.profile import CertificateKind
+    from nfc_bridge.virtual_card import VirtualCard
+
+    old = parse_certificate(VirtualCard.load(card).certificate(CertificateKind.AUTH)).serial
+    new = dev_ca.issue_auth(new_rsa_key().public_key(), dt.date(1990, 1, 2))
+    with WorkerThread(signals):
+        idp_service.revocation.services.applier.apply(parse_event({
+            "event_id": "renew-2", "type": "certificate_renewed", "holder": holder["holder"],
+            "card_id": holder["card_id"], "occurred_at": "2026-06-01T00:00:00Z", "source": "test",
+            "renewals": [{"kind": "auth", "old_serial": f"{old:X}", "new_serial": f"{new.serial_number:X}",
+                          "not_after": new.not_valid_after_utc.isoformat().replace("+00:00", "Z")}]}))
+        [update] = receiver.wait_for("ssf/shop", 1)
+    claims = verify(idp_service, update, "secevent+jwt", shop.client_id)
+    assert claims["sub_id"]["sub"] == sub  # the same account: the renewal keeps the holder's pairwise sub
+    assert events_of(claims)[set_tokens.CREDENTIAL_CHANGE]["change_type"] == "update"
+    time.sleep(0.3)
+    assert len(receiver.bodies("ssf/shop")) == 1  # session-revoked was not requested, so not delivered
