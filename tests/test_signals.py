@@ -17,9 +17,11 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from idp.signals import tokens as set_tokens
-from jpki.profile import crl_shard
+from jpki import parse_certificate
+from jpki.profile import CertificateKind, crl_shard
+from nfc_bridge.virtual_card import VirtualCard
 from tests.idp_flow import Browser, bridge_login
-from tests.signals_flow import Receiver, WorkerThread, card_event, holder_event, ssf_token
+from tests.signals_flow import Receiver, WorkerThread, card_event, holder_event, ssf_token, worker_process
 from wire import status_feed
 
 REDIRECT = "https://shop.example.jp/callback"
@@ -325,3 +327,226 @@ def test_a_renewal_is_a_credential_change_update(idp_service, signals, receiver,
     assert events_of(claims)[set_tokens.CREDENTIAL_CHANGE]["change_type"] == "update"
     time.sleep(0.3)
     assert len(receiver.bodies("ssf/shop")) == 1  # session-revoked was not requested, so not delivered
+
+
+# --- delivery: outages, restarts, dead letters, poll -----------------------------------------------------------
+
+def worker_env(idp_service, tmp_path) -> dict:
+    """The IdP's environment for `python -m idp signals run`: the same issuer, Redis, state and secret."""
+    config = idp_service.services.config
+    secret_file = tmp_path / "idp-secret"
+    secret_file.write_text(config.secret.hex())
+    return {"MYKEY_DEV": "1", "IDP_ISSUER": config.issuer, "REDIS_URL": config.redis_url,
+            "MYKEY_VAR": str(config.var_dir), "REVOCATION_URL": config.revocation_url,
+            "IDP_SECRET_FILE": str(secret_file), "SIGNALS_PUSH_BACKOFF_SECONDS": "0.2",
+            "SIGNALS_PUSH_BACKOFF_MAX_SECONDS": "0.5", "SIGNALS_PUSH_MAX_ATTEMPTS": "1000"}
+
+
+def wait_until(predicate, timeout: float = 30, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached in {timeout} s")
+
+
+def test_nothing_is_lost_across_a_receiver_outage_and_a_killed_worker(idp_service, signals, receiver, make_card,
+                                                                      tmp_path):
+    shop, secret = register(idp_service, name="Shop")
+    create_stream(idp_service, shop, secret, {"method": PUSH, "endpoint_url": f"{receiver.url}/ssf/shop"})
+    holders = []
+    for _ in range(2):
+        card = make_card()
+        holders.append((idp_service.register_card(card), login(idp_service, shop, secret, card)["claims"]["sub"]))
+    receiver.answer = 503  # the receiver is down
+    first = worker_process(worker_env(idp_service, tmp_path))
+    try:
+        apply = idp_service.revocation.services.applier.apply
+        for number, (holder, _) in enumerate(holders):
+            apply(card_event("card_lost", holder["holder"], holder["card_id"], f"lost-{number}",
+                             "2026-02-01T00:00:00Z"))
+            apply(card_event("revocation_requested", holder["holder"], holder["card_id"], f"rev-{number}",
+                             "2026-02-02T00:00:00Z"))
+        outbox = f"ssf:{shop.client_id}"
+        wait_until(lambda: signals.outboxes.length(outbox) == 6, what="six SETs queued")
+        wait_until(lambda: int(signals.outboxes.state(outbox).get("attempts", 0)) >= 2, what="retries")
+        assert receiver.bodies("ssf/shop") == []
+    finally:
+        first.kill()  # the transmitter dies mid-retry
+        first.wait(10)
+    receiver.answer = 202  # the receiver is back
+    second = worker_process(worker_env(idp_service, tmp_path))
+    try:
+        arrived = receiver.wait_for("ssf/shop", 6)
+        time.sleep(0.5)
+        arrived = receiver.bodies("ssf/shop")
+    finally:
+        second.terminate()
+        second.wait(10)
+    claims = [verify(idp_service, token, "secevent+jwt", shop.client_id) for token in arrived]
+    assert len({c["jti"] for c in claims}) == 6 == len(claims)  # all of them, once each
+    for _, sub in holders:  # in order per subject: sessions revoked at the loss, then the revocation's two
+        kinds = [next(iter(c["events"])) for c in claims if c["sub_id"]["sub"] == sub]
+        assert kinds[0] == set_tokens.SESSION_REVOKED and sorted(kinds[1:]) == sorted(
+            [set_tokens.SESSION_REVOKED, set_tokens.CREDENTIAL_CHANGE]), kinds
+    assert signals.outboxes.length(f"ssf:{shop.client_id}") == 0
+
+
+def test_a_refused_token_is_dead_lettered_and_shown_to_operators(idp_service, receiver, make_card):
+    from idp.signals.config import SignalsConfig
+    from idp.signals.service import build_signals
+
+    signals = build_signals(idp_service.services, SignalsConfig(push_backoff_first=0.05, push_backoff_max=0.05,
+                                                                push_max_attempts=3))
+    shop, secret = register(idp_service, receiver, name="Shop")
+    create_stream(idp_service, shop, secret, {"method": PUSH, "endpoint_url": f"{receiver.url}/ssf/shop"})
+    card = make_card()
+    holder = idp_service.register_card(card)
+    login(idp_service, shop, secret, card)
+    receiver.error = "invalid_key"  # the SET push refuses (400); the logout endpoint too
+    with WorkerThread(signals):
+        idp_service.revocation.services.applier.apply(
+            card_event("card_lost", holder["holder"], holder["card_id"], "lost-dl", "2026-02-01T00:00:00Z"))
+        dead = wait_until(lambda: len(signals.outboxes.dead_letters()) >= 2 and signals.outboxes.dead_letters(),
+                          what="dead letters")
+    assert {(d["channel"], d["code"], d["client_id"]) for d in dead} == {
+        ("ssf", "invalid_key", shop.client_id), ("bcl", "invalid_key", shop.client_id)}
+    token = idp_service.revocation.services.operators.add("amy")
+    console = requests.Session()
+    console.post(f"{idp_service.url}/operator/login", data={"token": token}, timeout=10)
+    page = console.get(f"{idp_service.url}/operator/signals", timeout=10)
+    assert page.status_code == 200 and "invalid_key" in page.text and "Shop" in page.text
+    assert dead[0]["jti"] in page.text
+
+
+def test_a_receiver_that_stays_down_has_its_tokens_dead_lettered_after_the_bounded_tries(idp_service, receiver,
+                                                                                        make_card):
+    from idp.signals.config import SignalsConfig
+    from idp.signals.service import build_signals
+
+    signals = build_signals(idp_service.services, SignalsConfig(push_backoff_first=0.05, push_backoff_max=0.05,
+                                                                push_max_attempts=3))
+    shop, secret = register(idp_service, name="Shop")
+    create_stream(idp_service, shop, secret, {"method": PUSH, "endpoint_url": f"{receiver.url}/ssf/shop"})
+    card = make_card()
+    holder = idp_service.register_card(card)
+    login(idp_service, shop, secret, card)
+    receiver.answer = 500
+    with WorkerThread(signals):
+        idp_service.revocation.services.applier.apply(
+            card_event("card_lost", holder["holder"], holder["card_id"], "lost-gu", "2026-02-01T00:00:00Z"))
+        [dead] = wait_until(lambda: signals.outboxes.dead_letters(), what="a dead letter")
+    assert dead["code"] == "gave_up" and dead["attempts"] == "3" and dead["event"] == "session-revoked"
+
+
+def test_poll_delivery_with_acknowledgements_errors_and_verification(idp_service, signals, make_card):
+    shop, secret = register(idp_service, name="Shop")
+    token, stream = create_stream(idp_service, shop, secret, {"method": POLL})
+    poll_url = stream["delivery"]["endpoint_url"]
+    assert poll_url == f"{idp_service.url}/ssf/poll/{stream['stream_id']}"
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def poll(**body):
+        answer = requests.post(poll_url, json=body, headers=headers, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    assert poll(returnImmediately=True) == {"sets": {}, "moreAvailable": False}
+    verify_answer = requests.post(f"{idp_service.url}/ssf/verify", json={"stream_id": stream["stream_id"],
+                                                                         "state": "s-123"}, headers=headers,
+                                  timeout=10)
+    assert verify_answer.status_code == 204
+    sets = poll(returnImmediately=True)["sets"]
+    [(jti, verification)] = sets.items()
+    claims = verify(idp_service, verification, "secevent+jwt", shop.client_id)
+    assert claims["jti"] == jti and claims["events"] == {set_tokens.VERIFICATION: {"state": "s-123"}}
+    assert claims["sub_id"] == {"format": "opaque", "id": stream["stream_id"]}
+    card = make_card()
+    holder = idp_service.register_card(card)
+    login(idp_service, shop, secret, card)
+    with WorkerThread(signals):
+        idp_service.revocation.services.applier.apply(
+            card_event("revocation_requested", holder["holder"], holder["card_id"], "rev-p", "2026-02-01T00:00:00Z"))
+        answer = poll(ack=[jti], maxEvents=1)  # waits until one is there (not returnImmediately)
+    assert len(answer["sets"]) == 1 and answer["moreAvailable"] is True
+    [(first, _)] = answer["sets"].items()
+    answer = poll(ack=[first], returnImmediately=True)
+    [(second, _)] = answer["sets"].items()
+    assert second != first and answer["moreAvailable"] is False
+    assert poll(setErrs={second: {"err": "invalid_audience", "description": "test"}},
+                returnImmediately=True) == {"sets": {}, "moreAvailable": False}
+    [dead] = signals.outboxes.dead_letters()
+    assert dead["jti"] == second and dead["code"] == "invalid_audience"
+    bad = requests.post(poll_url, json={"maxEvents": "lots"}, headers=headers, timeout=10)
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_request"
+
+
+# --- back-channel logout and the holder's own actions ----------------------------------------------------------
+
+def test_rp_initiated_logout_sends_a_logout_token_with_the_id_tokens_sid(idp_service, signals, receiver, make_card):
+    shop, secret = register(idp_service, receiver, name="Shop")
+    card = make_card()
+    idp_service.register_card(card)
+    logged_in = login(idp_service, shop, secret, card)
+    with WorkerThread(signals):
+        logged_in["browser"].get(f"/logout?id_token_hint={logged_in['id_token']}")
+        [token] = receiver.wait_for("bcl/shop", 1)
+    claims = verify(idp_service, token, "logout+jwt", shop.client_id)
+    assert claims["sid"] == logged_in["claims"]["sid"] and claims["sub"] == logged_in["claims"]["sub"]
+    assert not idp_service.services.redis.keys("idp:session-rps:*")  # forgotten with the session
+
+
+def test_sid_is_pairwise_per_relying_party(idp_service, make_card):
+    shop, shop_secret = register(idp_service, name="Shop")
+    other, other_secret = register(idp_service, redirect=OTHER_REDIRECT, name="Other")
+    card = make_card()
+    idp_service.register_card(card)
+    first = login(idp_service, shop, shop_secret, card)
+    browser = first["browser"]
+    session = OAuth2Session(other.client_id, other_secret, scope="openid", redirect_uri=OTHER_REDIRECT,
+                            token_endpoint_auth_method="client_secret_basic", code_challenge_method="S256")
+    verifier = secrets.token_urlsafe(48)
+    url, _ = session.create_authorization_url(f"{idp_service.url}/authorize", code_verifier=verifier,
+                                              nonce=secrets.token_urlsafe(16))
+    final = browser.follow(browser.get(url))  # the same IdP session: consent, no new card login
+    token = session.fetch_token(f"{idp_service.url}/token", authorization_response=final.headers["Location"],
+                                code_verifier=verifier)
+    second = verify(idp_service, token["id_token"], "JWT", other.client_id)
+    assert first["claims"]["sid"] != second["sid"] and first["claims"]["sub"] != second["sub"]
+
+
+def test_withdrawing_consent_and_logging_out_everywhere_end_sessions_at_relying_parties(
+        idp_service, signals, receiver, make_card):
+    shop, secret = register(idp_service, receiver, name="Shop")
+    create_stream(idp_service, shop, secret, {"method": PUSH, "endpoint_url": f"{receiver.url}/ssf/shop"})
+    card = make_card()
+    holder = idp_service.register_card(card)
+    shard = crl_shard(parse_certificate(VirtualCard.load(card).certificate(CertificateKind.AUTH)).serial)
+    logged_in = login(idp_service, shop, secret, card)
+    browser, sub = logged_in["browser"], logged_in["claims"]["sub"]
+    page = browser.get("/account")
+    csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+    with WorkerThread(signals):
+        assert browser.post("/account/logout-everywhere", {"csrf": csrf}).status_code == 200
+        [revoked] = receiver.wait_for("ssf/shop", 1)
+        receiver.wait_for("bcl/shop", 1)
+        assert browser.get("/account").status_code != 200  # this IdP session ended too
+        claims = verify(idp_service, revoked, "secevent+jwt", shop.client_id)
+        assert claims["sub_id"]["sub"] == sub
+        assert events_of(claims)[set_tokens.SESSION_REVOKED]["initiating_entity"] == "user"
+        # Log in again, then withdraw the shop's consent: its session for the holder ends.
+        again = login(idp_service, shop, secret, card)
+        page = again["browser"].get("/account")
+        csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+        again["browser"].post(f"/account/consents/{shop.client_id}/withdraw", {"csrf": csrf})
+        [_, withdrawn] = receiver.wait_for("ssf/shop", 2)
+    assert verify(idp_service, withdrawn, "secevent+jwt", shop.client_id)["sub_id"]["sub"] == sub
+    with WorkerThread(signals):  # the consent is gone: the card's loss is no longer the shop's business
+        idp_service.revocation.services.applier.apply(
+            card_event("card_lost", holder["holder"], holder["card_id"], "lost-after", "2026-02-01T00:00:00Z"))
+        wait_until(lambda: not signals.services.redis.xinfo_groups(status_feed.feed_key("auth", shard))[0]["lag"],
+                   what="the feed read")
+        time.sleep(0.3)
+    assert len(receiver.bodies("ssf/shop")) == 2
