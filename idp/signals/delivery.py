@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 LEASE_MS = 15_000
 WAIT_MS = 500  # how long an idle pusher blocks for a new token before it looks at its lease again
 MAX_ERR = 64  # characters of a receiver's `err` code kept
+BATCH = 100  # tokens read and pushed per round
+BATCH_S = 2.0  # a round pushes no longer than this (well within the lease)
 
 # Take the lease if free, or extend it if ours. KEYS: lease. ARGV: owner, ttl ms.
 _LEASE = """
@@ -73,7 +75,9 @@ class Pusher:
                 self.stop.wait(1.0)
 
     def step(self) -> None:
-        """One bounded round: at most one push, or one wait of at most WAIT_MS."""
+        """One bounded round: pushes, in order, what waits (up to BATCH tokens or BATCH_S seconds), or one wait of
+        at most WAIT_MS. The lease and the stream are looked at once per round, the pushed tokens deleted with one
+        command: a worker killed mid-round pushes them again on restart (at least once, same jti)."""
         if not self._lease(keys=[keys.outbox_lease(self.name)], args=[self.owner, LEASE_MS]):
             self.stop.wait(WAIT_MS / 1000)
             return
@@ -81,21 +85,35 @@ class Pusher:
         if target is None:  # a paused stream holds its tokens; a stream turned to poll is read by its receiver
             self.stop.wait(WAIT_MS / 1000)
             return
-        head = self.outboxes.head(self.name)
+        head = self.outboxes.head(self.name, BATCH)
         if not head:
             self.outboxes.wait(self.name, "0-0", WAIT_MS)
             return
-        entry_id, fields = head[0]
         state = self.outboxes.state(self.name)
-        attempts = int(state.get("attempts", 0)) if state.get("entry") == entry_id else 0
+        attempts = int(state.get("attempts", 0)) if state.get("entry") == head[0][0] else 0
         wait = float(state.get("next_at", 0)) - time.time() if attempts else 0
         if wait > 0:
             self.stop.wait(min(wait, WAIT_MS / 1000))
             return
-        outcome = self.push(target, fields["t"])
-        if outcome is None:
-            self.outboxes.delivered(self.name, [entry_id])
-        elif outcome.startswith("refused:"):
+        delivered: list[str] = []
+        failed = None
+        ends = time.monotonic() + BATCH_S
+        for entry_id, fields in head:
+            outcome = self.push(target, fields["t"])
+            if outcome is not None:
+                failed = (entry_id, fields, outcome)
+                break
+            delivered.append(entry_id)
+            attempts = 0
+            if time.monotonic() >= ends or self.stop.is_set():
+                break
+        self.outboxes.delivered(self.name, delivered)
+        if failed is not None:
+            self.failed(*failed, attempts)
+
+    def failed(self, entry_id: str, fields: dict, outcome: str, attempts: int) -> None:
+        """The head entry was not accepted: dead-letter it, or note the try and when to try again."""
+        if outcome.startswith("refused:"):
             code = outcome.split(":", 1)[1]
             log.warning("signals token refused by its receiver; dead-lettered",
                         extra={"code": code, "client_id": self.client_id})

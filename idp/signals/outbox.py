@@ -67,6 +67,7 @@ class Outboxes:
         return bool(answer)
 
     def delivered(self, name: str, entry_ids: list[str]) -> None:
+        """Delete accepted entries, and the head's tries with them (the next head starts afresh)."""
         if entry_ids:
             pipe = self.redis.pipeline(transaction=True)  # one slot: the outbox and its state
             pipe.xdel(keys.outbox(name), *entry_ids)
@@ -113,9 +114,11 @@ class Outboxes:
         """Delete the entries whose jti was acknowledged; dead-letter those the receiver reported an error for."""
         if not jtis and not errors:
             return
+        acknowledged = []
         for entry_id, fields in self.head(name, SCAN_LIMIT):
             jti = fields.get("j")
             if jti in errors:
                 self.dead_letter(name, entry_id, fields, errors[jti], 1)
             elif jti in jtis:
-                self.delivered(name, [entry_id])
+                acknowledged.append(entry_id)
+        self.delivered(name, acknowledged)

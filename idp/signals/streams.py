@@ -67,7 +67,8 @@ class Stream:
         return requested if self.events_requested else list(EVENTS_SUPPORTED)
 
     def wants(self, event_type: str) -> bool:
-        return self.status == "enabled" and event_type in self.events_delivered
+        """Queue this event? Not on a disabled stream; a paused one keeps its events until enabled (SSF §8.1.2)."""
+        return self.status != "disabled" and event_type in self.events_delivered
 
     def as_config(self, issuer: str) -> dict:
         """The stream configuration as SSF §8.1.1 shows it to its receiver."""
