@@ -39,8 +39,7 @@ from wire import status_feed
 SUPERSEDED = 4  # RFC 5280 CRLReason superseded: the revocation a renewal makes
 RECEIVERS_CACHE_SECONDS = 2.0
 SHORT = {tokens.SESSION_REVOKED: "session-revoked", tokens.CREDENTIAL_CHANGE: "credential-change",
-         tokens.VERIFICATION: "verification", tokens.STREAM_UPDATED: "stream-updated",
-         tokens.BACKCHANNEL_LOGOUT: "backchannel-logout"}
+         tokens.VERIFICATION: "verification", tokens.BACKCHANNEL_LOGOUT: "backchannel-logout"}
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,9 @@ SESSION_REVOKED = CAEP + "session-revoked"
 CREDENTIAL_CHANGE = CAEP + "credential-change"
 SSF = "https://schemas.openid.net/secevent/ssf/event-type/"
 VERIFICATION = SSF + "verification"
-STREAM_UPDATED = SSF + "stream-updated"
 BACKCHANNEL_LOGOUT = "http://schemas.openid.net/event/backchannel-logout"
 
-EVENTS_SUPPORTED = (SESSION_REVOKED, CREDENTIAL_CHANGE, VERIFICATION, STREAM_UPDATED)
+EVENTS_SUPPORTED = (SESSION_REVOKED, CREDENTIAL_CHANGE, VERIFICATION)
 SET_TYPE = "secevent+jwt"
 LOGOUT_TYPE = "logout+jwt"
 LOGOUT_TOKEN_TTL = 120  # seconds: Back-Channel Logout §2.4 recommends a short lifetime (two minutes)
