@@ -550,3 +550,30 @@ def test_withdrawing_consent_and_logging_out_everywhere_end_sessions_at_relying_
                    what="the feed read")
         time.sleep(0.3)
     assert len(receiver.bodies("ssf/shop")) == 2
+
+
+def test_the_clients_cli_registers_a_backchannel_logout_uri(redis_server, redis_client, tmp_path):
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from idp.oidc.clients import ClientRegistry
+    from tests.signals_flow import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_server.url, "MYKEY_VAR": str(tmp_path)}
+
+    def idp(*args):
+        return subprocess.run([sys.executable, "-m", "idp", *args], env=env, capture_output=True, text=True,
+                              timeout=60, cwd=ROOT)
+
+    added = idp("clients", "add", "--name", "Shop", "--redirect-uri", "https://shop.example.jp/cb",
+                "--backchannel-logout-uri", "https://shop.example.jp/backchannel-logout")
+    assert added.returncode == 0, added.stderr
+    client_id = re.search(r"client_id (rp_\S+)", added.stdout).group(1)
+    client = ClientRegistry(redis_client).get(client_id)
+    assert client.backchannel_logout_uri == "https://shop.example.jp/backchannel-logout"
+    bad = idp("clients", "add", "--name", "X", "--redirect-uri", "https://x.example.jp/cb",
+              "--backchannel-logout-uri", "http://x.example.jp/logout#frag")
+    assert bad.returncode == 1 and "invalid_redirect_uri" in bad.stderr
+    assert "signals" in idp("--help").stdout and idp("signals", "run", "--help").returncode == 0

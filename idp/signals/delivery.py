@@ -73,6 +73,10 @@ class Pusher:
             except redis.RedisError:
                 log.warning("signals push round failed on Redis; retrying", extra={"code": "redis_unavailable"})
                 self.stop.wait(1.0)
+            except Exception as exc:  # a defect must not stop this receiver's deliveries for good
+                log.warning("signals push round failed (%s); retrying", exc.__class__.__name__,
+                            extra={"code": "push_round_failed", "client_id": self.client_id})
+                self.stop.wait(1.0)
 
     def step(self) -> None:
         """One bounded round: pushes, in order, what waits (up to BATCH tokens or BATCH_S seconds), or one wait of

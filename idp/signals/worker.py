@@ -53,6 +53,10 @@ def run_worker(signals: SignalsService, stop: threading.Event, block_ms: int = 2
         except redis.RedisError:
             log.warning("signals feed round failed on Redis; retrying", extra={"code": "redis_unavailable"})
             stop.wait(1.0)
+        except Exception as exc:  # keep the worker alive; what was not acknowledged is read again
+            log.warning("signals round failed (%s); retrying", exc.__class__.__name__,
+                        extra={"code": "signals_round_failed"})
+            stop.wait(1.0)
     for thread in pushers.values():
         thread.join(5)
 
