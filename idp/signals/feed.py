@@ -8,8 +8,11 @@ and the tokens queued again carry the same `jti`s (idp/signals/tokens.py): at le
 The group starts at the beginning of each feed, so changes written before the first worker started are not
 lost either.
 
-On one Redis server a round is one XREADGROUP over all the feeds; on a Redis Cluster the feeds sit in different
-slots, which one command may not name together, so each is read in turn.
+On one Redis server a round is one XREADGROUP over all of a reader's feeds; on a Redis Cluster the feeds sit in
+different slots, which one command may not name together, so each is read in turn. A worker runs FEED_READERS
+readers as threads, each on its share of the shards: one entry costs a Redis round trip per relying party (the
+consent) and a signature per token, and the round trips of one reader overlap with the others' work. A subject's
+entries stay in order: one certificate's changes are in one shard, read by one reader.
 """
 
 from __future__ import annotations
@@ -37,11 +40,11 @@ def _text(value) -> str:
 
 
 class FeedReader:
-    def __init__(self, client: redis.Redis, signals: Signals, consumer: str, shards: int = CRL_SHARD_COUNT):
+    def __init__(self, client: redis.Redis, signals: Signals, consumer: str, shards=range(CRL_SHARD_COUNT)):
         self.redis = client
         self.signals = signals
         self.consumer = consumer
-        self.feeds = [status_feed.feed_key(AUTH, shard) for shard in range(shards)]
+        self.feeds = [status_feed.feed_key(AUTH, shard) for shard in shards]
         self._next_reclaim = 0.0
 
     def ensure_groups(self) -> None:

@@ -1,10 +1,11 @@
 """`python -m idp signals run`: the signals worker — reads the status feeds and pushes every receiver's outbox.
 
-One process runs the feed reader (feed.py) in its main loop and one pusher thread per outbox that has a push
-receiver (delivery.py), found again every REFRESH_S (a stream created, turned to push or deleted; a client with a
-back-channel logout URI registered). Run one or several: the consumer group shares the feeds, and the lease of
-each outbox lets one worker push it at a time, in order. Stopping (SIGTERM, Ctrl-C) loses nothing: an
-unacknowledged feed entry is read again, an undelivered token stays in its outbox.
+One process runs FEED_READERS feed readers (feed.py; the first in its main loop, the others as threads) and one
+pusher thread per outbox that has a push receiver (delivery.py), found again every REFRESH_S (a stream created,
+turned to push or deleted; a client with a back-channel logout URI registered). Run one or several: the consumer
+group shares the feeds, and the lease of each outbox lets one worker push it at a time, in order. Stopping
+(SIGTERM, Ctrl-C) loses nothing: an unacknowledged feed entry is read again, an undelivered token stays in its
+outbox.
 """
 
 from __future__ import annotations
@@ -21,16 +22,25 @@ from idp.signals.delivery import Pusher, owner_name, push_fetcher
 from idp.signals.feed import FeedReader
 from idp.signals.service import SignalsService
 from idp.signals.streams import PUSH
+from jpki.profile import CRL_SHARD_COUNT
 
 log = logging.getLogger(__name__)
 
 REFRESH_S = 2.0
+FEED_READERS = 4  # threads reading the feeds, each its share of the shards
 
 
 def run_worker(signals: SignalsService, stop: threading.Event, block_ms: int = 200) -> None:
+    """Read the feeds (FEED_READERS threads) and push every push receiver's outbox (a thread each) until `stop`."""
     services = signals.services
     consumer = f"signals-{socket.gethostname()}-{os.getpid()}"
-    reader = FeedReader(services.redis, signals.signals, consumer)
+    readers = [FeedReader(services.redis, signals.signals, f"{consumer}-{n}", range(n, CRL_SHARD_COUNT, FEED_READERS))
+               for n in range(FEED_READERS)]
+    reader, others = readers[0], readers[1:]
+    threads = [threading.Thread(target=read_feeds, args=(other, stop, block_ms), daemon=True, name="feed reader")
+               for other in others]
+    for thread in threads:
+        thread.start()
     fetcher = push_fetcher(signals.config, services.config.development, services.config.fetch_ca_file)
     owner = owner_name()
     pushers: dict[str, threading.Thread] = {}
@@ -57,8 +67,21 @@ def run_worker(signals: SignalsService, stop: threading.Event, block_ms: int = 2
             log.warning("signals round failed (%s); retrying", exc.__class__.__name__,
                         extra={"code": "signals_round_failed"})
             stop.wait(1.0)
-    for thread in pushers.values():
+    for thread in [*pushers.values(), *threads]:
         thread.join(5)
+
+
+def read_feeds(reader: FeedReader, stop: threading.Event, block_ms: int) -> None:
+    """One more feed reader's loop (the first runs in run_worker's own loop)."""
+    while not stop.is_set():
+        try:
+            reader.ensure_groups()
+            while not stop.is_set():
+                reader.step(block_ms=block_ms)
+        except Exception as exc:  # Redis away, or a defect: log by code, wait, read again
+            log.warning("signals feed reader failed (%s); retrying", exc.__class__.__name__,
+                        extra={"code": "feed_reader_failed"})
+            stop.wait(1.0)
 
 
 def push_outboxes(signals: SignalsService) -> set[str]:
