@@ -40,6 +40,7 @@ import redis
 import requests
 
 from bench.harness import ROOT, RedisServer, Result, free_port, percentiles
+from idp.signals.worker import FEED_READERS
 
 RPS = 10
 RATE = 100  # events per second
@@ -246,9 +247,14 @@ def run(workdir: Path) -> list[Result]:
                "status feed written by the applier. The goal is judged on RS256.",
                "Where the time goes (profiled in process, one event, 10 RPs): each SET's RS256 signature ~0.5 ms "
                "(ES256 ~0.2 ms) and each relying party's consent lookup one Redis round trip (~0.35 ms): ~12 ms "
-               "of one core per event with RS256, so a worker process queues at most ~80 events/s (800 SETs/s).",
+               "of one core per event with RS256.",
                "Latency counts from just before the event is applied to the receiver's arrival time (the "
-               "receiver is its own process; both read the same wall clock).",
+               "receiver is its own process; both read the same wall clock). An offered_s above "
+               f"{SECONDS} s means this process could not apply the events at {RATE}/s (CPU taken elsewhere), "
+               "so fewer were offered per second.",
+               f"Each worker reads the feeds with {FEED_READERS} threads; the goal needs about 1.5 ms of worker "
+               "CPU per RS256 SET (signing, consent round trip, push) × 1,000 SETs/s: more than the cores this "
+               "shared machine leaves free.",
                "After the outage the wait is the backoff: the head token's next try comes up to 64 s after the "
                "receiver returns."])]
 

@@ -151,8 +151,9 @@ class Signals:
     def _sid_key(self) -> bytes:
         return self.services.config.subkey("bcl-sid")
 
-    def _signer(self):
-        alg = self.config.set_alg
+    def _signer(self, alg: str | None = None):
+        """(key set, kid, alg) of the current signing key of `alg` (SETs: SIGNALS_SET_ALG)."""
+        alg = alg or self.config.set_alg
         key = self.services.signing_keys.current(alg)
         return self.services.signing_keys.key_set(alg), key.kid, alg
 
@@ -166,7 +167,8 @@ class Signals:
         return f"ssf:{stream.client_id}", jti, SHORT[event_type], token
 
     def _logout(self, client: Client, sub: str, cause: Cause, sid: str | None) -> tuple[str, str, str, str]:
-        key, kid, alg = self._signer()
+        # Signed like the client's ID tokens: it verifies a logout token as it verifies an ID token.
+        key, kid, alg = self._signer(client.id_token_signed_response_alg)
         jti = tokens.derived_jti(self._jti_key, cause.cause_id, client.client_id, "logout", sid or "")
         token = tokens.logout_token(key, kid, alg, self.services.config.issuer, client.client_id, jti,
                                     int(time.time()), sub, sid)

@@ -10,7 +10,7 @@ SET_ALGS = ("RS256", "ES256")
 
 @dataclass(frozen=True)
 class SignalsConfig:
-    set_alg: str = "RS256"  # the SSF/CAEP interoperability profile's algorithm; ES256 signs ~20x cheaper
+    set_alg: str = "RS256"  # OpenID Connect's mandatory-to-implement algorithm; ES256 signs ~3x cheaper
     push_timeout: float = 5.0  # seconds for one push, connect to answer
     push_max_attempts: int = 24  # tries of one token before it is dead-lettered (~64 minutes with the backoff)
     push_backoff_first: float = 1.0  # seconds before the second try; doubles each time
