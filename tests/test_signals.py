@@ -577,3 +577,24 @@ def test_the_clients_cli_registers_a_backchannel_logout_uri(redis_server, redis_
               "--backchannel-logout-uri", "http://x.example.jp/logout#frag")
     assert bad.returncode == 1 and "invalid_redirect_uri" in bad.stderr
     assert "signals" in idp("--help").stdout and idp("signals", "run", "--help").returncode == 0
+
+
+def test_a_private_key_jwt_client_gets_its_ssf_token_with_authlib(idp_service):
+    """The same client authentication as the code exchange: a client assertion signed with the client's key."""
+    from authlib.oauth2.rfc7523 import PrivateKeyJWT
+    from joserfc.jwk import RSAKey
+
+    key = RSAKey.generate_key(2048, private=True, parameters={"kid": "rp-key-1"})
+    client, _ = idp_service.services.clients.add("JWT Shop", [REDIRECT], jwks={"keys": [key.as_dict(private=False)]})
+    token_endpoint = f"{idp_service.url}/token"
+    session = OAuth2Session(client.client_id, key.as_dict(private=True), scope="ssf",
+                            token_endpoint_auth_method="private_key_jwt")
+    session.register_client_auth_method(PrivateKeyJWT(token_endpoint, alg="RS256"))
+    token = session.fetch_token(token_endpoint, grant_type="client_credentials")
+    assert token["scope"] == "ssf" and "refresh_token" not in token
+    answer = requests.post(f"{idp_service.url}/ssf/streams", json={"delivery": {"method": POLL}},
+                           headers={"Authorization": f"Bearer {token['access_token']}"}, timeout=10)
+    assert answer.status_code == 201 and answer.json()["aud"] == client.client_id
+    # The ssf token is no access token for the holder's data.
+    assert requests.get(f"{idp_service.url}/userinfo", headers={"Authorization": f"Bearer {token['access_token']}"},
+                        timeout=10).status_code == 401

@@ -40,6 +40,7 @@ class SsfClientCredentials(ClientCredentialsGrant):
         services = current()
         ttl = int(services.config.access_token_ttl.total_seconds())
         token = self.generate_token(scope=SSF_SCOPE, include_refresh_token=False, expires_in=ttl)
+        token["scope"] = SSF_SCOPE  # the registry's allowed scopes are the login's; this token is for `ssf` only
         current_signals().streams.issue_token(self.client.client_id, token["access_token"], ttl)
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
