@@ -598,3 +598,30 @@ def test_a_private_key_jwt_client_gets_its_ssf_token_with_authlib(idp_service):
     # The ssf token is no access token for the holder's data.
     assert requests.get(f"{idp_service.url}/userinfo", headers={"Authorization": f"Bearer {token['access_token']}"},
                         timeout=10).status_code == 401
+
+
+def test_malformed_stream_requests_get_a_clear_4xx(idp_service):
+    shop, secret = register(idp_service, name="Shop")
+    token, stream = create_stream(idp_service, shop, secret, {"method": POLL})
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    url, sid = f"{idp_service.url}/ssf", stream["stream_id"]
+    cases = [
+        ("PATCH", "/streams", "{not json"), ("PATCH", "/streams", "[1, 2]"),
+        ("PATCH", "/streams", json.dumps({"stream_id": sid, "delivery": "push please"})),
+        ("PATCH", "/streams", json.dumps({"stream_id": sid, "events_requested": "all"})),
+        ("PATCH", "/streams", json.dumps({"stream_id": sid, "description": "x" * 1000})),
+        ("PATCH", "/streams", json.dumps({"stream_id": sid, "iss": "me", "colour": "blue"})),
+        ("PATCH", "/streams", json.dumps({"stream_id": sid, "delivery": {"method": PUSH, "endpoint_url": "https://["}})),
+        ("POST", "/status", json.dumps({"stream_id": sid, "status": "on"})),
+        ("POST", "/status", json.dumps({"stream_id": sid, "status": "paused", "reason": ["x"]})),
+        ("POST", "/verify", json.dumps({"stream_id": sid, "state": {"x": 1}})),
+        ("POST", f"/poll/{sid}", json.dumps({"ack": "all"})),
+        ("POST", f"/poll/{sid}", json.dumps({"maxEvents": True})),
+    ]
+    for method, path, body in cases:
+        answer = requests.request(method, f"{url}{path}", data=body, headers=headers, timeout=10)
+        assert answer.status_code == 400, (method, path, body, answer.status_code, answer.text)
+        assert answer.json()["error"] == "invalid_request" and answer.json()["message"]
+        assert "blue" not in answer.text and "xxxx" not in answer.text  # nothing of the request echoed back
+    assert requests.patch(f"{url}/streams", json={"description": "no id"}, headers=headers,
+                          timeout=10).status_code == 404
