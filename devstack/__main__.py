@@ -4,8 +4,9 @@ Starts, and says what it started:
 - a private redis-server with its data in var/redis (unless REDIS_URL points at an existing server or cluster);
 - the development CA in var/pki (created on first run);
 - the revocation service (OCSP, CRLs, operator API) and its worker (event stream, CRL publication);
-- the IdP (OpenID Provider with My Number Card login);
-- the demo relying party "Example Shop", registered as an OIDC client on first run;
+- the IdP (OpenID Provider with My Number Card login) and its signals worker (SSF events, back-channel logout);
+- the demo relying party "Example Shop", registered as an OIDC client on first run, subscribed to the IdP's
+  signals (so revoking the card in the console logs it out of the shop);
 - a virtual My Number Card in var/cards/demo.json, issued and registered on first run (auth PIN 1234,
   signing PIN ABC123).
 Ctrl-C (or SIGTERM) stops everything; state persists under var/ between runs. It runs in development
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
         revocation = start_revocation(stack, revocation_port, stopping)
         idp_url = start_idp(stack, idp_port)
+        start_signals_worker(stack, stopping)
         demo_url = start_demo_rp(stack, demo_port, idp_url, var / "demo-rp.json")
         card_path = ensure_demo_card(ca, var / "cards" / "demo.json", revocation)
         card = VirtualCard.load(card_path)
@@ -148,6 +150,20 @@ def start_idp(stack: contextlib.ExitStack, port: int) -> str:
     return live.url
 
 
+def start_signals_worker(stack: contextlib.ExitStack, stopping: threading.Event) -> None:
+    """`python -m idp signals run`, as a thread: status feeds → SSF streams and back-channel logout tokens."""
+    from deploy.composition import idp_services
+    from idp.config import IdpConfig
+    from idp.signals.service import build_signals
+    from idp.signals.worker import run_worker
+
+    signals = build_signals(idp_services(IdpConfig.from_env()))
+    worker = threading.Thread(target=run_worker, args=(signals, stopping), daemon=True)
+    worker.start()
+    stack.callback(worker.join, 5)
+    say("signals", "pushing session-revoked / credential-change events and logout tokens to relying parties")
+
+
 def start_demo_rp(stack: contextlib.ExitStack, port: int, idp_url: str, registration: Path) -> str:
     """The demo relying party, registered once as a client (its credentials kept in var/demo-rp.json)."""
     import json
@@ -163,13 +179,14 @@ def start_demo_rp(stack: contextlib.ExitStack, port: int, idp_url: str, registra
     known = json.loads(registration.read_text()) if registration.exists() else None
     if known is None or registry.get(known["client_id"]) is None:
         client, secret = registry.add("Example Shop (demo)", [f"{base}/callback"],
-                                      post_logout_redirect_uris=[f"{base}/"])
+                                      post_logout_redirect_uris=[f"{base}/"],
+                                      backchannel_logout_uri=f"{base}/backchannel-logout")
         known = {"client_id": client.client_id, "client_secret": secret}
         registration.write_text(json.dumps(known))
         registration.chmod(0o600)
         say("demo rp", f"registered client {client.client_id}")
     live = stack.enter_context(LiveServer(create_app(idp_url, known["client_id"], known["client_secret"], base), port))
-    say("demo rp", f"{live.url} (Example Shop, an Authlib OpenID Connect client)")
+    say("demo rp", f"{live.url} (Example Shop, an Authlib OpenID Connect client; an SSF receiver too)")
     return live.url
 
 

@@ -22,6 +22,7 @@ from idp.oidc.endpoints import blueprint as oidc
 from idp.oidc.provider import build_authorization_server
 from idp.operator_pages import blueprint as operator_pages
 from idp.services import EXTENSION, IdpServices
+from idp.signals.install import install_signals
 from observability.metrics import metrics_response
 from operator_console import console
 from operator_console.registry import OperatorRegistry
@@ -32,7 +33,8 @@ def _operator_console(app: Flask, config: IdpConfig, services: IdpServices) -> N
     """The operator console's RP clients page, logged in like the revocation service's console."""
     console.install(app, console.Console(
         services.redis, OperatorRegistry(services.redis), secure_cookies=not config.insecure_dev_cookies,
-        links=(("RP clients", "/operator/clients"), ("Revocation", f"{config.revocation_url}/operator/"))),
+        links=(("RP clients", "/operator/clients"), ("Signals", "/operator/signals"),
+               ("Revocation", f"{config.revocation_url}/operator/"))),
         home="operator_clients.clients")
     app.register_blueprint(console.blueprint, url_prefix=console.PREFIX)
     app.register_blueprint(operator_pages, url_prefix=console.PREFIX)
@@ -46,6 +48,7 @@ def create_app(config: IdpConfig, services: IdpServices) -> Flask:
     app.extensions["idp_server"] = server
 
     app.register_blueprint(oidc)
+    install_signals(app, services, server)  # SSF transmitter and back-channel logout (idp/signals/)
     app.register_blueprint(login_api)
     app.register_blueprint(pages)
     app.register_blueprint(history)

@@ -5,13 +5,14 @@ The IdP itself is started by the composition root: `python -m deploy serve idp` 
 
     clients add --name NAME --redirect-uri URI [--redirect-uri URI ...] [--jwks FILE | --jwks-uri URI]
                 [--sector-identifier-uri URI] [--post-logout-redirect-uri URI] [--id-token-alg RS256|ES256]
-                [--fetch-ca-file PEM]
+                [--fetch-ca-file PEM] [--backchannel-logout-uri URI]
     clients list
     clients remove CLIENT_ID
     keys rotate --alg RS256|ES256
     records purge-plain
                 delete the consents and access logs kept in clear before the access record was sealed
                 (mykey/record.py); run once after upgrading
+    signals run                         the signals worker: status feeds → SSF streams and back-channel logout
 
 Every command reads the IdP's environment (idp/config.py): the clients and keys commands write to the Redis at
 REDIS_URL, so they must run with the same REDIS_URL (and REDIS_CLUSTER) as the IdP, and the discovery URL they
@@ -71,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "else the system's CAs)")
     add.add_argument("--post-logout-redirect-uri", action="append", default=[], dest="post_logout")
     add.add_argument("--id-token-alg", default="RS256", choices=("RS256", "ES256"))
+    add.add_argument("--backchannel-logout-uri", default=None,
+                     help="where the IdP POSTs logout tokens (OpenID Connect Back-Channel Logout 1.0)")
     add.add_argument("--json", action="store_true", help="print the registration as JSON")
     clients.add_parser("list", help="list clients")
     remove = clients.add_parser("remove", help="remove a client")
@@ -83,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     records = commands.add_parser("records", help="holders' records", epilog=ENVIRONMENT,
                                   formatter_class=raw).add_subparsers(dest="action", required=True)
     records.add_parser("purge-plain", help="delete consents and access logs kept in clear by earlier versions")
+
+    signals = commands.add_parser("signals", help="signals to relying parties (SSF, back-channel logout)",
+                                  epilog=ENVIRONMENT, formatter_class=raw).add_subparsers(dest="action", required=True)
+    signals.add_parser("run", help="run the signals worker until SIGTERM or Ctrl-C (idp/signals/worker.py)")
     return parser
 
 
@@ -107,6 +114,10 @@ def _run(args, config: IdpConfig) -> int:
         deleted = purge_plain_records(client)
         print(f"Deleted {deleted} plain consent and access-log records; every access record is now sealed.")
         return 0
+    if args.command == "signals":
+        from idp.signals.worker import run_from_command
+
+        return run_from_command(config, client)
     if args.command == "keys":
         key = SigningKeys(client, config).rotate(args.alg)
         print(f"Published {key.alg} key {key.kid}; it starts signing at {key.signs_from:%Y-%m-%d %H:%M:%S} UTC.")
@@ -139,7 +150,8 @@ def _add(args, config: IdpConfig, registry: ClientRegistry) -> int:
     try:
         registered, secret = registry.add(args.name, args.redirect_uris, jwks=jwks, jwks_uri=args.jwks_uri,
                                           sector_identifier_uri=args.sector_identifier_uri,
-                                          id_token_alg=args.id_token_alg, post_logout_redirect_uris=args.post_logout)
+                                          id_token_alg=args.id_token_alg, post_logout_redirect_uris=args.post_logout,
+                                          backchannel_logout_uri=args.backchannel_logout_uri)
     except ClientRegistrationError as exc:
         raise CommandFailed(exc.code, exc.message) from None
     if args.json:

@@ -48,6 +48,46 @@ def session(digest: str) -> str:
     return f"{PREFIX}:session:{digest}"
 
 
+# --- signals to relying parties (idp/signals/) ------------------------------------------------------------------
+
+def session_rps(digest: str) -> str:
+    """Set: the client ids a browser session logged into (for back-channel logout), by the session id's digest;
+    it expires with the session."""
+    return f"{PREFIX}:session-rps:{digest}"
+
+
+def account_sessions(account_id: str) -> str:
+    """Set: the digests of an account's browser sessions (to end them all), expiring with the newest."""
+    return f"{PREFIX}:account-sessions:{account_id}"
+
+
+SSF_STREAMS = f"{PREFIX}:ssf:streams"  # hash: client_id → its SSF stream (JSON); one stream per client
+
+
+def ssf_token(digest: str) -> str:
+    """String: an access token with the `ssf` scope (client id), by the digest of its value."""
+    return f"{PREFIX}:ssf:token:{digest}"
+
+
+def outbox(name: str) -> str:
+    """Stream: the signed tokens waiting for one receiver, oldest first (`ssf:<client_id>` or `bcl:<client_id>`)."""
+    return f"{PREFIX}:signals:out:{{{name}}}"
+
+
+def outbox_state(name: str) -> str:
+    """Hash: the head entry's delivery attempts, next try and last error; same slot as its outbox."""
+    return f"{PREFIX}:signals:try:{{{name}}}"
+
+
+def outbox_lease(name: str) -> str:
+    """String: the worker that pushes this outbox now (one at a time keeps the order)."""
+    return f"{PREFIX}:signals:lease:{{{name}}}"
+
+
+SIGNALS_DEAD_LETTERS = f"{PREFIX}:signals:dead"  # stream: tokens given up on, per client (operator console)
+SIGNALS_FEED_GROUP = "idp-signals"  # consumer group of the IdP's signals workers on the status feeds
+
+
 # --- OpenID Provider (idp/oidc/) -------------------------------------------------------------------------------
 
 def code(digest: str) -> str:

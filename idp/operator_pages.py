@@ -5,6 +5,7 @@ and sessions as on the revocation service's console (operator_console/console.py
 clients stays on the CLI, where secrets are shown once.
 
     GET /operator/clients
+    GET /operator/signals     each receiver's stream, outbox and dead letters (idp/signals/)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from flask import Blueprint
 
 from idp.operator_overview import overview
 from idp.services import current
+from idp.signals.service import current_signals
 from observability.metrics import flush_everywhere
 from operator_console.console import operator_page, render
 
@@ -33,3 +35,25 @@ def clients():
     written = {json.loads(field)[0]: int(value) for field, value in counter.redis.hgetall(counter.key).items()}
     return render("operator/clients.html", clients=current().clients.list(), state=state, charts=charts,
                   record_entries=written)
+
+
+@blueprint.get("/signals")
+@operator_page
+def signals():
+    """Per relying party: its SSF stream (method, status), the tokens waiting in its outboxes with the head's
+    tries, and the newest dead letters (codes and jti only: a dead letter never keeps the token)."""
+    signals = current_signals()
+    streams = signals.streams.all()
+    rows = []
+    for client in current().clients.list():
+        stream = streams.get(client.client_id)
+        if stream is None and not client.backchannel_logout_uri:
+            continue
+        outboxes = []
+        for kind in ("ssf", "bcl"):
+            name = f"{kind}:{client.client_id}"
+            if (kind == "ssf" and stream) or (kind == "bcl" and client.backchannel_logout_uri):
+                outboxes.append((kind, signals.outboxes.length(name), signals.outboxes.state(name)))
+        rows.append({"client": client, "stream": stream, "outboxes": outboxes})
+    return render("operator/signals.html", rows=rows, dead=signals.outboxes.dead_letters(),
+                  names={c.client_id: c.name for c in current().clients.list()})

@@ -139,6 +139,13 @@ class MyKeyDirectory:
             raise UnknownAccount("A certificate maps to an account that does not exist.")
         return account
 
+    def account_of(self, issuer: str, serial: int) -> str | None:
+        """The account this certificate maps to, or its renewal chain's (followed back), without creating one:
+        None for a card that never logged in. Read by the signals worker (idp/signals/), which must find the
+        holder behind a status change and may never make an account for it."""
+        account_id = as_text(self.redis.get(keys.serial(self._digest(issuer, serial))))
+        return account_id or self._account_of_ancestor(issuer, serial)
+
     def _claim(self, key: str, issuer: str, serial: int, now: dt.datetime) -> str:
         """Map an unknown certificate to its renewal chain's account, or to a new one. Whoever loses the SET NX
         adopts the winner's account (and drops the one it made), so one card never ends up with two."""

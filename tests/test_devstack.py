@@ -53,6 +53,12 @@ def test_devstack_starts_says_what_it_started_and_stops(tmp_path):
         assert "dev CA" in output and "created virtual My Number Card" in output
         assert "revocation" in output and "idp         http://127.0.0.1:" in output
         assert "demo rp     http://127.0.0.1:" in output and "--reader virtual --card" in output
+        assert "signals     pushing" in output  # the signals worker runs, and Example Shop subscribes to it
+        store = redis.Redis(port=int(env["MYKEY_REDIS_PORT"]))
+        deadline = time.monotonic() + 30
+        while not store.hlen("idp:ssf:streams") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert store.hlen("idp:ssf:streams") == 1
         assert (tmp_path / "var" / "pki" / "ca.json").exists()
         assert (tmp_path / "var" / "cards" / "demo.json").exists()
         # The operator console works with the development operator's token, kept private under var/.

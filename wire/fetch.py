@@ -116,15 +116,17 @@ class Fetcher:
         self._lock = threading.Lock()
 
     def fetch(self, url: str, body: bytes | None = None, content_type: str | None = None,
-              accept: str | None = None) -> Fetched:
-        """GET `url` (POST when `body` is given); `FetchFailed` unless a 2xx answer arrived whole in time."""
+              accept: str | None = None, authorization: str | None = None) -> Fetched:
+        """GET `url` (POST when `body` is given); `FetchFailed` unless a 2xx answer arrived whole in time.
+        `authorization`: an Authorization header value the receiver asked for (SET push, idp/signals/)."""
         if not self.policy.allows(url):
             raise FetchFailed("url_not_allowed", "The URL's scheme or host is not one this fetch may use.")
         try:
             route = self._route(url)
         except ValueError:  # a port that is not a number
             raise FetchFailed("unreachable", "The URL cannot be used.") from None
-        headers = {name: value for name, value in (("Content-Type", content_type), ("Accept", accept)) if value}
+        headers = {name: value for name, value in (("Content-Type", content_type), ("Accept", accept),
+                                                   ("Authorization", authorization)) if value}
         method = "POST" if body is not None else "GET"
         resend = method == "GET" or self.policy.idempotent_post
         deadline = time.monotonic() + self.policy.timeout

@@ -37,6 +37,8 @@ from idp.login.bridge_api import STATUS_OF
 from idp.login.messages import explain, language
 from idp.login.transactions import LoginError
 from idp.services import current
+from idp.signals import sessions as signal_sessions
+from idp.signals.service import current_signals
 from mykey.directory import MyKeyIdError
 
 blueprint = Blueprint("pages", __name__)
@@ -311,8 +313,23 @@ def _account_session():
 @blueprint.post("/account/consents/<client_id>/withdraw")
 def withdraw(client_id: str):
     session = _account_session()
-    current().consents.withdraw(session.account_id, client_id)
+    services = current()
+    signal_sessions.consent_withdrawn(services, current_signals().signals, session.account_id, client_id)
+    services.consents.withdraw(session.account_id, client_id)
     return redirect("/account?notice=withdrawn")
+
+
+@blueprint.post("/account/logout-everywhere")
+def logout_everywhere():
+    """End every session: this browser's and the holder's other IdP sessions, and (through session-revoked and
+    back-channel logout) their sessions at every relying party they consented to."""
+    session = _account_session()
+    services = current()
+    signal_sessions.session_ended(services, current_signals().signals, read_cookie(SESSION_COOKIE))
+    signal_sessions.logged_out_everywhere(services, current_signals().signals, session.account_id)
+    response = make_response(render_template("logged_out.html", lang=language()))
+    clear_cookie(response, SESSION_COOKIE)
+    return response
 
 
 @blueprint.post("/account/mykey-id")

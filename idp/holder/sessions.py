@@ -45,9 +45,23 @@ class SessionStore:
         return keys.session(hashlib.sha256(session_id.encode()).hexdigest())
 
     def create(self, session: Session) -> str:
+        """A new session; the account's index of live sessions (`end_all`) expires with its newest one."""
         session_id = secrets.token_urlsafe(32)
-        self.redis.set(self._key(session_id), json.dumps(asdict(session)), ex=int(self.ttl.total_seconds()))
+        ttl = int(self.ttl.total_seconds())
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self._key(session_id), json.dumps(asdict(session)), ex=ttl)
+        pipe.sadd(keys.account_sessions(session.account_id), hashlib.sha256(session_id.encode()).hexdigest())
+        pipe.expire(keys.account_sessions(session.account_id), ttl)
+        pipe.execute()
         return session_id
+
+    def end_all(self, account_id: str) -> int:
+        """End every session of the account ("log out everywhere"); how many were still live."""
+        index = keys.account_sessions(account_id)
+        digests = [d.decode() for d in self.redis.smembers(index)]
+        ended = self.redis.delete(*(keys.session(d) for d in digests)) if digests else 0
+        self.redis.delete(index)
+        return ended
 
     def get(self, session_id: str | None) -> Session | None:
         """The live session, or None: unknown, expired, or its certificate no longer good (then it is ended)."""

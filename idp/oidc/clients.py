@@ -90,6 +90,7 @@ class Client(ClientMixin):
     grant_types: list[str] = field(default_factory=lambda: ["authorization_code", "refresh_token"])
     post_logout_redirect_uris: list[str] = field(default_factory=list)
     created_at: str = ""
+    backchannel_logout_uri: str | None = None  # Back-Channel Logout 1.0 §2.2: where logout tokens are POSTed
 
     # --- Authlib's ClientMixin ---------------------------------------------------------------------------
 
@@ -333,7 +334,8 @@ class ClientRegistry:
 
     def add(self, name: str, redirect_uris: list[str], jwks: dict | None = None, jwks_uri: str | None = None,
             sector_identifier_uri: str | None = None, id_token_alg: str = "RS256",  # noqa: S107
-            post_logout_redirect_uris: list[str] | None = None) -> tuple[Client, str | None]:
+            post_logout_redirect_uris: list[str] | None = None,
+            backchannel_logout_uri: str | None = None) -> tuple[Client, str | None]:
         """Register a client; returns it and, for client_secret_basic, the secret (shown once, stored hashed)."""
         if not name or len(name) > 100:
             raise ClientRegistrationError("invalid_client_metadata", "A client needs a name of at most 100 characters.")
@@ -350,6 +352,8 @@ class ClientRegistry:
                 raise ClientRegistrationError("invalid_client_metadata", str(exc)) from None
         if jwks_uri is not None:
             _check_uri(jwks_uri)
+        if backchannel_logout_uri is not None:
+            _check_uri(backchannel_logout_uri)  # Back-Channel Logout §2.2: absolute, no fragment
         if id_token_alg not in ("RS256", "ES256"):
             raise ClientRegistrationError("invalid_client_metadata", "ID tokens are signed with RS256 or ES256.")
         sector = self._sector(redirect_uris, sector_identifier_uri)
@@ -367,6 +371,7 @@ class ClientRegistry:
             id_token_signed_response_alg=id_token_alg,
             post_logout_redirect_uris=list(post_logout_redirect_uris or []),
             created_at=dt.datetime.now(dt.UTC).isoformat(),
+            backchannel_logout_uri=backchannel_logout_uri,
         )
         self.redis.hset(CLIENTS_HASH, client.client_id, client.to_json())
         return client, secret

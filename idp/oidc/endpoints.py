@@ -20,6 +20,8 @@ from idp.login.messages import explain, language
 from idp.oidc.clients import FOUR_FACTS_SCOPES
 from idp.oidc.provider import ClientChanged, CodeExchange, check_compact_jwt, user_for
 from idp.services import current
+from idp.signals import sessions as signal_sessions
+from idp.signals.service import current_signals
 
 blueprint = Blueprint("oidc", __name__)
 
@@ -45,13 +47,13 @@ def discovery():
         end_session_endpoint=f"{issuer}/logout",
         response_types_supported=["code"],
         response_modes_supported=["query"],
-        grant_types_supported=["authorization_code", "refresh_token"],
+        grant_types_supported=["authorization_code", "refresh_token", "client_credentials"],
         subject_types_supported=["pairwise"],
         id_token_signing_alg_values_supported=["RS256", "ES256"],
         token_endpoint_auth_methods_supported=["private_key_jwt", "client_secret_basic"],
         token_endpoint_auth_signing_alg_values_supported=["RS256", "ES256", "PS256"],
         revocation_endpoint_auth_methods_supported=["private_key_jwt", "client_secret_basic"],
-        scopes_supported=["openid", *sorted(FOUR_FACTS_SCOPES)],
+        scopes_supported=["openid", *sorted(FOUR_FACTS_SCOPES), "ssf"],
         claims_supported=["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "at_hash",
                           "name", "address", "birthdate", "gender"],
         code_challenge_methods_supported=["S256"],
@@ -62,6 +64,8 @@ def discovery():
         request_uri_parameter_supported=False,
         claims_parameter_supported=False,
         ui_locales_supported=["ja", "en"],
+        backchannel_logout_supported=True,  # Back-Channel Logout 1.0 §2.1 (idp/signals/)
+        backchannel_logout_session_supported=True,
     )
 
 
@@ -110,7 +114,10 @@ def authorize():
                 raise ConsentRequiredError(redirect_uri=grant.redirect_uri)
             return _consent_page(grant.client, sorted(scopes), return_to, session_id)
         _spend_login(session_id)  # facts travel on with this one code only
-        return server.create_authorization_response(grant_user=user, grant=grant)
+        user.sid = signal_sessions.sid_for(services, session_id, grant.client.client_id)
+        response = server.create_authorization_response(grant_user=user, grant=grant)
+        signal_sessions.remember_login(services, session_id, grant.client.client_id)
+        return response
     except OAuth2Error as error:
         if error.redirect_uri:
             return _with_issuer(server.handle_error_response(request, error))
@@ -194,6 +201,7 @@ def logout():
         client = services.clients.get(client_id) if client_id else None
         if client is not None and post_logout in client.post_logout_redirect_uris:
             target = post_logout + ("?" + urlencode({"state": values["state"]}) if values.get("state") else "")
+    signal_sessions.session_ended(services, current_signals().signals, read_cookie(SESSION_COOKIE))
     services.sessions.end(read_cookie(SESSION_COOKIE))
     response = redirect(target) if target else make_response(render_template("logged_out.html", lang=language()))
     clear_cookie(response, SESSION_COOKIE)

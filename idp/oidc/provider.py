@@ -78,6 +78,7 @@ class CardUser:
     auth_time: int
     certificate: str  # sealed reference to the certificate the login used
     facts: str | None = None  # sealed
+    sid: str | None = None  # the IdP session as this client sees it (Back-Channel Logout §2.1), set at /authorize
 
     def get_user_id(self) -> str:
         return self.sub
@@ -303,7 +304,7 @@ class CodeGrant(AuthorizationCodeGrant):
             redirect_uri=request.payload.redirect_uri, scope=request.scope or "", nonce=data.get("nonce"),
             code_challenge=data.get("code_challenge"), code_challenge_method=data.get("code_challenge_method"),
             account_id=user.account_id, auth_time=user.auth_time, certificate=user.certificate,
-            facts=user.facts,
+            facts=user.facts, sid=user.sid,
         )
         services.tokens.save_code(record)
         if record.nonce:  # a nonce is spent once a code carries it (OIDC Core §15.5.2)
@@ -391,6 +392,8 @@ class OpenIDCodeExtension(OpenIDCode):
         """Authlib's nonce, auth_time, acr and amr from the code; amr (RFC 8176) for the token the login used."""
         claims = super().get_authorization_code_claims(authorization_code)
         claims["amr"] = list(AUTHENTICATION_METHODS[current().token_type_of(authorization_code.certificate)])
+        if authorization_code.sid:
+            claims["sid"] = authorization_code.sid
         return claims
 
     def generate_user_info(self, user: CardUser, scope):

@@ -55,6 +55,7 @@ class AuthorizationCode(AuthorizationCodeMixin):
     auth_time: int
     certificate: str  # sealed reference
     facts: str | None = None  # sealed four basic facts, when they were asked for and signed for
+    sid: str | None = None  # the ID token's `sid` (Back-Channel Logout 1.0 §2.1)
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri

@@ -347,7 +347,7 @@ class Applier:
         if action["do"] == "register":
             return Step(register=StatusRecord.issued(
                 action["shard"], dt.datetime.fromtimestamp(action["not_after"], dt.UTC),
-                int(action["auth"], 16) if action["auth"] else None))
+                int(action["auth"], 16) if action["auth"] else None), redelivered=redelivered)
         at = dt.datetime.fromtimestamp(action["at"], dt.UTC)
         reason = REASONS_BY_CODE[action["reason"]]
         change = {Effect.REVOKE.value: lambda: revoke(reason, at), Effect.HOLD.value: lambda: hold(at),

@@ -15,6 +15,8 @@ import re
 import zlib
 from dataclasses import dataclass
 
+from wire.status_feed import feed_key
+
 PREFIX = "rv"
 STREAM = f"{PREFIX}:events"  # the resident-register event stream
 # Entries that could not be applied. Its hash tag is the stream's whole name (a key without braces hashes whole),
@@ -85,6 +87,12 @@ class KeySpace:
         """Stream: one entry (field `s` = serial field) each time a serial's entry in `crl_entries` is written or
         removed, in the same MULTI as that write, so a publisher can apply only what changed since it last read."""
         return f"{PREFIX}:crl:chg:{self.shard_tag(issuer, shard)}"
+
+    @staticmethod
+    def status_feed(issuer: str, shard: int) -> str:
+        """Stream: the shard's certificate status change feed that the IdP's signals worker reads (the entry format
+        and cursor semantics are the contract in wire/status_feed.py); written in the same step as `crl_changes`."""
+        return feed_key(issuer, shard)
 
     def crl_published(self, issuer: str, shard: int) -> str:
         """Hash: the shard's published full and delta CRLs, CRL number, times."""

@@ -10,11 +10,12 @@ The event worker changes many certificates at once (`apply_steps`): one pipeline
 certificate's steps are folded in order in Python (the same change functions), compare-and-set scripts write the
 results — one call for all the batch's certificates on one server, one per slot on a cluster (a certificate whose
 record moved meanwhile is read and folded again) — and one pipeline syncs the CRL index of every certificate a
-status step touched (one script per shard: each entry written, then its change-log entry), then a last one writes
-renewal links and dirty-shard marks. A few round trips for a batch instead of five per certificate. redis-py's
-cluster pipeline refuses EVALSHA, so on a Redis Cluster the scripts go as EVAL (Redis caches the compiled script by
-its digest either way); every script call touches the keys of one slot only, so the cluster pipeline routes it to
-that slot's node.
+status step touched (one script per shard: each entry written, then its change-log entry and, when the status
+changed or an event registered the certificate, its status feed entry for the IdP, wire/status_feed.py), then a
+last one writes renewal links and dirty-shard marks. A few round trips for a batch instead of five per certificate.
+redis-py's cluster pipeline refuses EVALSHA, so on a Redis Cluster the scripts go as EVAL (Redis caches the compiled
+script by its digest either way); every script call touches the keys of one slot only, so the cluster pipeline
+routes it to that slot's node.
 
 The bucket counts (STATUS_BUCKETS, HOLDER_BUCKETS) decide which key holds each record, so they are fixed for a
 deployment's life: the first revocation process to start records them (`claim_layout`), every later one must
@@ -40,6 +41,7 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
 from revocation.storage.keys import CRL_DIRTY, LAYOUT, KeySpace, serial_field, serial_from_field
+from wire import status_feed
 from wire.errors import CodedError
 
 
@@ -111,20 +113,32 @@ return 1
 """
 
 
-# The CRL index of many serials of one shard, each write followed by its change-log entry (one atomic step).
-# KEYS: shard entries, released holds, change log. ARGV: change-log maxlen, then per serial: field, packed entry
-# ('' = not revoked: remove it), release time ('' = none; only with an empty entry).
+# The CRL index of many serials of one shard, each write followed by its change-log entry, and by its status feed
+# entry when the status changed (wire/status_feed.py): one atomic step.
+# KEYS: shard entries, released holds, change log, status feed. ARGV: change-log maxlen, feed maxlen, then per
+# serial: field, packed entry ('' = not revoked: remove it; '-' = leave the index alone: a registration), release
+# time ('' = none; only with an empty entry), feed entry ('' = none; else "k=v k=v").
 _CRL_SYNC = """
-for i = 2, #ARGV, 3 do
-  local serial, entry, released = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  if entry == '' then
-    redis.call('HDEL', KEYS[1], serial)
-    if released ~= '' then redis.call('HSET', KEYS[2], serial, released) end
-  else
-    redis.call('HSET', KEYS[1], serial, entry)
-    redis.call('HDEL', KEYS[2], serial)
+for i = 3, #ARGV, 4 do
+  local serial, entry, released, feed = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if entry ~= '-' then
+    if entry == '' then
+      redis.call('HDEL', KEYS[1], serial)
+      if released ~= '' then redis.call('HSET', KEYS[2], serial, released) end
+    else
+      redis.call('HSET', KEYS[1], serial, entry)
+      redis.call('HDEL', KEYS[2], serial)
+    end
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 's', serial)
   end
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 's', serial)
+  if feed ~= '' then
+    local pairs_ = {}
+    for k, v in string.gmatch(feed, '(%w+)=(%w+)') do
+      pairs_[#pairs_ + 1] = k
+      pairs_[#pairs_ + 1] = v
+    end
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], '*', unpack(pairs_))
+  end
 end
 return 1
 """
@@ -236,6 +250,7 @@ class _Fold:
     touches_index: bool = False
     redelivered: bool = False
     released_at: dt.datetime | None = None
+    registered: bool = False  # a register step recorded it now, or (redelivered) may have before a crash
 
     def write(self) -> bytes | None:
         """The packed record to compare-and-set, or None when it stays as read."""
@@ -421,16 +436,16 @@ class StatusStore:
         released = record.changed_at if (before is not None and before.status is CertificateStatus.ON_HOLD
                                          and record.status is CertificateStatus.GOOD) else None
         pipe = self.redis.pipeline(transaction=True)
-        self._queue_crl_sync(pipe, issuer, serial, record, released)
+        self._queue_crl_sync(pipe, issuer, serial, record, released, feed=before is not None)
         pipe.execute()
         if before is not None:
             self.redis.sadd(CRL_DIRTY, f"{issuer}:{record.shard}")
 
     def _queue_crl_sync(self, pipe, issuer: str, serial: int, record: StatusRecord,
-                        released_at: dt.datetime | None) -> None:
+                        released_at: dt.datetime | None, feed: bool = False) -> None:
         """Queue on `pipe` the index write for `record` (entry set, or removed with the release noted when a hold
         was lifted at `released_at`), then its change-log entry: a publisher that reads the log entry finds the
-        write already made."""
+        write already made; with `feed` (the status changed), its status feed entry too."""
         field = serial_field(serial)
         entries = self.keys.crl_entries(issuer, record.shard)
         if record.status is CertificateStatus.GOOD:
@@ -442,6 +457,9 @@ class StatusStore:
             pipe.hdel(self.keys.crl_released(issuer, record.shard), field)
         pipe.xadd(self.keys.crl_changes(issuer, record.shard), {"s": field}, maxlen=CRL_CHANGES_MAXLEN,
                   approximate=True)
+        if feed:
+            pipe.xadd(self.keys.status_feed(issuer, record.shard), _feed_entry(serial, record),
+                      maxlen=status_feed.FEED_MAXLEN, approximate=True)
 
     # --- writing a batch ----------------------------------------------------------------------------------
 
@@ -493,21 +511,34 @@ class StatusStore:
         dirty-shard marks — a publisher that takes a mark finds the index already written."""
         by_shard: dict[tuple[str, int], list[bytes]] = {}
         dirty: set[str] = set()
+        renewed = {(issuer, new): old for issuer, old, new in links}
         for (issuer, serial), fold in folds.items():
             record = fold.record
-            if not fold.touches_index or record is None:
+            if record is None:
                 continue
+            # The status feed (wire/status_feed.py): a changed status, a registration by an event, and again on a
+            # redelivery (it may complete what a crash interrupted: at least once).
+            rows = by_shard.setdefault((issuer, record.shard), [])
+            if fold.registered:  # the registration first, then (below) any change the same batch made after it
+                rows.extend((serial_field(serial), b"-", b"", status_feed.encode(status_feed.entry(
+                    serial, status_feed.GOOD, previous=renewed.get((issuer, serial)))).encode()))
+            if not fold.touches_index:
+                continue
+            feed = b""
+            if fold.status_changed or fold.redelivered:
+                feed = status_feed.encode(_feed_entry(serial, record)).encode()
             if record.status is CertificateStatus.GOOD:
                 entry, released = b"", (str(_epoch(fold.released_at)).encode() if fold.released_at else b"")
             else:
                 entry, released = CRL_ENTRY.pack(REASON_CODES[record.reason], _epoch(record.revoked_at)), b""
-            by_shard.setdefault((issuer, record.shard), []).extend((serial_field(serial), entry, released))
+            rows.extend((serial_field(serial), entry, released, feed))
             if fold.status_changed or fold.redelivered:
                 dirty.add(f"{issuer}:{record.shard}")
         run_script_pipelined(self.redis, self._crl_sync, [
             ([self.keys.crl_entries(issuer, shard), self.keys.crl_released(issuer, shard),
-              self.keys.crl_changes(issuer, shard)], [CRL_CHANGES_MAXLEN, *rows])
-            for (issuer, shard), rows in by_shard.items()])
+              self.keys.crl_changes(issuer, shard), self.keys.status_feed(issuer, shard)],
+             [CRL_CHANGES_MAXLEN, status_feed.FEED_MAXLEN, *rows])
+            for (issuer, shard), rows in by_shard.items() if rows])
         pipe = self.redis.pipeline(transaction=False)
         for issuer, old, new in links:
             pipe.hset(self.keys.links(issuer, old), b"n" + serial_field(old), serial_field(new))
@@ -516,6 +547,14 @@ class StatusStore:
             pipe.sadd(CRL_DIRTY, *sorted(dirty))
         if len(pipe):
             pipe.execute()
+
+
+def _feed_entry(serial: int, record: StatusRecord) -> dict[str, str]:
+    """The status feed entry that says what `record` is now (wire/status_feed.py)."""
+    if record.status is CertificateStatus.REVOKED:
+        return status_feed.entry(serial, status_feed.REVOKED, REASON_CODES.get(record.reason, 0))
+    return status_feed.entry(serial, status_feed.HELD if record.status is CertificateStatus.ON_HOLD
+                             else status_feed.GOOD)
 
 
 def _fold(raw: bytes | None, steps: list[Step], last_history: bytes | None = None) -> _Fold:
@@ -527,6 +566,7 @@ def _fold(raw: bytes | None, steps: list[Step], last_history: bytes | None = Non
         if step.register is not None:
             if record is None:
                 fold.record = step.register
+            fold.registered |= record is None or step.redelivered
             fold.results.append((fold.record, record is None))
             continue
         if record is None:  # a change to a certificate never registered does nothing, as `transition` answers
