@@ -78,3 +78,15 @@ def client_assertion_jti(digest: str) -> str:
 def spent_nonce(digest: str) -> str:
     """String: a nonce a code already carried (OIDC Core §15.5.2), by digest of client_id and nonce."""
     return f"{PREFIX}:nonce:{digest}"
+
+
+# --- FAPI 2.0: pushed authorization requests and DPoP (idp/oidc/par.py, idp/oidc/dpop.py) ----------------------
+
+def pushed_request(digest: str) -> str:
+    """String: a pushed authorization request's parameters (RFC 9126), by the digest of its request_uri."""
+    return f"{PREFIX}:par:{digest}"
+
+
+def dpop_jti(digest: str) -> str:
+    """String: a DPoP proof's jti already seen (RFC 9449 §11.1), by digest of the key's thumbprint and the jti."""
+    return f"{PREFIX}:dpop-jti:{digest}"

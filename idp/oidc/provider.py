@@ -9,6 +9,9 @@ pairwise `sub`, the ID token's keys and claims, and closes what Authlib allows b
 - client authentication `private_key_jwt` under its registered name (Authlib calls it "client_assertion_jwt");
 - the authorization request rules of docs/relying-parties.md §3 that Authlib leaves optional
   (`AuthorizationRequestRules`, below);
+- FAPI 2.0: pushed authorization requests (idp/oidc/par.py, the server class), DPoP-bound tokens (idp/oidc/dpop.py:
+  the proof is checked by the endpoint, the binding here — codes bound by `dpop_jkt`, tokens by `jkt`, the
+  `DPoP` token scheme at userinfo) and the fapi2 client profile's rules (idp/oidc/fapi.py);
 - a JWT from outside (a client assertion, an ID token hint) is read only after `check_compact_jwt` found its
   header and payload to be bounded JSON objects: joserfc and Authlib decode them with Python's json, which a few
   kilobytes of `[[[[` turn into a RecursionError — a 500 instead of the documented OAuth error.
@@ -34,7 +37,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
-from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
+from authlib.integrations.flask_oauth2 import ResourceProtector
 from authlib.oauth2.rfc6749 import InvalidClientError, InvalidGrantError, InvalidRequestError, InvalidScopeError
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant
 from authlib.oauth2.rfc6750 import BearerTokenValidator
@@ -44,11 +47,12 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9101.errors import RequestNotSupportedError, RequestUriNotSupportedError
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode, UserInfo, UserInfoEndpoint
-from flask import g
+from flask import current_app, g
 from flask import request as flask_request
 
 from idp import keys
 from idp.login.verification import AUTHENTICATION_METHODS
+from idp.oidc import dpop, fapi, par
 from idp.oidc.clients import FOUR_FACTS_SCOPES, ClientDocumentError
 from idp.oidc.tokens import (
     CLIENT_CHANGED,
@@ -134,6 +138,7 @@ class AuthorizationRequestRules:
        (OIDC Core §3.1.2.1), or there would be tokens with no ID token.
     3. `check_state` — invalid_request: `state` is required (docs/relying-parties.md §3; RFC 6749 §10.12 CSRF).
     4. `check_response_mode` — invalid_request: only `query` (discovery's response_modes_supported).
+    5. `check_dpop_jkt` — invalid_request: a `dpop_jkt` (RFC 9449 §10) is a JWK thumbprint.
     """
 
     def __call__(self, grant) -> None:
@@ -145,6 +150,7 @@ class AuthorizationRequestRules:
         self.check_openid_scope(data)
         self.check_state(data)
         self.check_response_mode(data)
+        self.check_dpop_jkt(data)
 
     @staticmethod
     def check_no_request_object(data) -> None:
@@ -167,6 +173,11 @@ class AuthorizationRequestRules:
     def check_response_mode(data) -> None:
         if data.get("response_mode", "query") != "query":
             raise InvalidRequestError("Only response_mode=query is supported.")
+
+    @staticmethod
+    def check_dpop_jkt(data) -> None:
+        if data.get("dpop_jkt") is not None and not par.JKT.fullmatch(data["dpop_jkt"]):
+            raise InvalidRequestError("dpop_jkt must be a base64url SHA-256 JWK thumbprint.")
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -260,7 +271,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
     def get_audiences(self):
         issuer = current().config.issuer
-        return [issuer, f"{issuer}/token"]
+        return [issuer, f"{issuer}/token", f"{issuer}/par"]
 
     def validate_jti(self, claims, jti):
         seen = hashlib.sha256(f"{claims['sub']}:{jti}".encode()).hexdigest()
@@ -281,9 +292,13 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             raise InvalidClientError(description="The client_assertion is not a well-formed JWT.") from None
         headers, claims = super().extract_assertion(assertion)
         g.assertion_kid = headers.get("kid")  # a kid a client's jwks_uri document lacks has it fetched again
+        g.assertion_alg = headers.get("alg")
         return headers, claims
 
     def resolve_client_public_key(self, client):
+        refused = fapi.check_assertion_alg(client, g.get("assertion_alg"))
+        if refused:
+            raise InvalidClientError(description=refused)
         try:
             return current().clients.public_keys(client, g.get("assertion_kid"))
         except ClientDocumentError as exc:  # the operator's log says why; the caller learns only that it failed
@@ -303,7 +318,7 @@ class CodeGrant(AuthorizationCodeGrant):
             redirect_uri=request.payload.redirect_uri, scope=request.scope or "", nonce=data.get("nonce"),
             code_challenge=data.get("code_challenge"), code_challenge_method=data.get("code_challenge_method"),
             account_id=user.account_id, auth_time=user.auth_time, certificate=user.certificate,
-            facts=user.facts,
+            facts=user.facts, dpop_jkt=data.get("dpop_jkt"),
         )
         services.tokens.save_code(record)
         if record.nonce:  # a nonce is spent once a code carries it (OIDC Core §15.5.2)
@@ -313,6 +328,7 @@ class CodeGrant(AuthorizationCodeGrant):
 
     def query_authorization_code(self, code, client):
         services = current()
+        proof = fapi.check_token_proof(client)  # before the code is spent
         exchange = CodeExchange.pending(client.client_id)
         if exchange is not None and exchange.jti_key:
             found = services.tokens.exchange_code(code, client.client_id, exchange.client_digest, exchange.jti_key,
@@ -328,6 +344,10 @@ class CodeGrant(AuthorizationCodeGrant):
             raise InvalidGrantError("This code was already used; every token issued from it is now revoked.")
         if found is None or found.client_id != client.client_id:
             return None
+        if found.dpop_jkt is not None:  # RFC 9449 §10: the code was bound to a key at the authorization request
+            if proof is None:
+                raise dpop.invalid_proof("This code is bound to a DPoP key: send a proof signed by that key.")
+            dpop.check_bound_key(proof, found.dpop_jkt, "authorization code")
         return found
 
     def delete_authorization_code(self, authorization_code):
@@ -354,6 +374,21 @@ class RefreshGrant(RefreshTokenGrant):
         token.extra["value_digest"] = token_digest(refresh_token)
         return token
 
+    def _validate_request_token(self, client):
+        token = super()._validate_request_token(client)
+        proof = fapi.check_token_proof(client)
+        if token.jkt is not None:  # RFC 9449 §5: a bound refresh token is used only with a proof by its key
+            if proof is None:
+                raise dpop.invalid_proof("This refresh token is bound to a DPoP key: send a proof signed by it.")
+            dpop.check_bound_key(proof, token.jkt, "refresh token")
+        return token
+
+    def issue_token(self, user, refresh_token):
+        """A new refresh token each time, except for FAPI 2.0 clients (idp/oidc/fapi.py: no rotation)."""
+        scope = self.request.payload.scope or refresh_token.get_scope()
+        return self.generate_token(user=user, scope=scope,
+                                   include_refresh_token=fapi.rotates_refresh_token(self.request.client))
+
     def authenticate_user(self, refresh_token: Token):
         services = current()
         if not services.certificate_good(refresh_token.certificate):
@@ -362,8 +397,8 @@ class RefreshGrant(RefreshTokenGrant):
         return CardUser(refresh_token.account_id, refresh_token.sub, 0, refresh_token.certificate, refresh_token.facts)
 
     def revoke_old_credential(self, refresh_token: Token):
-        services = current()
-        services.tokens.revoke_digest(refresh_token.extra["value_digest"])
+        if fapi.rotates_refresh_token(self.request.client):
+            current().tokens.revoke_digest(refresh_token.extra["value_digest"])
 
 
 class OpenIDCodeExtension(OpenIDCode):
@@ -421,11 +456,40 @@ class CardTokenValidator(BearerTokenValidator):
         token = services.tokens.get(token_string)
         if token is None or token.kind != "access":
             return None
+        if token.jkt is not None:  # RFC 9449 §7.2: a bound token is never accepted as a bearer token
+            raise dpop.invalid_token("This access token is DPoP-bound: send it with the DPoP scheme and a proof.")
+        return self.usable(services, token, token_string)
+
+    @staticmethod
+    def usable(services, token: Token, token_string: str) -> Token | None:
         if not services.certificate_good(token.certificate):
             services.tokens.revoke(token_string)
             return None
         token._client = services.clients.get(token.client_id)
         return token
+
+
+class DPoPTokenValidator(CardTokenValidator):
+    """`Authorization: DPoP <token>` (RFC 9449 §7.1): a bound token, with a proof for this request by its key
+    whose `ath` is the token's hash. Refusals are 401 with a `WWW-Authenticate: DPoP` challenge."""
+
+    TOKEN_TYPE = "dpop"  # noqa: S105 - the Authorization scheme, lower case as Authlib looks it up
+
+    def authenticate_token(self, token_string):
+        services = current()
+        token = services.tokens.get(token_string)
+        if token is None or token.kind != "access" or token.is_expired():
+            raise dpop.invalid_token("The access token is unknown, expired or revoked.")
+        proof = current_checker().check(flask_request.headers.getlist(dpop.HEADER), flask_request.method,
+                                        flask_request.path, access_token=token_string, resource=True)
+        if token.jkt is None:
+            raise dpop.invalid_token("This access token is not DPoP-bound: send it with the Bearer scheme.")
+        dpop.check_bound_key(proof, token.jkt, "access token", resource=True)
+        return self.usable(services, token, token_string)
+
+
+def current_checker() -> dpop.ProofChecker:
+    return current_app.extensions[dpop.EXTENSION]
 
 
 class UserInfoFromCard(UserInfoEndpoint):
@@ -451,16 +515,21 @@ def save_token(token: dict, request) -> None:
     common = dict(client_id=request.client.client_id, scope=token.get("scope", ""), account_id=user.account_id,
                   sub=user.sub, certificate=user.certificate, issued_at=int(now.timestamp()),
                   code_digest=getattr(request, "code_digest", None), facts=facts)
-    issued = [(token["access_token"], Token(expires_in=token["expires_in"], kind="access", **common))]
+    proof = g.get("dpop")  # verified by the token endpoint (idp/oidc/dpop.py); the tokens are bound to its key
+    jkt = proof.jkt if proof is not None else None
+    if jkt is not None:
+        token["token_type"] = dpop.TOKEN_TYPE  # RFC 9449 §5: the response names the binding
+    issued = [(token["access_token"], Token(expires_in=token["expires_in"], kind="access", jkt=jkt, **common))]
     if token.get("refresh_token"):
         ttl = int(services.config.refresh_token_ttl.total_seconds())
-        issued.append((token["refresh_token"], Token(expires_in=ttl, kind="refresh", **common)))
+        refresh_jkt = jkt if fapi.binds_refresh_token(request.client) else None
+        issued.append((token["refresh_token"], Token(expires_in=ttl, kind="refresh", jkt=refresh_jkt, **common)))
     claims, token_type = sorted(set(common["scope"].split())), user.token_type
     services.tokens.save_tokens(issued, also=lambda pipe: services.access_log.record(
         user.account_id, request.client.client_id, claims, now, token_type=token_type, pipe=pipe))
 
 
-def build_authorization_server(app, services) -> tuple[AuthorizationServer, ResourceProtector]:
+def build_authorization_server(app, services) -> tuple[par.AuthorizationServerWithPAR, ResourceProtector]:
     app.config.update(
         OAUTH2_ACCESS_TOKEN_GENERATOR=new_token_value,
         OAUTH2_REFRESH_TOKEN_GENERATOR=new_token_value,
@@ -470,7 +539,14 @@ def build_authorization_server(app, services) -> tuple[AuthorizationServer, Reso
         },
         OAUTH2_SCOPES_SUPPORTED=["openid", *sorted(FOUR_FACTS_SCOPES)],
     )
-    server = AuthorizationServer(app, query_client=services.clients.get, save_token=save_token)
+    server = par.AuthorizationServerWithPAR(app, query_client=services.clients.get, save_token=save_token)
+    config = services.config
+    app.extensions[par.EXTENSION] = par.PushedRequests(services.redis, config.par_ttl,
+                                                       int(config.login_ttl.total_seconds()) + 60)
+    def clock():  # services.clock, looked up on each call
+        return services.clock()
+    app.extensions[dpop.EXTENSION] = dpop.ProofChecker(config.issuer, services.redis, clock,
+                                                       dpop.Nonces(config.subkey("dpop-nonce"), clock))
     server.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT())
     server.register_grant(CodeGrant, [AuthorizationRequestRules(), S256CodeChallenge(required=True),
                                       OpenIDCodeExtension()])
@@ -479,5 +555,6 @@ def build_authorization_server(app, services) -> tuple[AuthorizationServer, Reso
     server.register_endpoint(TokenRevocation)
     protector = ResourceProtector()
     protector.register_token_validator(CardTokenValidator())
+    protector.register_token_validator(DPoPTokenValidator())
     server.register_endpoint(UserInfoFromCard(resource_protector=protector))
     return server, protector

@@ -55,6 +55,7 @@ class AuthorizationCode(AuthorizationCodeMixin):
     auth_time: int
     certificate: str  # sealed reference
     facts: str | None = None  # sealed four basic facts, when they were asked for and signed for
+    dpop_jkt: str | None = None  # the DPoP key the code is bound to (RFC 9449 §10), from PAR or dpop_jkt
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
@@ -88,6 +89,7 @@ class Token(TokenMixin):
     code_digest: str | None = None
     facts: str | None = None
     revoked: bool = False
+    jkt: str | None = None  # the DPoP key's thumbprint the token is bound to (RFC 9449 §6: cnf.jkt)
     extra: dict = field(default_factory=dict)
 
     def check_client(self, client) -> bool:
