@@ -12,7 +12,7 @@ RFC 9449 §4.3 lists them, and the JWS and JWK work is joserfc's (the JOSE libra
 
 1. `check_one_header` — exactly one `DPoP` header (§4.3 items 1–2);
 2. `check_well_formed` — a compact JWS whose header and payload are bounded JSON objects
-   (`provider.check_compact_jwt`, so `[[[[` is a 400 and not a RecursionError);
+   (`compact.check_compact_jwt`, so `[[[[` is a 400 and not a RecursionError);
 3. `check_header` — `typ` is `dpop+jwt`, `alg` is one of `SIGNING_ALGS` (asymmetric only: `none` and HMAC are
    refused), `jwk` is a public key of a type that fits `alg` with no private members (§4.3 items 4–6);
 4. `check_signature` — the JWS verifies with that very `jwk` (§4.3 item 7);
@@ -60,6 +60,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from idp import keys
+from idp.oidc.compact import check_compact_jwt
 
 EXTENSION = "idp_dpop"  # the app's ProofChecker
 HEADER = "DPoP"
@@ -208,8 +209,6 @@ class ProofChecker:
 
     @staticmethod
     def check_well_formed(proof: str) -> None:
-        from idp.oidc.provider import check_compact_jwt  # provider imports this module
-
         try:
             check_compact_jwt(proof)
         except ValueError:

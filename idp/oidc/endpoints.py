@@ -20,7 +20,14 @@ from idp.holder.pages import start_login
 from idp.login.messages import explain, language
 from idp.oidc import dpop, par
 from idp.oidc.clients import FOUR_FACTS_SCOPES
-from idp.oidc.provider import ClientChanged, CodeExchange, check_compact_jwt, current_checker, user_for
+from idp.oidc.compact import check_compact_jwt
+from idp.oidc.provider import (
+    ClientChanged,
+    CodeExchange,
+    PrivateKeyJWT,
+    current_checker,
+    user_for,
+)
 from idp.services import current
 
 blueprint = Blueprint("oidc", __name__)
@@ -52,7 +59,7 @@ def discovery():
         subject_types_supported=["pairwise"],
         id_token_signing_alg_values_supported=["RS256", "ES256"],
         token_endpoint_auth_methods_supported=["private_key_jwt", "client_secret_basic"],
-        token_endpoint_auth_signing_alg_values_supported=["RS256", "ES256", "PS256"],
+        token_endpoint_auth_signing_alg_values_supported=PrivateKeyJWT.ALGORITHMS,
         revocation_endpoint_auth_methods_supported=["private_key_jwt", "client_secret_basic"],
         scopes_supported=["openid", *sorted(FOUR_FACTS_SCOPES)],
         claims_supported=["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "at_hash",
@@ -229,7 +236,7 @@ def logout():
 def _client_of_id_token(id_token: str) -> str | None:
     """The audience of an ID token we signed (expired ones are fine for a logout hint); None for anything else."""
     try:
-        check_compact_jwt(id_token)  # bounded JSON before joserfc reads it (idp/oidc/provider.py docstring)
+        check_compact_jwt(id_token)  # bounded JSON before joserfc reads it (idp/oidc/compact.py)
         keys = KeySet.import_key_set(current().signing_keys.jwks())
         claims = jwt.decode(id_token, keys, algorithms=["RS256", "ES256"]).claims
     except (JoseError, ValueError):

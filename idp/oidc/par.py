@@ -136,7 +136,9 @@ def pushed_parameters() -> dict | None:
         return g.pushed_request["params"]
     services, args = current(), flask_request.args
     request_uri, client_id = args.get("request_uri"), args.get("client_id")
-    if request_uri is None:
+    if request_uri is None or not request_uri.startswith(REQUEST_URI_PREFIX):
+        # No pushed request named: a request_uri of another kind (a request object by reference, OIDC Core §6.2)
+        # is left to AuthorizationRequestRules, which refuses it as request_uri_not_supported.
         client = services.clients.get(client_id or "")
         if client is not None and requires_par(services, client):
             raise InvalidRequestError("This client must push its authorization request to the pushed authorization "

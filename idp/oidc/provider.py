@@ -31,8 +31,6 @@ transaction (`TokenStore.save_tokens`).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -49,11 +47,14 @@ from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode, UserInfo, UserInfoEndpoint
 from flask import current_app, g
 from flask import request as flask_request
+from joserfc import jwt
+from joserfc.errors import JoseError
 
 from idp import keys
 from idp.login.verification import AUTHENTICATION_METHODS
 from idp.oidc import dpop, fapi, par
 from idp.oidc.clients import FOUR_FACTS_SCOPES, ClientDocumentError
+from idp.oidc.compact import check_compact_jwt
 from idp.oidc.tokens import (
     CLIENT_CHANGED,
     JTI_USED,
@@ -65,12 +66,10 @@ from idp.oidc.tokens import (
 )
 from idp.services import current
 from mykey.pairwise import pairwise_subject
-from wire.json_input import loads as json_loads
 
 log = logging.getLogger(__name__)
 
 FACTS_CONTEXT = "four-facts"  # associated data of every sealed four-facts value
-MAX_COMPACT_JWT = 16 * 1024  # a client assertion or an ID token of ours is well under 4 KiB
 
 
 @dataclass
@@ -110,20 +109,6 @@ def user_claims(services, user: CardUser, scope: str) -> UserInfo:
             if scope_name in facts:
                 info[scope_name] = facts[scope_name]
     return info
-
-
-def check_compact_jwt(token) -> None:
-    """Raise ValueError unless `token` is a compact JWS (RFC 7515 §7.1) of bounded size whose header and payload
-    are JSON objects within wire.json_input's depth and size bounds. The signature is not checked here."""
-    if not isinstance(token, str) or len(token) > MAX_COMPACT_JWT or token.count(".") != 2:
-        raise ValueError("not a compact JWS")
-    for part in token.split(".")[:2]:
-        try:
-            decoded = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-        except (binascii.Error, ValueError):
-            raise ValueError("not base64url") from None
-        if not isinstance(json_loads(decoded), dict):  # JSONInputError is a ValueError
-            raise ValueError("not a JSON object")
 
 
 class AuthorizationRequestRules:
@@ -252,6 +237,9 @@ class CodeExchange:
 
 class PrivateKeyJWT(JWTBearerClientAssertion):
     CLIENT_AUTH_METHOD = "private_key_jwt"
+    # Discovery's token_endpoint_auth_signing_alg_values_supported. Named for joserfc, whose default list leaves
+    # out PS256 (the FAPI 2.0 algorithm); a FAPI client is held to PS256/ES256 in resolve_client_public_key.
+    ALGORITHMS = ["RS256", "ES256", "PS256"]
 
     def __call__(self, query_client, request):
         services = current()
@@ -268,6 +256,15 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             services.clients.forget(exchange.client_id)
             g.setdefault(CodeExchange.FRESH, True)
             return super().__call__(query, request)
+
+    def process_assertion_claims(self, assertion, resolve_key):
+        """Authlib's, with the algorithms named (ALGORITHMS)."""
+        try:
+            token = jwt.decode(assertion, resolve_key, algorithms=self.ALGORITHMS)
+        except JoseError as exc:
+            raise InvalidClientError(description=exc.description) from exc
+        self.verify_claims(token.claims)
+        return token.claims
 
     def get_audiences(self):
         issuer = current().config.issuer
