@@ -18,6 +18,7 @@ import queue
 import secrets
 import shutil
 import subprocess
+import sys
 import threading
 import time
 
@@ -240,6 +241,27 @@ def test_discovery_names_par_and_dpop(idp_service):
     assert "ES256" in meta["dpop_signing_alg_values_supported"]
     assert "HS256" not in meta["dpop_signing_alg_values_supported"]
     assert meta["authorization_response_iss_parameter_supported"] is True
+
+
+def test_the_clients_cli_registers_a_fapi2_client(redis_server, redis_client, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_server.url, "MYKEY_VAR": str(tmp_path)}
+
+    def idp(*args):
+        return subprocess.run([sys.executable, "-m", "idp", *map(str, args)], env=env, capture_output=True,
+                              text=True, timeout=60, cwd=ROOT)
+
+    jwks = tmp_path / "bank.jwks.json"
+    jwks.write_text(json.dumps({"keys": [ECKey.generate_key("P-256", parameters={"kid": "b1"}).as_dict()]}))
+    added = idp("clients", "add", "--profile", "fapi2", "--name", "Bank", "--redirect-uri", REDIRECT, "--jwks", jwks,
+                "--json")
+    assert added.returncode == 0, added.stderr
+    registered = json.loads(added.stdout)
+    assert registered["token_endpoint_auth_method"] == "private_key_jwt" and registered["client_secret"] is None
+    assert registered["profile"] == "fapi2" and registered["require_pushed_authorization_requests"] is True
+    assert registered["dpop_bound_access_tokens"] is True
+    refused = idp("clients", "add", "--profile", "fapi2", "--name", "Bank", "--redirect-uri", REDIRECT)
+    assert refused.returncode == 1 and "invalid_client_metadata" in refused.stderr and "Traceback" not in refused.stderr
+    assert "private_key_jwt" in refused.stderr
 
 
 def test_a_fapi2_client_cannot_be_registered_with_a_secret_or_only_a_weak_key(idp_service):
