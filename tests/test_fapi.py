@@ -67,7 +67,7 @@ class FapiClient:
 
     def proof(self, method: str, path: str, *, key=None, htu: str | None = None, iat: int | None = None,
               jti: str | None = None, access_token: str | None = None, nonce: str | None = None,
-              typ: str = "dpop+jwt") -> str:
+              typ: str = "dpop+jwt", alg: str = "ES256") -> str:
         key = key or self.dpop_key
         claims = {"jti": jti or secrets.token_urlsafe(16), "htm": method, "htu": htu or f"{self.idp.url}{path}",
                   "iat": int(time.time()) if iat is None else iat}
@@ -75,8 +75,8 @@ class FapiClient:
             claims["nonce"] = nonce or self.nonce
         if access_token is not None:
             claims["ath"] = _s256(access_token)
-        header = {"typ": typ, "alg": "ES256", "jwk": key.as_dict(private=False)}
-        return jws.serialize_compact(header, json.dumps(claims).encode(), key, algorithms=["ES256"])
+        header = {"typ": typ, "alg": alg, "jwk": key.as_dict(private=False)}
+        return jws.serialize_compact(header, json.dumps(claims).encode(), key, algorithms=[alg])
 
     def authorization_params(self, **extra) -> tuple[dict, str]:
         verifier = secrets.token_urlsafe(48)
@@ -389,6 +389,23 @@ def test_htu_is_compared_normalised(bank, codes):
     bank.fetch_nonce()
     upper = bank.idp.url.replace("http://", "HTTP://") + "/token?x=1#f"
     assert bank.token(codes.code(bank.client_id), proof=bank.proof("POST", "/token", htu=upper)).status_code == 200
+
+
+@pytest.mark.parametrize("alg", ["PS256", "EdDSA", "RS256"])
+def test_proofs_with_rsa_and_ed25519_keys(bank, codes, alg):
+    from joserfc.jwk import OKPKey
+
+    key = (OKPKey.generate_key("Ed25519", private=True) if alg == "EdDSA"
+           else RSAKey.generate_key(2048, private=True))
+    bank.fetch_nonce()
+    answer = bank.token(codes.code(bank.client_id), proof=bank.proof("POST", "/token", key=key, alg=alg))
+    if alg == "RS256":  # discovery lists it, but a FAPI 2.0 client may not use it
+        assert answer.status_code == 400 and answer.json()["error"] == "invalid_dpop_proof"
+        return
+    assert answer.status_code == 200, answer.text
+    access = answer.json()["access_token"]
+    info = _userinfo(bank, "DPoP", access, bank.proof("GET", "/userinfo", key=key, alg=alg, access_token=access))
+    assert info.status_code == 200, info.text
 
 
 def test_a_replayed_proof_is_refused(bank, codes):

@@ -2,9 +2,10 @@
 
 A client sends, with each request to the token endpoint or to a protected resource (userinfo), a `DPoP` header:
 a JWT it signed with a key of its own whose public half is in the JWT's header. The token endpoint binds the
-tokens it issues to that key's JWK thumbprint (RFC 7638), stored with each token and visible in token
-introspection as `cnf.jkt`; a bound access token is `token_type: DPoP`, and every later use of it must come with a
-fresh proof by the same key. A stolen token without the key is worth nothing.
+tokens it issues to that key's JWK thumbprint (RFC 7638) — what RFC 9449 §6 calls the token's `cnf.jkt`; MyKey's
+access tokens are opaque, so it is kept in each token's record (`Token.jkt`), and there is no introspection
+endpoint to show it. A bound access token is `token_type: DPoP`, and every later use of it must come with a fresh
+proof by the same key. A stolen token without the key is worth nothing.
 
 No maintained Python library checks RFC 9449 proofs on the server side (Authlib 1.9 has no DPoP; the few small
 PyPI packages that claim it are young single-author projects), so the checks are here, each named, in the order
@@ -58,6 +59,7 @@ from authlib.oauth2 import OAuth2Error
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
+from joserfc.jws import JWSRegistry
 
 from idp import keys
 from idp.oidc.compact import check_compact_jwt
@@ -75,6 +77,10 @@ MAX_CLAIM = 512  # bound for jti, htm, htu, nonce, ath
 _KEY_TYPES = {"ES256": (ECKey, "P-256"), "PS256": (RSAKey, None), "RS256": (RSAKey, None), "EdDSA": (OKPKey, None)}
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# joserfc's default registry allows a 512-byte header, less than a proof's header with an RSA-2048 jwk; the whole
+# proof is bounded by check_compact_jwt already.
+_REGISTRY = JWSRegistry(algorithms=list(SIGNING_ALGS))
+_REGISTRY.max_header_length = 4096
 
 
 class DPoPError(OAuth2Error):
@@ -240,7 +246,7 @@ class ProofChecker:
                 raise invalid_proof(f"An {header['alg']} DPoP key must be on {curve}.")
             if isinstance(key, RSAKey) and key.raw_value.key_size < 2048:
                 raise invalid_proof("An RSA DPoP key must be at least 2048 bits.")
-            jws.deserialize_compact(proof, key, algorithms=[header["alg"]])
+            jws.deserialize_compact(proof, key, algorithms=[header["alg"]], registry=_REGISTRY)
         except (JoseError, ValueError, TypeError, KeyError):
             raise invalid_proof("The DPoP proof's signature does not verify with its jwk.") from None
         return key

@@ -482,7 +482,11 @@ class DPoPTokenValidator(CardTokenValidator):
         if token.jkt is None:
             raise dpop.invalid_token("This access token is not DPoP-bound: send it with the Bearer scheme.")
         dpop.check_bound_key(proof, token.jkt, "access token", resource=True)
-        return self.usable(services, token, token_string)
+        usable = self.usable(services, token, token_string)
+        if usable is not None and fapi.is_fapi(usable.get_client()) and proof.alg not in dpop.FAPI_SIGNING_ALGS:
+            raise dpop.invalid_proof("A FAPI 2.0 client signs its DPoP proofs with ES256, PS256 or EdDSA.",
+                                     resource=True)
+        return usable
 
 
 def current_checker() -> dpop.ProofChecker:
