@@ -234,6 +234,23 @@ def test_openid_client_logs_in_as_a_fapi2_client(node, idp_service, make_card, t
 
 # --- discovery and registration ----------------------------------------------------------------------------------
 
+def test_par_can_be_required_of_every_client(idp_service, monkeypatch):
+    import dataclasses
+
+    services = idp_service.services
+    monkeypatch.setattr(services, "config", dataclasses.replace(services.config, require_par=True))
+    meta = requests.get(f"{idp_service.url}/.well-known/openid-configuration", timeout=30).json()
+    assert meta["require_pushed_authorization_requests"] is True
+    plain = FapiClient(idp_service, RSAKey.generate_key(2048, private=True, parameters={"kid": "p"}), profile=None)
+    params, _ = plain.authorization_params()
+    answer = requests.get(f"{idp_service.url}/authorize", params=params, allow_redirects=False, timeout=30)
+    assert answer.status_code == 400 and 'data-code="invalid_request"' in answer.text
+    pushed = requests.post(f"{idp_service.url}/par", data={**params, **plain.assertion("RS256")}, timeout=30)
+    assert pushed.status_code == 201, pushed.text
+    opened = _authorize(idp_service, plain.client_id, pushed.json()["request_uri"])
+    assert opened.status_code == 302 and opened.headers["Location"] == "/login"
+
+
 def test_discovery_names_par_and_dpop(idp_service):
     meta = requests.get(f"{idp_service.url}/.well-known/openid-configuration", timeout=30).json()
     assert meta["pushed_authorization_request_endpoint"] == f"{idp_service.url}/par"
@@ -391,11 +408,11 @@ def test_htu_is_compared_normalised(bank, codes):
     assert bank.token(codes.code(bank.client_id), proof=bank.proof("POST", "/token", htu=upper)).status_code == 200
 
 
-@pytest.mark.parametrize("alg", ["PS256", "EdDSA", "RS256"])
+@pytest.mark.parametrize("alg", ["PS256", "Ed25519", "EdDSA", "RS256"])
 def test_proofs_with_rsa_and_ed25519_keys(bank, codes, alg):
     from joserfc.jwk import OKPKey
 
-    key = (OKPKey.generate_key("Ed25519", private=True) if alg == "EdDSA"
+    key = (OKPKey.generate_key("Ed25519", private=True) if alg.startswith("Ed")
            else RSAKey.generate_key(2048, private=True))
     bank.fetch_nonce()
     answer = bank.token(codes.code(bank.client_id), proof=bank.proof("POST", "/token", key=key, alg=alg))

@@ -68,13 +68,15 @@ EXTENSION = "idp_dpop"  # the app's ProofChecker
 HEADER = "DPoP"
 NONCE_HEADER = "DPoP-Nonce"
 TOKEN_TYPE = "DPoP"  # noqa: S105 - the token_type and Authorization scheme (RFC 9449 §5, §7.1)
-SIGNING_ALGS = ("ES256", "PS256", "RS256", "EdDSA")  # discovery's dpop_signing_alg_values_supported
-FAPI_SIGNING_ALGS = ("ES256", "PS256", "EdDSA")  # FAPI 2.0 Security Profile §5.4.1: no RS256
+SIGNING_ALGS = ("ES256", "PS256", "RS256", "Ed25519", "EdDSA")  # discovery's dpop_signing_alg_values_supported
+FAPI_SIGNING_ALGS = ("ES256", "PS256", "Ed25519", "EdDSA")  # FAPI 2.0 Security Profile §5.4.1: no RS256
 IAT_WINDOW = 60  # seconds a proof may be old
 IAT_SKEW = 5  # seconds a proof's iat may be ahead of our clock
 NONCE_STEP = 60
 MAX_CLAIM = 512  # bound for jti, htm, htu, nonce, ath
-_KEY_TYPES = {"ES256": (ECKey, "P-256"), "PS256": (RSAKey, None), "RS256": (RSAKey, None), "EdDSA": (OKPKey, None)}
+# alg → the key type and curve it needs ("Ed25519" is RFC 9864's fully specified name for EdDSA on Ed25519)
+_KEY_TYPES = {"ES256": (ECKey, "P-256"), "PS256": (RSAKey, None), "RS256": (RSAKey, None),
+              "Ed25519": (OKPKey, "Ed25519"), "EdDSA": (OKPKey, None)}
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # joserfc's default registry allows a 512-byte header, less than a proof's header with an RSA-2048 jwk; the whole

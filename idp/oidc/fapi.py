@@ -13,7 +13,7 @@ Profile §5.3.2, §5.3.3, §5.4):
 - client assertions signed with PS256 or ES256 (RS256 refused, `invalid_client`), whose `aud` may be the
   issuer itself — `check_assertion_alg`;
 - tokens sender-constrained with DPoP: a token request without a proof is refused (`invalid_dpop_proof`), proofs
-  signed with PS256, ES256 or EdDSA, and the refresh token bound to the proof's key too — `check_token_proof`;
+  signed with PS256, ES256 or Ed25519, and the refresh token bound to the proof's key too — `check_token_proof`;
 - refresh tokens not rotated (§5.3.2.1: rotation only where a lost response can be retried): a FAPI client's
   refresh token stays the same until it expires (`refresh_token_ttl`), each refresh answers with a new access
   token only, and a lost answer is simply asked again. It is bound to the DPoP key, so a copy is useless.
@@ -86,5 +86,5 @@ def check_token_proof(client) -> dpop.Proof | None:
                                      "token request.")
         return None
     if is_fapi(client) and proof.alg not in dpop.FAPI_SIGNING_ALGS:
-        raise dpop.invalid_proof("A FAPI 2.0 client signs its DPoP proofs with ES256, PS256 or EdDSA.")
+        raise dpop.invalid_proof("A FAPI 2.0 client signs its DPoP proofs with ES256, PS256 or Ed25519 (EdDSA).")
     return proof

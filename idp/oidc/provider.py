@@ -484,7 +484,7 @@ class DPoPTokenValidator(CardTokenValidator):
         dpop.check_bound_key(proof, token.jkt, "access token", resource=True)
         usable = self.usable(services, token, token_string)
         if usable is not None and fapi.is_fapi(usable.get_client()) and proof.alg not in dpop.FAPI_SIGNING_ALGS:
-            raise dpop.invalid_proof("A FAPI 2.0 client signs its DPoP proofs with ES256, PS256 or EdDSA.",
+            raise dpop.invalid_proof("A FAPI 2.0 client signs its DPoP proofs with ES256, PS256 or Ed25519.",
                                      resource=True)
         return usable
 
