@@ -9,7 +9,7 @@ virtual cards' accounts). Four windows, each measured as bench/login.py measures
 - token exchanges without DPoP: bench/token.py's bodies, Bearer tokens;
 - token exchanges with DPoP: the same bodies, each with its own ES256 proof (a fresh `jti`, the server's nonce
   fetched first as a client does on `use_dpop_nonce`): the IdP verifies the proof (P-256 signature), records its
-  `jti` in Redis and binds both tokens' records to the key;
+  `jti` in the same exchange script that consumes the code, and binds both tokens' records to the key;
 - userinfo with a Bearer token: one token, `GET /userinfo` over and over;
 - userinfo with a DPoP-bound token: one token, each call with its own proof carrying the token's hash (`ath`).
 
@@ -134,8 +134,9 @@ def run(workdir: Path) -> list[Result]:
         "requests (codes, proofs) are each sent once, sized from a warm-up window as in bench/login.py.",
         "Client: private_key_jwt with RS256 assertions, as in bench/token.py; DPoP proofs in ES256 with a P-256 "
         "key, the nonce the token endpoint asks for (IDP_DPOP_NONCE=1, the default).",
-        "What DPoP adds per request: parsing the proof, one P-256 signature verification, a Redis SET NX for its "
-        "jti (one more round trip), and at userinfo the token's hash compared with ath.",
+        "What DPoP adds per request: parsing the proof, one P-256 signature verification and the JWK thumbprint; "
+        "its jti is written by the exchange script with the code (no extra round trip) at the token endpoint, by "
+        "a SET NX of its own (one more round trip) at userinfo, where the token's hash is also compared with ath.",
         "Everything shares the 2 cores: wrk, 2 IdP workers, 2 revocation workers, Redis.",
         CPU_ELSEWHERE_NOTE,
     ]

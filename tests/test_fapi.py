@@ -434,6 +434,26 @@ def test_a_replayed_proof_is_refused(bank, codes):
     assert "used before" in answer.json()["error_description"]
 
 
+def test_a_proof_is_spent_on_every_road(idp_service, bank, codes):
+    """On the short road the exchange script writes the proof's jti with the code; a request refused before the
+    script (here: a bad client assertion) still spends it; the long road (client_secret_basic) and the refresh
+    grant write it on their own."""
+    bank.fetch_nonce()
+    proof = bank.proof("POST", "/token")
+    form = codes.code(bank.client_id)
+    forged = {**bank.assertion(), "client_assertion": bank.assertion()["client_assertion"][:-4] + "AAAA"}
+    assert bank.token(form, proof=proof, auth=forged).json()["error"] == "invalid_client"
+    answer = bank.token(form, proof=proof)
+    assert answer.status_code == 400 and "used before" in answer.json()["error_description"]
+
+    shop, secret = idp_service.services.clients.add("Shop", [REDIRECT])
+    proof = bank.proof("POST", "/token")
+    sent = [requests.post(f"{idp_service.url}/token", data=codes.code(shop.client_id), auth=(shop.client_id, secret),
+                          headers={"DPoP": proof}, timeout=30) for _ in range(2)]
+    assert sent[0].status_code == 200 and sent[0].json()["token_type"] == "DPoP", sent[0].text
+    assert sent[1].status_code == 400 and "used before" in sent[1].json()["error_description"]
+
+
 def test_a_code_bound_by_dpop_jkt_needs_that_key(bank, codes):
     bank.fetch_nonce()
     form = codes.code(bank.client_id, dpop_jkt=ECKey.generate_key("P-256").thumbprint())

@@ -30,6 +30,9 @@ RFC 9449 §4.3 lists them, and the JWS and JWK work is joserfc's (the JOSE libra
     item 10, §7);
 11. `check_jti_unused` — the `jti` was not seen before for this key: one Redis `SET NX` whose TTL is the time
     the proof could still pass `check_iat` (§11.1). Last, so a proof refused for another reason spends nothing.
+    On the token endpoint's short road (idp/oidc/provider.py, `CodeExchange`) this write waits for the exchange
+    script, which makes it with the assertion's jti and the code in the same round trip (`Proof.jti_key`); a
+    request that fails before the script has it written after the response, so a proof is spent on every road.
 
 Checking that the proof's key is the one a token is bound to (`check_bound_key`) belongs to the caller, which
 knows the token.
@@ -120,10 +123,14 @@ def invalid_token(description: str) -> DPoPError:
 
 @dataclass(frozen=True)
 class Proof:
-    """A proof that passed every check: its key's thumbprint (what tokens are bound to) and its alg."""
+    """A proof that passed every check: its key's thumbprint (what tokens are bound to) and its alg; `jti_key`
+    the Redis key of its jti when the caller asked to write it itself (`check(..., defer_jti=True)`)."""
 
     jkt: str
     alg: str
+    jti_key: str | None = None
+
+    JTI_TTL = IAT_WINDOW + IAT_SKEW  # the time a proof could still pass check_iat
 
 
 def b64url_sha256(value: str) -> str:
@@ -182,7 +189,7 @@ class ProofChecker:
         self.nonces = nonces
 
     def check(self, headers: list[str], method: str, path: str, *, access_token: str | None = None,
-              want_nonce: bool = False, resource: bool = False) -> Proof:
+              want_nonce: bool = False, resource: bool = False, defer_jti: bool = False) -> Proof:
         """The proof in `headers` (every `DPoP` header value of the request) for `method` on `path` under the
         issuer; DPoPError saying why not. `access_token` makes it a resource request (ath is then required)."""
         try:
@@ -200,6 +207,8 @@ class ProofChecker:
             if access_token is not None:
                 self.check_ath(claims, access_token)
             jkt = key.thumbprint()
+            if defer_jti:
+                return Proof(jkt, header["alg"], jti_key(jkt, claims["jti"]))
             self.check_jti_unused(jkt, claims["jti"])
         except DPoPError as error:
             if resource and not error.resource:
@@ -291,20 +300,28 @@ class ProofChecker:
             raise invalid_proof("The DPoP proof's ath must be the SHA-256 hash of the access token presented.")
 
     def check_jti_unused(self, jkt: str, jti: str) -> None:
-        seen = hashlib.sha256(f"{jkt}:{jti}".encode()).hexdigest()
-        if not self.redis.set(keys.dpop_jti(seen), 1, nx=True, ex=IAT_WINDOW + IAT_SKEW):
-            raise invalid_proof("This DPoP proof was used before; make a fresh proof (a new jti) for each request.")
+        if not self.redis.set(jti_key(jkt, jti), 1, nx=True, ex=Proof.JTI_TTL):
+            raise replayed()
 
 
-def token_request_proof(checker: ProofChecker, want_nonce: bool) -> Proof | None:
+def jti_key(jkt: str, jti: str) -> str:
+    return keys.dpop_jti(hashlib.sha256(f"{jkt}:{jti}".encode()).hexdigest())
+
+
+def replayed() -> DPoPError:
+    return invalid_proof("This DPoP proof was used before; make a fresh proof (a new jti) for each request.")
+
+
+def token_request_proof(checker: ProofChecker, want_nonce: bool, defer_jti: bool) -> Proof | None:
     """At the token endpoint, before anything else: the request's proof, None if it sent none (whether it had to
-    is known only once the client is: idp/oidc/fapi.py); DPoPError for a proof that fails a check."""
+    is known only once the client is: idp/oidc/fapi.py); DPoPError for a proof that fails a check. `defer_jti`:
+    the caller writes the jti (`Proof.jti_key`, check_jti_unused in the module docstring)."""
     from flask import request
 
     headers = request.headers.getlist(HEADER)
     if not headers:
         return None
-    return checker.check(headers, "POST", request.path, want_nonce=want_nonce)
+    return checker.check(headers, "POST", request.path, want_nonce=want_nonce, defer_jti=defer_jti)
 
 
 def check_bound_key(proof: Proof, jkt: str | None, what: str, resource: bool = False) -> None:

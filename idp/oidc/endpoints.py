@@ -183,10 +183,13 @@ def pushed_authorization_request():
 def token():
     services = current()
     want_nonce = services.config.dpop_nonce
+    defer = CodeExchange.defers_dpop_jti(services, request)
     try:
-        g.dpop = dpop.token_request_proof(current_checker(), want_nonce)
+        g.dpop = dpop.token_request_proof(current_checker(), want_nonce, defer)
     except dpop.DPoPError as error:
         return _server().handle_error_response(None, error)
+    if g.dpop is not None and g.dpop.jti_key is not None:
+        g.setdefault(CodeExchange.DPOP_JTI, g.dpop.jti_key)
     response = _exchange(services)
     if want_nonce and g.dpop is not None:  # RFC 9449 §8.2: the nonce for the client's next proof
         response.headers[dpop.NONCE_HEADER] = current_checker().nonces.current()

@@ -57,6 +57,7 @@ from idp.oidc.clients import FOUR_FACTS_SCOPES, ClientDocumentError
 from idp.oidc.compact import check_compact_jwt
 from idp.oidc.tokens import (
     CLIENT_CHANGED,
+    DPOP_JTI_USED,
     JTI_USED,
     REPLAYED,
     AuthorizationCode,
@@ -229,10 +230,34 @@ class CodeExchange:
     @classmethod
     def settle(cls, services) -> None:
         """After the response: a jti noted but not yet recorded by the script (a request that failed before it)
-        is recorded now, so an authenticated assertion is spent on every road."""
+        is recorded now, so an authenticated assertion and a DPoP proof are spent on every road."""
         exchange = g.pop(cls.KEY, None)
         if exchange is not None and exchange.jti_key:
             services.redis.set(exchange.jti_key, 1, nx=True, ex=exchange.jti_ttl)
+        pending = g.pop(cls.DPOP_JTI, None)
+        if pending is not None:
+            services.redis.set(pending, 1, nx=True, ex=dpop.Proof.JTI_TTL)
+
+    DPOP_JTI = "code_exchange_dpop_jti"  # in flask.g: a verified proof's jti, not yet written (idp/oidc/dpop.py)
+
+    @classmethod
+    def defers_dpop_jti(cls, services, request) -> bool:
+        """Whether this token request's DPoP jti can wait for the exchange script (or the long road's own write
+        in query_authorization_code, or settle): an authorization_code request on one server."""
+        return services.tokens.one_server and cls.applies(request)
+
+    @classmethod
+    def dpop_jti_for_script(cls):
+        """The pending DPoP jti (key, TTL) for the exchange script, which then owns it."""
+        pending = g.pop(cls.DPOP_JTI, None)
+        return (pending, dpop.Proof.JTI_TTL) if pending is not None else None
+
+    @classmethod
+    def write_dpop_jti(cls, services) -> None:
+        """The long road: the pending DPoP jti written on its own, before the code is consumed."""
+        pending = g.pop(cls.DPOP_JTI, None)
+        if pending is not None and not services.redis.set(pending, 1, nx=True, ex=dpop.Proof.JTI_TTL):
+            raise dpop.replayed()
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):
@@ -328,14 +353,22 @@ class CodeGrant(AuthorizationCodeGrant):
         proof = fapi.check_token_proof(client)  # before the code is spent
         exchange = CodeExchange.pending(client.client_id)
         if exchange is not None and exchange.jti_key:
+            dpop_jti = CodeExchange.dpop_jti_for_script()
             found = services.tokens.exchange_code(code, client.client_id, exchange.client_digest, exchange.jti_key,
-                                                  exchange.jti_ttl)
+                                                  exchange.jti_ttl, dpop_jti)
             exchange.jti_key = None  # recorded by the script, or found spent, or (client changed) the retry's
             if found is CLIENT_CHANGED:
+                if dpop_jti is not None:  # nothing was spent: the retry owns the proof's jti again
+                    g.setdefault(CodeExchange.DPOP_JTI, dpop_jti[0])
                 raise ClientChanged
             if found is JTI_USED:  # Authlib's own answer to a replayed jti
+                if dpop_jti is not None:  # the script stopped before the proof's jti: written after the response
+                    g.setdefault(CodeExchange.DPOP_JTI, dpop_jti[0])
                 raise InvalidClientError(description="JWT ID is used before.")
+            if found is DPOP_JTI_USED:
+                raise dpop.replayed()
         else:
+            CodeExchange.write_dpop_jti(services)
             found = services.tokens.consume_code(code)
         if found is REPLAYED:
             raise InvalidGrantError("This code was already used; every token issued from it is now revoked.")
