@@ -176,7 +176,7 @@ def _error_page(code: str, description: str | None, status: int):
 @blueprint.post("/par")
 def pushed_authorization_request():
     """RFC 9126 (idp/oidc/par.py)."""
-    return par.push(_server(), current(), current_checker())
+    return par.push(_server(), current_checker())
 
 
 @blueprint.post("/token")

@@ -46,6 +46,7 @@ from flask import request as flask_request
 
 from idp import keys
 from idp.oidc import dpop
+from idp.services import current
 
 REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
 MAX_PAR_TTL = 60
@@ -130,8 +131,6 @@ class AuthorizationServerWithPAR(AuthorizationServer):
 def pushed_parameters() -> dict | None:
     """At /authorize: the pushed parameters its `request_uri` names (kept in flask.g for the request), None for a
     request without one; OAuth2Error without a redirect URI for a refusal (module docstring)."""
-    from idp.services import current
-
     if "pushed_request" in g:
         return g.pushed_request["params"]
     services, args = current(), flask_request.args
@@ -160,7 +159,7 @@ def spend_pushed_request() -> None:
         store().spend(pushed["uri"])
 
 
-def push(server: AuthorizationServerWithPAR, services, checker: dpop.ProofChecker):
+def push(server: AuthorizationServerWithPAR, checker: dpop.ProofChecker):
     """POST /par: the checks in order, then 201 with the request_uri."""
     oauth_request = server.create_oauth2_request(flask_request)
     try:
@@ -190,9 +189,9 @@ def check_parameters(form, client_id: str) -> dict:
     for name in form:
         values = form.getlist(name)
         if len(values) != 1:
-            raise InvalidRequestError(f"The parameter {name} appears more than once.")
-        if len(values[0]) > MAX_PARAMETER:
-            raise InvalidRequestError(f"The parameter {name} is too long.")
+            raise InvalidRequestError("Each parameter may appear only once.")
+        if len(name) > MAX_PARAMETER or len(values[0]) > MAX_PARAMETER:
+            raise InvalidRequestError(f"A parameter is longer than {MAX_PARAMETER} characters.")
         if name not in AUTHENTICATION_PARAMETERS:
             params[name] = values[0]
     if "request_uri" in params:
