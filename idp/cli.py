@@ -115,8 +115,9 @@ def _run(args, config: IdpConfig) -> int:
                             f"({fetch_ca_file}) cannot be read as PEM ({exc.__class__.__name__}).") from None
     if args.action == "list":
         for c in registry.list():
+            profile = f"  profile={c.profile}" if c.profile else ""
             print(f"{c.client_id}  {c.name}  auth={c.token_endpoint_auth_method}  sector={c.sector}  "
-                  f"redirect={','.join(c.redirect_uris)}")
+                  f"redirect={','.join(c.redirect_uris)}{profile}")
         return 0
     if args.action == "remove":
         if not registry.remove(args.client_id):

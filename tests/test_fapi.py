@@ -276,6 +276,7 @@ def test_the_clients_cli_registers_a_fapi2_client(redis_server, redis_client, tm
     assert registered["token_endpoint_auth_method"] == "private_key_jwt" and registered["client_secret"] is None
     assert registered["profile"] == "fapi2" and registered["require_pushed_authorization_requests"] is True
     assert registered["dpop_bound_access_tokens"] is True
+    assert "profile=fapi2" in idp("clients", "list").stdout
     refused = idp("clients", "add", "--profile", "fapi2", "--name", "Bank", "--redirect-uri", REDIRECT)
     assert refused.returncode == 1 and "invalid_client_metadata" in refused.stderr and "Traceback" not in refused.stderr
     assert "private_key_jwt" in refused.stderr
@@ -324,9 +325,11 @@ def test_par_refusals(idp_service, bank):
     answer = bank.push({k: v for k, v in params.items() if k != "code_challenge"})
     assert answer.status_code == 400 and answer.json()["error"] == "invalid_request"
     assert "Location" not in answer.headers
-    # An unregistered redirect_uri.
+    # An unregistered redirect_uri, or none: it must be in the pushed request (FAPI 2.0).
     answer = bank.push({**params, "redirect_uri": "https://evil.example/cb"})
-    assert answer.status_code == 400
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_request"
+    answer = bank.push({k: v for k, v in params.items() if k != "redirect_uri"})
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_request"
     # Another client's client_id.
     answer = bank.push({**params, "client_id": "rp_someone_else"})
     assert answer.status_code in (400, 401)
