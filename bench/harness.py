@@ -105,8 +105,16 @@ f:close()
 local headers = {}
 if ctype then headers["Content-Type"] = ctype end
 for k, v in string.gmatch(os.getenv("WRK_HEADERS") or "", "([^:;]+):([^;]*)") do headers[k] = v end
+-- One header whose value changes with each request (a DPoP proof), the n-th value going with the n-th request.
+local each_name, each = os.getenv("WRK_EACH_HEADER"), {}
+if each_name then
+  local g = io.open(os.getenv("WRK_EACH_VALUES"), "r")
+  for line in g:lines() do each[#each + 1] = line end
+  g:close()
+end
 request = function()
   i = i + 1
+  if each_name then headers[each_name] = each[(i % #each) + 1] end
   if method == "POST" then
     return wrk.format("POST", nil, headers, bodies[(i % #bodies) + 1])
   end
@@ -117,8 +125,11 @@ end
 
 def wrk(base_url: str, requests_: list[bytes] | list[str], *, method: str = "POST",
         content_type: str | None = None, headers: dict[str, str] | None = None, path: str = "/",
-        seconds: int = 10, connections: int = 16, threads: int = 2, timeout_s: int = 5) -> dict:
+        seconds: int = 10, connections: int = 16, threads: int = 2, timeout_s: int = 5,
+        each_header: tuple[str, list[str]] | None = None) -> dict:
     """Load `base_url` from a separate wrk process for `seconds`; bodies (POST) or paths (GET) are cycled.
+    `each_header` (name, values): a header whose n-th value goes with the n-th body or path (one value per request,
+    as long as the list of requests; a DPoP proof is single use).
 
     Returns requests/s, p50/p99/max latency in ms and error counts (non-2xx/3xx responses count as status errors).
     """
@@ -134,6 +145,12 @@ def wrk(base_url: str, requests_: list[bytes] | list[str], *, method: str = "POS
             env["WRK_CONTENT_TYPE"] = content_type
         if headers:
             env["WRK_HEADERS"] = ";".join(f"{k}:{v}" for k, v in headers.items())
+        if each_header:
+            name, values = each_header
+            if len(values) != len(requests_):
+                raise ValueError("each_header needs one value per request")
+            (Path(scratch) / "each.txt").write_text("\n".join(values) + "\n")
+            env["WRK_EACH_HEADER"], env["WRK_EACH_VALUES"] = name, str(Path(scratch) / "each.txt")
         completed = subprocess.run(
             ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", f"{timeout_s}s",
              "-s", str(script), base_url.rstrip("/") + path],

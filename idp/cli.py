@@ -5,7 +5,7 @@ The IdP itself is started by the composition root: `python -m deploy serve idp` 
 
     clients add --name NAME --redirect-uri URI [--redirect-uri URI ...] [--jwks FILE | --jwks-uri URI]
                 [--sector-identifier-uri URI] [--post-logout-redirect-uri URI] [--id-token-alg RS256|ES256]
-                [--fetch-ca-file PEM] [--backchannel-logout-uri URI]
+                [--fetch-ca-file PEM] [--backchannel-logout-uri URI] [--profile fapi2] [--require-par] [--dpop]
     clients list
     clients remove CLIENT_ID
     keys rotate --alg RS256|ES256
@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--id-token-alg", default="RS256", choices=("RS256", "ES256"))
     add.add_argument("--backchannel-logout-uri", default=None,
                      help="where the IdP POSTs logout tokens (OpenID Connect Back-Channel Logout 1.0)")
+    add.add_argument("--profile", choices=("fapi2",), default=None,
+                     help="fapi2: hold the client to the FAPI 2.0 Security Profile (PAR, DPoP, private_key_jwt "
+                     "with PS256/ES256; see docs/relying-parties.md)")
+    add.add_argument("--require-par", action="store_true",
+                     help="refuse authorization requests not pushed to the PAR endpoint first (fapi2 implies it)")
+    add.add_argument("--dpop", action="store_true",
+                     help="refuse token requests without a DPoP proof: sender-constrained tokens (fapi2 implies it)")
     add.add_argument("--json", action="store_true", help="print the registration as JSON")
     clients.add_parser("list", help="list clients")
     remove = clients.add_parser("remove", help="remove a client")
@@ -130,8 +137,9 @@ def _run(args, config: IdpConfig) -> int:
                             f"({fetch_ca_file}) cannot be read as PEM ({exc.__class__.__name__}).") from None
     if args.action == "list":
         for c in registry.list():
+            profile = f"  profile={c.profile}" if c.profile else ""
             print(f"{c.client_id}  {c.name}  auth={c.token_endpoint_auth_method}  sector={c.sector}  "
-                  f"redirect={','.join(c.redirect_uris)}")
+                  f"redirect={','.join(c.redirect_uris)}{profile}")
         return 0
     if args.action == "remove":
         if not registry.remove(args.client_id):
@@ -151,16 +159,23 @@ def _add(args, config: IdpConfig, registry: ClientRegistry) -> int:
         registered, secret = registry.add(args.name, args.redirect_uris, jwks=jwks, jwks_uri=args.jwks_uri,
                                           sector_identifier_uri=args.sector_identifier_uri,
                                           id_token_alg=args.id_token_alg, post_logout_redirect_uris=args.post_logout,
-                                          backchannel_logout_uri=args.backchannel_logout_uri)
+                                          backchannel_logout_uri=args.backchannel_logout_uri,
+                                          profile=args.profile, require_par=args.require_par, dpop_bound=args.dpop)
     except ClientRegistrationError as exc:
         raise CommandFailed(exc.code, exc.message) from None
     if args.json:
         print(json.dumps({"client_id": registered.client_id, "client_secret": secret,
                           "token_endpoint_auth_method": registered.token_endpoint_auth_method,
+                          "profile": registered.profile or None,
+                          "require_pushed_authorization_requests": registered.require_pushed_authorization_requests,
+                          "dpop_bound_access_tokens": registered.dpop_bound_access_tokens,
                           "issuer": config.issuer}))
         return 0
     print(f"Registered {registered.name}: client_id {registered.client_id} "
           f"({registered.token_endpoint_auth_method}, sector {registered.sector}).")
+    if registered.profile or registered.require_pushed_authorization_requests or registered.dpop_bound_access_tokens:
+        print(f"Profile {registered.profile or 'none'}: PAR required {registered.require_pushed_authorization_requests}"
+              f", DPoP required {registered.dpop_bound_access_tokens}.")
     if secret:
         print(f"client_secret {secret}")
         print("The secret is shown only now; store it safely.")

@@ -15,6 +15,9 @@ docs/configuration.md is the reference for every variable; in short:
 | IDP_INSECURE_DEV_COOKIES | 1 allows plain-http cookies without `__Host-`/Secure: development, 127.0.0.1 only | 0 |
 | IDP_DEV_CARD | development only: a virtual card file whose login command the login page shows too | — |
 | IDP_SECRET_FILE | the platform secret (keys for MyKey, pairwise sub, sealing) | $MYKEY_VAR/idp/secret |
+| IDP_REQUIRE_PAR | 1: every client must push its authorization requests (RFC 9126) | 0 |
+| IDP_PAR_TTL | seconds a pushed request's request_uri may wait for its first use, 1–60 | 60 |
+| IDP_DPOP_NONCE | 1: DPoP proofs at the token endpoint must carry a server nonce (RFC 9449 §8) | 1 |
 
 Outside development — no `MYKEY_DEV=1`, or an https issuer — nothing defaults: `from_env` refuses to build a
 configuration without an https IDP_ISSUER, IDP_TRUST=production with IDP_TRUST_DIR, and REVOCATION_URL, and
@@ -73,6 +76,10 @@ class IdpConfig:
     key_rotation_overlap: dt.timedelta = dt.timedelta(hours=1)
     max_body_bytes: int = 64 * 1024
     dev_card: str | None = None  # development: the login page also shows the virtual-card command
+    # FAPI 2.0 (idp/oidc/par.py, idp/oidc/dpop.py)
+    require_par: bool = False
+    par_ttl: int = 60
+    dpop_nonce: bool = True
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> IdpConfig:
@@ -98,6 +105,9 @@ class IdpConfig:
             development=development,
             insecure_dev_cookies=env.get("IDP_INSECURE_DEV_COOKIES", "0") == "1",
             dev_card=env.get("IDP_DEV_CARD") or None,
+            require_par=_switch(env, "IDP_REQUIRE_PAR", False),
+            par_ttl=_par_ttl(env.get("IDP_PAR_TTL", "60")),
+            dpop_nonce=_switch(env, "IDP_DPOP_NONCE", True),
             secret=(load_or_create_secret if development else load_secret)(
                 Path(env.get("IDP_SECRET_FILE", var_dir / "idp" / "secret"))),
         )
@@ -157,6 +167,22 @@ def refuse_unless_production_ready(env) -> None:
         raise ConfigurationError(
             "The IdP will not start outside development: " + "; ".join(problems) + ". For development on "
             f"127.0.0.1 set {DEV_FLAG}=1 (make run does); see docs/configuration.md.")
+
+
+def _switch(env, name: str, default: bool) -> bool:
+    value = env.get(name)
+    if value in (None, ""):
+        return default
+    if value not in ("0", "1"):
+        raise ConfigurationError(f"{name} must be 0 or 1, not {value!r}.")
+    return value == "1"
+
+
+def _par_ttl(value: str) -> int:
+    # FAPI 2.0 Security Profile §5.3.2.2: a request_uri's expires_in is under 600 s; we keep it to a minute.
+    if not value.isdigit() or not 1 <= int(value) <= 60:
+        raise ConfigurationError(f"IDP_PAR_TTL must be a whole number of seconds from 1 to 60, not {value!r}.")
+    return int(value)
 
 
 def parse_trust_pins(value: str) -> tuple[tuple[CertificateKind, str], ...]:

@@ -135,3 +135,15 @@ def history_handle(digest: str) -> str:
 def history_submit(digest: str) -> str:
     """String: the opening a one-use submit token answers (the digest of the browser's secret), by its digest."""
     return f"{PREFIX}:history:submit:{digest}"
+
+
+# --- FAPI 2.0: pushed authorization requests and DPoP (idp/oidc/par.py, idp/oidc/dpop.py) ----------------------
+
+def pushed_request(digest: str) -> str:
+    """String: a pushed authorization request's parameters (RFC 9126), by the digest of its request_uri."""
+    return f"{PREFIX}:par:{digest}"
+
+
+def dpop_jti(digest: str) -> str:
+    """String: a DPoP proof's jti already seen (RFC 9449 §11.1), by digest of the key's thumbprint and the jti."""
+    return f"{PREFIX}:dpop-jti:{digest}"

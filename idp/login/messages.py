@@ -83,6 +83,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
                       "このサイトへの情報提供を拒否しました。"),
     "invalid_request": ("The website sent an incomplete or invalid login request.",
                         "サイトからのログイン要求が不完全か不正です。"),
+    "invalid_request_uri": ("The website's login request has expired or was already used. Go back to the website "
+                            "and start the login again.",
+                            "サイトからのログイン要求の有効期限が切れたか、すでに使用されています。サイトに戻って最初からやり直してください。"),
     "invalid_client": ("The website is not registered with this service.",
                        "このサイトは本サービスに登録されていません。"),
     "unauthorized_client": ("The website is not allowed to log people in this way.",

@@ -45,6 +45,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from idp.keys import CLIENTS
+from idp.oidc import fapi
 from mykey.pairwise import sector_of
 from wire.errors import CodedError
 from wire.fetch import LOOPBACK_HOSTS, Fetcher, FetchFailed, FetchPolicy
@@ -91,6 +92,10 @@ class Client(ClientMixin):
     post_logout_redirect_uris: list[str] = field(default_factory=list)
     created_at: str = ""
     backchannel_logout_uri: str | None = None  # Back-Channel Logout 1.0 §2.2: where logout tokens are POSTed
+    # FAPI 2.0 (idp/oidc/fapi.py, par.py, dpop.py); records written before these fields read as the defaults.
+    profile: str = ""
+    require_pushed_authorization_requests: bool = False
+    dpop_bound_access_tokens: bool = False
 
     # --- Authlib's ClientMixin ---------------------------------------------------------------------------
 
@@ -334,9 +339,12 @@ class ClientRegistry:
 
     def add(self, name: str, redirect_uris: list[str], jwks: dict | None = None, jwks_uri: str | None = None,
             sector_identifier_uri: str | None = None, id_token_alg: str = "RS256",  # noqa: S107
-            post_logout_redirect_uris: list[str] | None = None,
-            backchannel_logout_uri: str | None = None) -> tuple[Client, str | None]:
-        """Register a client; returns it and, for client_secret_basic, the secret (shown once, stored hashed)."""
+            post_logout_redirect_uris: list[str] | None = None, backchannel_logout_uri: str | None = None,
+            profile: str | None = None, require_par: bool = False,
+            dpop_bound: bool = False) -> tuple[Client, str | None]:
+        """Register a client; returns it and, for client_secret_basic, the secret (shown once, stored hashed).
+        `profile="fapi2"` holds it to the FAPI 2.0 Security Profile (idp/oidc/fapi.py), which implies
+        `require_par` (RFC 9126 §6) and `dpop_bound` (RFC 9449 §5.2's dpop_bound_access_tokens)."""
         if not name or len(name) > 100:
             raise ClientRegistrationError("invalid_client_metadata", "A client needs a name of at most 100 characters.")
         if not redirect_uris:
@@ -356,6 +364,14 @@ class ClientRegistry:
             _check_uri(backchannel_logout_uri)  # Back-Channel Logout §2.2: absolute, no fragment
         if id_token_alg not in ("RS256", "ES256"):
             raise ClientRegistrationError("invalid_client_metadata", "ID tokens are signed with RS256 or ES256.")
+        if profile is not None and profile not in fapi.PROFILES:
+            raise ClientRegistrationError("invalid_client_metadata", f"Unknown profile {profile!r}; known profiles: "
+                                          f"{', '.join(fapi.PROFILES)}.")
+        if profile == fapi.FAPI2:
+            why = fapi.check_registration("private_key_jwt" if (jwks or jwks_uri) else "client_secret_basic", jwks)
+            if why:
+                raise ClientRegistrationError("invalid_client_metadata", why)
+            require_par = dpop_bound = True
         sector = self._sector(redirect_uris, sector_identifier_uri)
         secret = None if (jwks or jwks_uri) else secrets.token_urlsafe(32)
         client = Client(
@@ -372,6 +388,9 @@ class ClientRegistry:
             post_logout_redirect_uris=list(post_logout_redirect_uris or []),
             created_at=dt.datetime.now(dt.UTC).isoformat(),
             backchannel_logout_uri=backchannel_logout_uri,
+            profile=profile or "",
+            require_pushed_authorization_requests=require_par,
+            dpop_bound_access_tokens=dpop_bound,
         )
         self.redis.hset(CLIENTS_HASH, client.client_id, client.to_json())
         return client, secret

@@ -1,4 +1,5 @@
-"""The OpenID Provider's endpoints: discovery, JWKS, authorize, token, userinfo, revocation, end-session."""
+"""The OpenID Provider's endpoints: discovery, JWKS, authorize, pushed requests, token, userinfo, revocation,
+end-session."""
 
 from __future__ import annotations
 
@@ -17,8 +18,16 @@ from joserfc.jwk import KeySet
 from idp.holder.cookies import SESSION_COOKIE, clear_cookie, read_cookie
 from idp.holder.pages import start_login
 from idp.login.messages import explain, language
+from idp.oidc import dpop, par
 from idp.oidc.clients import FOUR_FACTS_SCOPES
-from idp.oidc.provider import ClientChanged, CodeExchange, check_compact_jwt, user_for
+from idp.oidc.compact import check_compact_jwt
+from idp.oidc.provider import (
+    ClientChanged,
+    CodeExchange,
+    PrivateKeyJWT,
+    current_checker,
+    user_for,
+)
 from idp.services import current
 from idp.signals import sessions as signal_sessions
 from idp.signals.service import current_signals
@@ -36,7 +45,8 @@ def request_digest(return_to: str) -> str:
 
 @blueprint.get("/.well-known/openid-configuration")
 def discovery():
-    issuer = current().config.issuer
+    config = current().config
+    issuer = config.issuer
     return jsonify(
         issuer=issuer,
         authorization_endpoint=f"{issuer}/authorize",
@@ -51,7 +61,7 @@ def discovery():
         subject_types_supported=["pairwise"],
         id_token_signing_alg_values_supported=["RS256", "ES256"],
         token_endpoint_auth_methods_supported=["private_key_jwt", "client_secret_basic"],
-        token_endpoint_auth_signing_alg_values_supported=["RS256", "ES256", "PS256"],
+        token_endpoint_auth_signing_alg_values_supported=PrivateKeyJWT.ALGORITHMS,
         revocation_endpoint_auth_methods_supported=["private_key_jwt", "client_secret_basic"],
         scopes_supported=["openid", *sorted(FOUR_FACTS_SCOPES), "ssf"],
         claims_supported=["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "at_hash",
@@ -66,6 +76,10 @@ def discovery():
         ui_locales_supported=["ja", "en"],
         backchannel_logout_supported=True,  # Back-Channel Logout 1.0 §2.1 (idp/signals/)
         backchannel_logout_session_supported=True,
+        # FAPI 2.0: RFC 9126 §5, RFC 9449 §5.1
+        pushed_authorization_request_endpoint=f"{issuer}/par",
+        require_pushed_authorization_requests=config.require_par,
+        dpop_signing_alg_values_supported=list(dpop.SIGNING_ALGS),
     )
 
 
@@ -90,8 +104,9 @@ def authorize():
                         session.flags.get("facts"))
     try:
         grant = server.get_consent_grant(end_user=user)
-        prompts = set(request.args.get("prompt", "").split())
-        max_age = _max_age(request.args.get("max_age"), grant.redirect_uri)
+        params = grant.request.payload.data  # the query's, or the pushed request's (idp/oidc/par.py)
+        prompts = set(params.get("prompt", "").split())
+        max_age = _max_age(params.get("max_age"), grant.redirect_uri, params.get("state"))
         scopes = set((grant.request.scope or "").split())
         wants_facts = bool(scopes & FOUR_FACTS_SCOPES)
         if user is not None and not wants_facts:
@@ -138,12 +153,12 @@ def _spend_login(session_id: str) -> None:
         current().sessions.take_flag(session_id, flag)
 
 
-def _max_age(value: str | None, redirect_uri: str) -> int | None:
+def _max_age(value: str | None, redirect_uri: str, state: str | None) -> int | None:
     if value is None:
         return None
     if not value.isdigit() or len(value) > 9:
         raise InvalidRequestError("max_age must be a whole number of seconds.", redirect_uri=redirect_uri,
-                                  state=request.args.get("state"))
+                                  state=state)
     return int(value)
 
 
@@ -165,9 +180,30 @@ def _error_page(code: str, description: str | None, status: int):
     return make_response(render_template("error.html", lang=lang, code=code, message=explain(code, lang)), status)
 
 
+@blueprint.post("/par")
+def pushed_authorization_request():
+    """RFC 9126 (idp/oidc/par.py)."""
+    return par.push(_server(), current_checker())
+
+
 @blueprint.post("/token")
 def token():
     services = current()
+    want_nonce = services.config.dpop_nonce
+    defer = CodeExchange.defers_dpop_jti(services, request)
+    try:
+        g.dpop = dpop.token_request_proof(current_checker(), want_nonce, defer)
+    except dpop.DPoPError as error:
+        return _server().handle_error_response(None, error)
+    if g.dpop is not None and g.dpop.jti_key is not None:
+        g.setdefault(CodeExchange.DPOP_JTI, g.dpop.jti_key)
+    response = _exchange(services)
+    if want_nonce and g.dpop is not None:  # RFC 9449 §8.2: the nonce for the client's next proof
+        response.headers[dpop.NONCE_HEADER] = current_checker().nonces.current()
+    return response
+
+
+def _exchange(services):
     try:
         try:
             return _server().create_token_response()
@@ -211,7 +247,7 @@ def logout():
 def _client_of_id_token(id_token: str) -> str | None:
     """The audience of an ID token we signed (expired ones are fine for a logout hint); None for anything else."""
     try:
-        check_compact_jwt(id_token)  # bounded JSON before joserfc reads it (idp/oidc/provider.py docstring)
+        check_compact_jwt(id_token)  # bounded JSON before joserfc reads it (idp/oidc/compact.py)
         keys = KeySet.import_key_set(current().signing_keys.jwks())
         claims = jwt.decode(id_token, keys, algorithms=["RS256", "ES256"]).claims
     except (JoseError, ValueError):

@@ -9,6 +9,9 @@ pairwise `sub`, the ID token's keys and claims, and closes what Authlib allows b
 - client authentication `private_key_jwt` under its registered name (Authlib calls it "client_assertion_jwt");
 - the authorization request rules of docs/relying-parties.md §3 that Authlib leaves optional
   (`AuthorizationRequestRules`, below);
+- FAPI 2.0: pushed authorization requests (idp/oidc/par.py, the server class), DPoP-bound tokens (idp/oidc/dpop.py:
+  the proof is checked by the endpoint, the binding here — codes bound by `dpop_jkt`, tokens by `jkt`, the
+  `DPoP` token scheme at userinfo) and the fapi2 client profile's rules (idp/oidc/fapi.py);
 - a JWT from outside (a client assertion, an ID token hint) is read only after `check_compact_jwt` found its
   header and payload to be bounded JSON objects: joserfc and Authlib decode them with Python's json, which a few
   kilobytes of `[[[[` turn into a RecursionError — a 500 instead of the documented OAuth error.
@@ -28,13 +31,11 @@ transaction (`TokenStore.save_tokens`).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import logging
 from dataclasses import dataclass
 
-from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
+from authlib.integrations.flask_oauth2 import ResourceProtector
 from authlib.oauth2.rfc6749 import InvalidClientError, InvalidGrantError, InvalidRequestError, InvalidScopeError
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant
 from authlib.oauth2.rfc6750 import BearerTokenValidator
@@ -44,14 +45,19 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9101.errors import RequestNotSupportedError, RequestUriNotSupportedError
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode, UserInfo, UserInfoEndpoint
-from flask import g
+from flask import current_app, g
 from flask import request as flask_request
+from joserfc import jwt
+from joserfc.errors import JoseError
 
 from idp import keys
 from idp.login.verification import AUTHENTICATION_METHODS
+from idp.oidc import dpop, fapi, par
 from idp.oidc.clients import FOUR_FACTS_SCOPES, ClientDocumentError
+from idp.oidc.compact import check_compact_jwt
 from idp.oidc.tokens import (
     CLIENT_CHANGED,
+    DPOP_JTI_USED,
     JTI_USED,
     REPLAYED,
     AuthorizationCode,
@@ -61,12 +67,10 @@ from idp.oidc.tokens import (
 )
 from idp.services import current
 from mykey.pairwise import pairwise_subject
-from wire.json_input import loads as json_loads
 
 log = logging.getLogger(__name__)
 
 FACTS_CONTEXT = "four-facts"  # associated data of every sealed four-facts value
-MAX_COMPACT_JWT = 16 * 1024  # a client assertion or an ID token of ours is well under 4 KiB
 
 
 @dataclass
@@ -109,20 +113,6 @@ def user_claims(services, user: CardUser, scope: str) -> UserInfo:
     return info
 
 
-def check_compact_jwt(token) -> None:
-    """Raise ValueError unless `token` is a compact JWS (RFC 7515 §7.1) of bounded size whose header and payload
-    are JSON objects within wire.json_input's depth and size bounds. The signature is not checked here."""
-    if not isinstance(token, str) or len(token) > MAX_COMPACT_JWT or token.count(".") != 2:
-        raise ValueError("not a compact JWS")
-    for part in token.split(".")[:2]:
-        try:
-            decoded = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-        except (binascii.Error, ValueError):
-            raise ValueError("not base64url") from None
-        if not isinstance(json_loads(decoded), dict):  # JSONInputError is a ValueError
-            raise ValueError("not a JSON object")
-
-
 class AuthorizationRequestRules:
     """The authorization request rules Authlib leaves optional, checked before its own (an Authlib grant
     extension): each failure goes back to the redirect URI with `state` and `iss`, because by then the client and
@@ -135,6 +125,7 @@ class AuthorizationRequestRules:
        (OIDC Core §3.1.2.1), or there would be tokens with no ID token.
     3. `check_state` — invalid_request: `state` is required (docs/relying-parties.md §3; RFC 6749 §10.12 CSRF).
     4. `check_response_mode` — invalid_request: only `query` (discovery's response_modes_supported).
+    5. `check_dpop_jkt` — invalid_request: a `dpop_jkt` (RFC 9449 §10) is a JWK thumbprint.
     """
 
     def __call__(self, grant) -> None:
@@ -146,6 +137,7 @@ class AuthorizationRequestRules:
         self.check_openid_scope(data)
         self.check_state(data)
         self.check_response_mode(data)
+        self.check_dpop_jkt(data)
 
     @staticmethod
     def check_no_request_object(data) -> None:
@@ -168,6 +160,11 @@ class AuthorizationRequestRules:
     def check_response_mode(data) -> None:
         if data.get("response_mode", "query") != "query":
             raise InvalidRequestError("Only response_mode=query is supported.")
+
+    @staticmethod
+    def check_dpop_jkt(data) -> None:
+        if data.get("dpop_jkt") is not None and not par.JKT.fullmatch(data["dpop_jkt"]):
+            raise InvalidRequestError("dpop_jkt must be a base64url SHA-256 JWK thumbprint.")
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -234,14 +231,41 @@ class CodeExchange:
     @classmethod
     def settle(cls, services) -> None:
         """After the response: a jti noted but not yet recorded by the script (a request that failed before it)
-        is recorded now, so an authenticated assertion is spent on every road."""
+        is recorded now, so an authenticated assertion and a DPoP proof are spent on every road."""
         exchange = g.pop(cls.KEY, None)
         if exchange is not None and exchange.jti_key:
             services.redis.set(exchange.jti_key, 1, nx=True, ex=exchange.jti_ttl)
+        pending = g.pop(cls.DPOP_JTI, None)
+        if pending is not None:
+            services.redis.set(pending, 1, nx=True, ex=dpop.Proof.JTI_TTL)
+
+    DPOP_JTI = "code_exchange_dpop_jti"  # in flask.g: a verified proof's jti, not yet written (idp/oidc/dpop.py)
+
+    @classmethod
+    def defers_dpop_jti(cls, services, request) -> bool:
+        """Whether this token request's DPoP jti can wait for the exchange script (or the long road's own write
+        in query_authorization_code, or settle): an authorization_code request on one server."""
+        return services.tokens.one_server and cls.applies(request)
+
+    @classmethod
+    def dpop_jti_for_script(cls):
+        """The pending DPoP jti (key, TTL) for the exchange script, which then owns it."""
+        pending = g.pop(cls.DPOP_JTI, None)
+        return (pending, dpop.Proof.JTI_TTL) if pending is not None else None
+
+    @classmethod
+    def write_dpop_jti(cls, services) -> None:
+        """The long road: the pending DPoP jti written on its own, before the code is consumed."""
+        pending = g.pop(cls.DPOP_JTI, None)
+        if pending is not None and not services.redis.set(pending, 1, nx=True, ex=dpop.Proof.JTI_TTL):
+            raise dpop.replayed()
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):
     CLIENT_AUTH_METHOD = "private_key_jwt"
+    # Discovery's token_endpoint_auth_signing_alg_values_supported. Named for joserfc, whose default list leaves
+    # out PS256 (the FAPI 2.0 algorithm); a FAPI client is held to PS256/ES256 in resolve_client_public_key.
+    ALGORITHMS = ["RS256", "ES256", "PS256"]
 
     def __call__(self, query_client, request):
         services = current()
@@ -259,9 +283,18 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             g.setdefault(CodeExchange.FRESH, True)
             return super().__call__(query, request)
 
+    def process_assertion_claims(self, assertion, resolve_key):
+        """Authlib's, with the algorithms named (ALGORITHMS)."""
+        try:
+            token = jwt.decode(assertion, resolve_key, algorithms=self.ALGORITHMS)
+        except JoseError as exc:
+            raise InvalidClientError(description=exc.description) from exc
+        self.verify_claims(token.claims)
+        return token.claims
+
     def get_audiences(self):
         issuer = current().config.issuer
-        return [issuer, f"{issuer}/token"]
+        return [issuer, f"{issuer}/token", f"{issuer}/par"]
 
     def validate_jti(self, claims, jti):
         seen = hashlib.sha256(f"{claims['sub']}:{jti}".encode()).hexdigest()
@@ -282,9 +315,13 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             raise InvalidClientError(description="The client_assertion is not a well-formed JWT.") from None
         headers, claims = super().extract_assertion(assertion)
         g.assertion_kid = headers.get("kid")  # a kid a client's jwks_uri document lacks has it fetched again
+        g.assertion_alg = headers.get("alg")
         return headers, claims
 
     def resolve_client_public_key(self, client):
+        refused = fapi.check_assertion_alg(client, g.get("assertion_alg"))
+        if refused:
+            raise InvalidClientError(description=refused)
         try:
             return current().clients.public_keys(client, g.get("assertion_kid"))
         except ClientDocumentError as exc:  # the operator's log says why; the caller learns only that it failed
@@ -304,7 +341,7 @@ class CodeGrant(AuthorizationCodeGrant):
             redirect_uri=request.payload.redirect_uri, scope=request.scope or "", nonce=data.get("nonce"),
             code_challenge=data.get("code_challenge"), code_challenge_method=data.get("code_challenge_method"),
             account_id=user.account_id, auth_time=user.auth_time, certificate=user.certificate,
-            facts=user.facts, sid=user.sid,
+            facts=user.facts, sid=user.sid, dpop_jkt=data.get("dpop_jkt"),
         )
         services.tokens.save_code(record)
         if record.nonce:  # a nonce is spent once a code carries it (OIDC Core §15.5.2)
@@ -314,21 +351,34 @@ class CodeGrant(AuthorizationCodeGrant):
 
     def query_authorization_code(self, code, client):
         services = current()
+        proof = fapi.check_token_proof(client)  # before the code is spent
         exchange = CodeExchange.pending(client.client_id)
         if exchange is not None and exchange.jti_key:
+            dpop_jti = CodeExchange.dpop_jti_for_script()
             found = services.tokens.exchange_code(code, client.client_id, exchange.client_digest, exchange.jti_key,
-                                                  exchange.jti_ttl)
+                                                  exchange.jti_ttl, dpop_jti)
             exchange.jti_key = None  # recorded by the script, or found spent, or (client changed) the retry's
             if found is CLIENT_CHANGED:
+                if dpop_jti is not None:  # nothing was spent: the retry owns the proof's jti again
+                    g.setdefault(CodeExchange.DPOP_JTI, dpop_jti[0])
                 raise ClientChanged
             if found is JTI_USED:  # Authlib's own answer to a replayed jti
+                if dpop_jti is not None:  # the script stopped before the proof's jti: written after the response
+                    g.setdefault(CodeExchange.DPOP_JTI, dpop_jti[0])
                 raise InvalidClientError(description="JWT ID is used before.")
+            if found is DPOP_JTI_USED:
+                raise dpop.replayed()
         else:
+            CodeExchange.write_dpop_jti(services)
             found = services.tokens.consume_code(code)
         if found is REPLAYED:
             raise InvalidGrantError("This code was already used; every token issued from it is now revoked.")
         if found is None or found.client_id != client.client_id:
             return None
+        if found.dpop_jkt is not None:  # RFC 9449 §10: the code was bound to a key at the authorization request
+            if proof is None:
+                raise dpop.invalid_proof("This code is bound to a DPoP key: send a proof signed by that key.")
+            dpop.check_bound_key(proof, found.dpop_jkt, "authorization code")
         return found
 
     def delete_authorization_code(self, authorization_code):
@@ -355,6 +405,21 @@ class RefreshGrant(RefreshTokenGrant):
         token.extra["value_digest"] = token_digest(refresh_token)
         return token
 
+    def _validate_request_token(self, client):
+        token = super()._validate_request_token(client)
+        proof = fapi.check_token_proof(client)
+        if token.jkt is not None:  # RFC 9449 §5: a bound refresh token is used only with a proof by its key
+            if proof is None:
+                raise dpop.invalid_proof("This refresh token is bound to a DPoP key: send a proof signed by it.")
+            dpop.check_bound_key(proof, token.jkt, "refresh token")
+        return token
+
+    def issue_token(self, user, refresh_token):
+        """A new refresh token each time, except for FAPI 2.0 clients (idp/oidc/fapi.py: no rotation)."""
+        scope = self.request.payload.scope or refresh_token.get_scope()
+        return self.generate_token(user=user, scope=scope,
+                                   include_refresh_token=fapi.rotates_refresh_token(self.request.client))
+
     def authenticate_user(self, refresh_token: Token):
         services = current()
         if not services.certificate_good(refresh_token.certificate):
@@ -363,8 +428,8 @@ class RefreshGrant(RefreshTokenGrant):
         return CardUser(refresh_token.account_id, refresh_token.sub, 0, refresh_token.certificate, refresh_token.facts)
 
     def revoke_old_credential(self, refresh_token: Token):
-        services = current()
-        services.tokens.revoke_digest(refresh_token.extra["value_digest"])
+        if fapi.rotates_refresh_token(self.request.client):
+            current().tokens.revoke_digest(refresh_token.extra["value_digest"])
 
 
 class OpenIDCodeExtension(OpenIDCode):
@@ -424,11 +489,44 @@ class CardTokenValidator(BearerTokenValidator):
         token = services.tokens.get(token_string)
         if token is None or token.kind != "access":
             return None
+        if token.jkt is not None:  # RFC 9449 §7.2: a bound token is never accepted as a bearer token
+            raise dpop.invalid_token("This access token is DPoP-bound: send it with the DPoP scheme and a proof.")
+        return self.usable(services, token, token_string)
+
+    @staticmethod
+    def usable(services, token: Token, token_string: str) -> Token | None:
         if not services.certificate_good(token.certificate):
             services.tokens.revoke(token_string)
             return None
         token._client = services.clients.get(token.client_id)
         return token
+
+
+class DPoPTokenValidator(CardTokenValidator):
+    """`Authorization: DPoP <token>` (RFC 9449 §7.1): a bound token, with a proof for this request by its key
+    whose `ath` is the token's hash. Refusals are 401 with a `WWW-Authenticate: DPoP` challenge."""
+
+    TOKEN_TYPE = "dpop"  # noqa: S105 - the Authorization scheme, lower case as Authlib looks it up
+
+    def authenticate_token(self, token_string):
+        services = current()
+        token = services.tokens.get(token_string)
+        if token is None or token.kind != "access" or token.is_expired():
+            raise dpop.invalid_token("The access token is unknown, expired or revoked.")
+        proof = current_checker().check(flask_request.headers.getlist(dpop.HEADER), flask_request.method,
+                                        flask_request.path, access_token=token_string, resource=True)
+        if token.jkt is None:
+            raise dpop.invalid_token("This access token is not DPoP-bound: send it with the Bearer scheme.")
+        dpop.check_bound_key(proof, token.jkt, "access token", resource=True)
+        usable = self.usable(services, token, token_string)
+        if usable is not None and fapi.is_fapi(usable.get_client()) and proof.alg not in dpop.FAPI_SIGNING_ALGS:
+            raise dpop.invalid_proof("A FAPI 2.0 client signs its DPoP proofs with ES256, PS256 or Ed25519.",
+                                     resource=True)
+        return usable
+
+
+def current_checker() -> dpop.ProofChecker:
+    return current_app.extensions[dpop.EXTENSION]
 
 
 class UserInfoFromCard(UserInfoEndpoint):
@@ -455,17 +553,22 @@ def save_token(token: dict, request) -> None:
     common = dict(client_id=request.client.client_id, scope=token.get("scope", ""), account_id=user.account_id,
                   sub=user.sub, certificate=user.certificate, issued_at=int(now.timestamp()),
                   code_digest=getattr(request, "code_digest", None), facts=facts)
-    issued = [(token["access_token"], Token(expires_in=token["expires_in"], kind="access", **common))]
+    proof = g.get("dpop")  # verified by the token endpoint (idp/oidc/dpop.py); the tokens are bound to its key
+    jkt = proof.jkt if proof is not None else None
+    if jkt is not None:
+        token["token_type"] = dpop.TOKEN_TYPE  # RFC 9449 §5: the response names the binding
+    issued = [(token["access_token"], Token(expires_in=token["expires_in"], kind="access", jkt=jkt, **common))]
     if token.get("refresh_token"):
         ttl = int(services.config.refresh_token_ttl.total_seconds())
-        issued.append((token["refresh_token"], Token(expires_in=ttl, kind="refresh", **common)))
+        refresh_jkt = jkt if fapi.binds_refresh_token(request.client) else None
+        issued.append((token["refresh_token"], Token(expires_in=ttl, kind="refresh", jkt=refresh_jkt, **common)))
     claims, token_type = sorted(set(common["scope"].split())), user.token_type
     certificate = services.certificate_digest(user.certificate)
     services.tokens.save_tokens(issued, also=lambda pipe: services.access_record.record(
         user.account_id, certificate, request.client.client_id, claims, now, token_type=token_type, pipe=pipe))
 
 
-def build_authorization_server(app, services) -> tuple[AuthorizationServer, ResourceProtector]:
+def build_authorization_server(app, services) -> tuple[par.AuthorizationServerWithPAR, ResourceProtector]:
     app.config.update(
         OAUTH2_ACCESS_TOKEN_GENERATOR=new_token_value,
         OAUTH2_REFRESH_TOKEN_GENERATOR=new_token_value,
@@ -475,7 +578,14 @@ def build_authorization_server(app, services) -> tuple[AuthorizationServer, Reso
         },
         OAUTH2_SCOPES_SUPPORTED=["openid", *sorted(FOUR_FACTS_SCOPES)],
     )
-    server = AuthorizationServer(app, query_client=services.clients.get, save_token=save_token)
+    server = par.AuthorizationServerWithPAR(app, query_client=services.clients.get, save_token=save_token)
+    config = services.config
+    app.extensions[par.EXTENSION] = par.PushedRequests(services.redis, config.par_ttl,
+                                                       int(config.login_ttl.total_seconds()) + 60)
+    def clock():  # services.clock, looked up on each call
+        return services.clock()
+    app.extensions[dpop.EXTENSION] = dpop.ProofChecker(config.issuer, services.redis, clock,
+                                                       dpop.Nonces(config.subkey("dpop-nonce"), clock))
     server.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT())
     server.register_grant(CodeGrant, [AuthorizationRequestRules(), S256CodeChallenge(required=True),
                                       OpenIDCodeExtension()])
@@ -484,5 +594,6 @@ def build_authorization_server(app, services) -> tuple[AuthorizationServer, Reso
     server.register_endpoint(TokenRevocation)
     protector = ResourceProtector()
     protector.register_token_validator(CardTokenValidator())
+    protector.register_token_validator(DPoPTokenValidator())
     server.register_endpoint(UserInfoFromCard(resource_protector=protector))
     return server, protector

@@ -7,8 +7,9 @@ replayed code (RFC 6749 §4.1.2, OAuth 2.0 Security BCP §4.5), and every token 
 The exchange in few round trips: on one Redis server the token endpoint's Redis work before it signs is one
 script (`exchange_code`), in this order, each step only if the one before passed — the client's stored record
 is still the one its assertion was verified against (`CLIENT_CHANGED` otherwise: the endpoint reads the client
-again and starts over, nothing spent), the assertion's `jti` is recorded once (`JTI_USED` otherwise), and the
-code is consumed as above. The tokens issued are then stored in one pipeline (`save_tokens`). On a Redis
+again and starts over, nothing spent), the assertion's `jti` is recorded once (`JTI_USED` otherwise), the DPoP
+proof's `jti`, if the request carried a proof, is recorded once (`DPOP_JTI_USED` otherwise: idp/oidc/dpop.py), and
+the code is consumed as above. The tokens issued are then stored in one pipeline (`save_tokens`). On a Redis
 Cluster the keys of one exchange sit in different slots, which one script may not touch, so each step is its own
 command there, in the same order.
 """
@@ -56,6 +57,7 @@ class AuthorizationCode(AuthorizationCodeMixin):
     certificate: str  # sealed reference
     facts: str | None = None  # sealed four basic facts, when they were asked for and signed for
     sid: str | None = None  # the ID token's `sid` (Back-Channel Logout 1.0 §2.1)
+    dpop_jkt: str | None = None  # the DPoP key the code is bound to (RFC 9449 §10), from PAR or dpop_jkt
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
@@ -89,6 +91,7 @@ class Token(TokenMixin):
     code_digest: str | None = None
     facts: str | None = None
     revoked: bool = False
+    jkt: str | None = None  # the DPoP key's thumbprint the token is bound to (RFC 9449 §6: cnf.jkt)
     extra: dict = field(default_factory=dict)
 
     def check_client(self, client) -> bool:
@@ -137,20 +140,22 @@ return false
 # KEYS: code record, used marker. ARGV: used-marker TTL.
 _CONSUME_CODE = "local code, used, ttl = 1, 2, 1" + _CODE_STEP
 
-# KEYS: the clients hash, the jti record, the code record, the code's used marker.
-# ARGV: client id, digest of the client record the caller verified with, jti TTL, used-marker TTL.
-# Returns "CLIENT" (record changed or gone: nothing spent), "JTI" (assertion replayed: code untouched), then as
-# _CONSUME_CODE. One server only: the keys are in different slots.
+# KEYS: the clients hash, the jti record, the code record, the code's used marker[, the DPoP proof's jti record].
+# ARGV: client id, digest of the client record the caller verified with, jti TTL, used-marker TTL[, DPoP jti TTL].
+# Returns "CLIENT" (record changed or gone: nothing spent), "JTI" (assertion replayed: code untouched), "DPOP"
+# (proof replayed: code untouched), then as _CONSUME_CODE. One server only: the keys are in different slots.
 _EXCHANGE_CODE = """
 local registered = redis.call('HGET', KEYS[1], ARGV[1])
 if not registered or redis.sha1hex(registered) ~= ARGV[2] then return 'CLIENT' end
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then return 'JTI' end
+if KEYS[5] and not redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[5]) then return 'DPOP' end
 local code, used, ttl = 3, 4, 4
 """ + _CODE_STEP
 
 REPLAYED = object()
 CLIENT_CHANGED = object()
 JTI_USED = object()
+DPOP_JTI_USED = object()
 
 
 class TokenStore:
@@ -187,18 +192,26 @@ class TokenStore:
         answer = self._consume(keys=self._code_keys(digest), args=[marker_ttl])
         return self._consumed(digest, answer)
 
-    def exchange_code(self, code: str, client_id: str, client_digest: str, jti_key: str, jti_ttl: int):
-        """One server only (`one_server`): the module docstring's exchange script. Returns CLIENT_CHANGED,
-        JTI_USED, then as `consume_code`. A code that is not a bounded string spends nothing and answers None."""
+    def exchange_code(self, code: str, client_id: str, client_digest: str, jti_key: str, jti_ttl: int,
+                      dpop_jti: tuple[str, int] | None = None):
+        """One server only (`one_server`): the module docstring's exchange script; `dpop_jti` the proof's jti
+        record and its TTL. Returns CLIENT_CHANGED, JTI_USED, DPOP_JTI_USED, then as `consume_code`. A code that
+        is not a bounded string spends nothing and answers None."""
         if not isinstance(code, str) or len(code) > 256:
             return None
         digest = token_digest(code)
-        answer = self._exchange(keys=[keys.CLIENTS, jti_key, *self._code_keys(digest)],
-                                args=[client_id, client_digest, jti_ttl, int(self.refresh_ttl.total_seconds())])
+        script_keys = [keys.CLIENTS, jti_key, *self._code_keys(digest)]
+        args = [client_id, client_digest, jti_ttl, int(self.refresh_ttl.total_seconds())]
+        if dpop_jti is not None:
+            script_keys.append(dpop_jti[0])
+            args.append(dpop_jti[1])
+        answer = self._exchange(keys=script_keys, args=args)
         if answer == b"CLIENT":
             return CLIENT_CHANGED
         if answer == b"JTI":
             return JTI_USED
+        if answer == b"DPOP":
+            return DPOP_JTI_USED
         return self._consumed(digest, answer)
 
     def _consumed(self, digest: str, answer):
