@@ -21,6 +21,7 @@ from idp.oidc.endpoints import blueprint as oidc
 from idp.oidc.provider import build_authorization_server
 from idp.operator_pages import blueprint as operator_pages
 from idp.services import EXTENSION, IdpServices
+from idp.signing.api import blueprint as signing_api
 from observability.metrics import metrics_response
 from operator_console import console
 from operator_console.registry import OperatorRegistry
@@ -46,6 +47,7 @@ def create_app(config: IdpConfig, services: IdpServices) -> Flask:
 
     app.register_blueprint(oidc)
     app.register_blueprint(login_api)
+    app.register_blueprint(signing_api)
     app.register_blueprint(pages)
     _operator_console(app, config, services)
 

@@ -34,6 +34,7 @@ from idp.login.bridge_api import STATUS_OF
 from idp.login.messages import explain, language
 from idp.login.transactions import LoginError
 from idp.services import current
+from idp.signing import flow as signing_flow
 from mykey.directory import MyKeyIdError
 
 blueprint = Blueprint("pages", __name__)
@@ -141,10 +142,12 @@ def _login_error(error: LoginError):
 # --- login -----------------------------------------------------------------------------------------------
 
 
-def start_login(client_id: str, rp_name: str, return_to: str, share: list[str], wants_facts: bool):
-    """Open a login transaction bound to this browser and send it to the login page."""
+def start_login(client_id: str, rp_name: str, return_to: str, share: list[str], wants_facts: bool,
+                extra: dict | None = None):
+    """Open a login transaction bound to this browser and send it to the login page. `extra`: what else the card
+    side is asked (idp/signing/flow.py `start_fields`)."""
     services = current()
-    txn = services.logins.create(services.config.origin, client_id, rp_name, return_to, share, wants_facts)
+    txn = services.logins.create(services.config.origin, client_id, rp_name, return_to, share, wants_facts, extra)
     response = redirect("/login")
     set_cookie(response, LOGIN_COOKIE, txn.id, int(services.config.login_ttl.total_seconds()))
     return response
@@ -161,7 +164,8 @@ def login_page():
         dev_command = (f".venv/bin/python -m nfc_bridge login {handle_url} --reader virtual "
                        f"--card {services.config.dev_card}")
     return render_template("login.html", lang=language(), txn=txn, handle_url=handle_url, qr=qr,
-                           command=f"python -m nfc_bridge login {handle_url} --reader usb", dev_command=dev_command)
+                           command=f"python -m nfc_bridge login {handle_url} --reader usb", dev_command=dev_command,
+                           signing=signing_flow.request_of(txn))
 
 
 @blueprint.get("/login/status")
@@ -191,6 +195,8 @@ def login_continue():
     flags = {"login_for": _digest(txn.return_to)}
     if result.get("facts"):
         flags["facts"] = result["facts"]
+    if result.get("signing"):  # the reference of the signatures kept for this request's code (idp/signing)
+        flags["signing"] = result["signing"]
     session = Session(result["account_id"], result["auth_time"], result["certificate"], flags)
     session_id = services.sessions.create(session)
     services.logins.discard(txn)

@@ -60,6 +60,7 @@ from idp.oidc.tokens import (
     token_digest,
 )
 from idp.services import current
+from idp.signing import flow as signing_flow
 from mykey.pairwise import pairwise_subject
 from wire.json_input import loads as json_loads
 
@@ -78,6 +79,7 @@ class CardUser:
     auth_time: int
     certificate: str  # sealed reference to the certificate the login used
     facts: str | None = None  # sealed
+    signing: str | None = None  # reference of document signatures made for this very request (idp/signing)
 
     def get_user_id(self) -> str:
         return self.sub
@@ -303,7 +305,7 @@ class CodeGrant(AuthorizationCodeGrant):
             redirect_uri=request.payload.redirect_uri, scope=request.scope or "", nonce=data.get("nonce"),
             code_challenge=data.get("code_challenge"), code_challenge_method=data.get("code_challenge_method"),
             account_id=user.account_id, auth_time=user.auth_time, certificate=user.certificate,
-            facts=user.facts,
+            facts=user.facts, signing=user.signing,
         )
         services.tokens.save_code(record)
         if record.nonce:  # a nonce is spent once a code carries it (OIDC Core §15.5.2)
@@ -456,8 +458,18 @@ def save_token(token: dict, request) -> None:
         ttl = int(services.config.refresh_token_ttl.total_seconds())
         issued.append((token["refresh_token"], Token(expires_in=ttl, kind="refresh", **common)))
     claims, token_type = sorted(set(common["scope"].split())), user.token_type
-    services.tokens.save_tokens(issued, also=lambda pipe: services.access_log.record(
-        user.account_id, request.client.client_id, claims, now, token_type=token_type, pipe=pipe))
+    code = getattr(request, "authorization_code", None)
+    signing_reference = getattr(code, "signing", None)
+
+    def also(pipe):
+        services.access_log.record(user.account_id, request.client.client_id, claims, now, token_type=token_type,
+                                   pipe=pipe)
+        if signing_reference:  # document signatures: in the token response, once (idp/signing/package.py)
+            details = signing_flow.release(services, signing_reference, request.client.client_id, user.account_id,
+                                           pipe=pipe)
+            if details:
+                token["authorization_details"] = details
+    services.tokens.save_tokens(issued, also=also)
 
 
 def build_authorization_server(app, services) -> tuple[AuthorizationServer, ResourceProtector]:

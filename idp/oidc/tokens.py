@@ -55,6 +55,7 @@ class AuthorizationCode(AuthorizationCodeMixin):
     auth_time: int
     certificate: str  # sealed reference
     facts: str | None = None  # sealed four basic facts, when they were asked for and signed for
+    signing: str | None = None  # reference of the document signatures kept for this code (idp/signing/package.py)
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
