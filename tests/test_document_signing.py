@@ -22,6 +22,7 @@ from nfc_bridge.transports.virtual import VirtualTransport
 from revocation.domain.events import parse_event
 from tests.conftest import SIGN_PIN
 from tests.idp_flow import Browser, bridge_login, query_of
+from tests.log_registry import register_sensitive
 
 REDIRECT = "https://rp.example.jp/callback"
 SHA256 = "2.16.840.1.101.3.4.2.1"
@@ -33,6 +34,9 @@ def rp(idp_service):
 
 
 def details(*documents: tuple[str, bytes], **extra) -> str:
+    """The parameter; each label and digest is registered as never to appear in a log (tests/test_zz_log_privacy)."""
+    for label, digest in documents:
+        register_sensitive(label, base64.b64encode(digest).decode(), digest.hex())
     return json.dumps([{"type": "credential", "hashAlgorithmOID": SHA256,
                         "documentDigests": [{"hash": base64.b64encode(d).decode(), "label": label}
                                             for label, d in documents], **extra}])
@@ -199,3 +203,17 @@ def test_a_revoked_or_held_certificate_signs_nothing(idp_service, rp, make_card,
     with pytest.raises(LoginFailed) as info:
         answer(browser.start(url), path)
     assert info.value.code == code
+
+
+def test_an_access_log_line_keeps_no_label_or_digest():
+    import logging
+
+    from observability.logs import RedactRequestLines
+
+    query = 'authorization_details=[{"type": "credential", "documentDigests": [{"hash": "q83v", "label": "My loan"}]}]'
+    record = logging.LogRecord("werkzeug", logging.INFO, __file__, 1, '"%s" %s %s',
+                               (f"GET /authorize?client_id=x&{query} HTTP/1.1", "302", "-"), None)
+    RedactRequestLines().filter(record)
+    line = record.getMessage()
+    assert "My loan" not in line and "q83v" not in line and "credential" not in line
+    assert line.startswith('"GET /authorize?… HTTP/1.1" 302')

@@ -21,6 +21,7 @@ from devstack.processes import free_port
 from jpki.devca import DevCA
 from tests.conftest import SIGN_PIN
 from tests.idp_flow import Browser, bridge_login, query_of
+from tests.log_registry import register_sensitive
 from tests.test_document_signing import REDIRECT, SHA256, authorize_url, token
 
 
@@ -53,6 +54,7 @@ def signed_pdf(idp_service, rp, make_card, tmp_path) -> bytes:
     idp_service.register_card(card)
     prepared = prepare(contract_pdf("Sales contract", ["Example Shop sells one teapot to the customer.",
                                                        "Price: 3,000 yen, delivered within 7 days."]))
+    register_sensitive("Sales contract", prepared.to_sign_b64)
     details = json.dumps([{"type": "credential", "hashAlgorithmOID": SHA256,
                            "documentDigests": [{"hash": prepared.to_sign_b64, "label": "Sales contract"}]}])
     url, verifier = authorize_url(idp_service, rp[0].client_id, details)
