@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import hashlib
 from dataclasses import dataclass
 from io import BytesIO
@@ -81,8 +82,19 @@ class Prepared:
         return base64.b64encode(self.to_sign).decode()
 
 
+def _run(coroutine):
+    """pyHanko is asynchronous; these calls are not. Inside a running event loop (an async web app, Playwright's
+    sync API) the coroutine runs on a worker thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def prepare(pdf: bytes, *, reason: str | None = None) -> Prepared:
-    return asyncio.run(_prepare(pdf, reason))
+    return _run(_prepare(pdf, reason))
 
 
 async def _prepare(pdf: bytes, reason: str | None) -> Prepared:
@@ -102,7 +114,7 @@ async def _prepare(pdf: bytes, reason: str | None) -> Prepared:
 
 def finish(prepared: Prepared, element: dict, index: int = 0) -> bytes:
     """The signed PDF, from the token response's `credential` element and the position of this document in it."""
-    return asyncio.run(_finish(prepared, element, index))
+    return _run(_finish(prepared, element, index))
 
 
 async def _finish(prepared: Prepared, element: dict, index: int) -> bytes:
@@ -137,7 +149,7 @@ class Report:
 def validate(pdf: bytes, roots: list) -> Report:
     """Validate the single card signature of `pdf` against `roots` (cryptography or asn1crypto certificates) and
     the revocation evidence embedded in the file; raises PadesError(code, sentence) saying why when it fails."""
-    return asyncio.run(_validate(pdf, roots))
+    return _run(_validate(pdf, roots))
 
 
 def _asn1(certificate) -> asn1_x509.Certificate:
