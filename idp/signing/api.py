@@ -26,10 +26,12 @@ DECLINE_CODES = frozenset({"signing_declined", "signing_pin_locked"})
 def decline():
     """The card side's refusal: the holder said no, or the signing PIN is locked. Spends the submission."""
     body = request.get_json(silent=True)
-    if not isinstance(body, dict) or set(body) != {"submit_token", "reason"} or body["reason"] not in DECLINE_CODES:
+    if (not isinstance(body, dict) or set(body) != {"submit_token", "reason"}
+            or not isinstance(body["reason"], str) or body["reason"] not in DECLINE_CODES
+            or not isinstance(body["submit_token"], str)):
         return error_response("proof_malformed", 400)
     services = current()
-    txn = services.logins.claim_submission(body["submit_token"] if isinstance(body["submit_token"], str) else "")
+    txn = services.logins.claim_submission(body["submit_token"])
     if request_of(txn) is None:
         return error_response("proof_malformed", 400)
     services.logins.finish(txn, error=body["reason"])
