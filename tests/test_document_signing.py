@@ -112,14 +112,18 @@ def test_documents_are_signed_through_the_bridge_and_returned_with_their_evidenc
     assert response.serial_number == certificate.serial_number
     # Once: the code is spent and the signatures are no longer kept.
     assert not list(idp_service.services.redis.scan_iter("idp:signing:package:*"))
-    # The holder's record: what, for whom, when (labels and fingerprints only).
-    from idp.signing.record import signed_documents
-
-    entries = [e for key in idp_service.services.redis.scan_iter("mykey:signing-record:*")
-               for e in signed_documents(idp_service.services, key.decode().rsplit(":", 1)[1])]
-    assert len(entries) == 1
-    assert entries[0].client_id == rp[0].client_id
-    assert [label for label, _ in entries[0].documents] == ["Sales contract", "Privacy notice"]
+    # The holder's record on the account page: what, for whom, when (labels and fingerprints only).
+    account = browser.get("/account?lang=en")
+    if account.status_code == 302:  # the account page logs in like a website: once more with the card
+        handle = browser.start("/account")
+        assert bridge_login(handle, card).returncode == 0
+        account = browser.follow(browser.post("/login/continue"))
+        account = browser.get("/account?lang=en")
+    assert 'id="signed-documents"' in account.text, account.text[:500]
+    record = account.text[account.text.index('id="signed-documents"'):]
+    assert "Example Shop" in record and "Sales contract" in record and "Privacy notice" in record
+    fingerprint = DOCUMENTS[0][1].hex().upper()[:4]
+    assert fingerprint in record
 
 
 @pytest.mark.parametrize(("value", "why"), [

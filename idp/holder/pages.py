@@ -35,6 +35,7 @@ from idp.login.messages import explain, language
 from idp.login.transactions import LoginError
 from idp.services import current
 from idp.signing import flow as signing_flow
+from idp.signing.record import signed_documents
 from mykey.directory import MyKeyIdError
 
 blueprint = Blueprint("pages", __name__)
@@ -248,8 +249,11 @@ def account():
     consents = [(c, clients.get(c.client_id, c.client_id)) for c in services.consents.list(session.account_id)]
     history = [(entry, clients.get(entry.client_id, entry.client_id))
                for entry in services.access_log.list(session.account_id)]
+    signed = [(entry, clients.get(entry.client_id, entry.client_id))  # documents signed (idp/signing/record.py)
+              for entry in signed_documents(services, session.account_id)]
     return render_template("account.html", lang=language(), mykey_id=holder.mykey_id if holder else None,
-                           consents=consents, history=history, csrf=csrf, notice=request.args.get("notice"))
+                           consents=consents, history=history, csrf=csrf, notice=request.args.get("notice"),
+                           signed=signed)
 
 
 def _account_session():
