@@ -35,3 +35,18 @@ def test_sign_the_contract_at_example_shop_and_download_it(page, idp_service, de
     assert pdf.startswith(b"%PDF") and download.value.suggested_filename == "contract-signed.pdf"
     report = validate(pdf, [dev_ca.signing.certificate])
     assert report.intact and report.trusted and report.revocation_embedded
+
+
+def test_declining_at_the_bridge_brings_the_browser_back_with_access_denied(page, idp_service, demo_rp,  # noqa: F811
+                                                                              make_card):
+    card = make_card()
+    idp_service.register_card(card)
+    page.goto(f"{demo_rp.url}/contract")
+    page.click("#sign")
+    page.wait_for_url(f"{idp_service.url}/login")
+    # No --approve-signing and no terminal to type SIGN at: the bridge declines, and signs nothing.
+    run = bridge_login(dev_command_handle(page), card, pins=f"1234\n{SIGN_PIN}\n")
+    assert run.returncode != 0 and "declined" in (run.stdout + run.stderr)
+    page.wait_for_selector("#error")  # the login page continued by itself to the shop, which shows the answer
+    assert "access_denied" in page.inner_text("#error")
+    page.shoot("declined")

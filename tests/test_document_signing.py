@@ -177,7 +177,10 @@ def test_the_holder_declining_signs_nothing(idp_service, rp, card):
         answer(browser.start(url), card, approve=False)
     assert info.value.code == "signing_declined"
     assert browser.get("/login/status").json()["error"] == "signing_declined"
-    assert 'data-code="signing_declined"' in browser.post("/login/continue").text
+    back = browser.post("/login/continue")  # the login page continues by itself on a decline
+    assert back.status_code == 302 and back.headers["Location"].startswith(REDIRECT + "?")
+    answer_ = query_of(back.headers["Location"])
+    assert answer_["error"] == "access_denied" and answer_["state"] == "st-1" and answer_["iss"] == idp_service.url
 
 
 def test_a_locked_signing_pin_is_said_and_nothing_signed(idp_service, rp, card):

@@ -35,6 +35,7 @@ from idp.login.messages import explain, language
 from idp.login.transactions import LoginError
 from idp.services import current
 from idp.signing import flow as signing_flow
+from idp.signing.api import declined_redirect
 from idp.signing.record import signed_documents
 from mykey.directory import MyKeyIdError
 
@@ -187,6 +188,12 @@ def login_status():
 def login_continue():
     services = current()
     txn = services.logins.get(read_cookie(LOGIN_COOKIE))
+    declined = declined_redirect(txn)  # the holder said no to signing: the website hears access_denied
+    if declined is not None:
+        services.logins.discard(txn)
+        response = redirect(declined)
+        clear_cookie(response, LOGIN_COOKIE)
+        return response
     if txn.state == "failed":  # the browser learns the refusal with the status the bridge got (docs/bridge-api.yaml)
         code = txn.error or "server_error"
         return error_page(code, STATUS_OF.get(code, 403))
