@@ -224,3 +224,23 @@ def test_an_access_log_line_keeps_no_label_or_digest():
     line = record.getMessage()
     assert "My loan" not in line and "q83v" not in line and "credential" not in line
     assert line.startswith('"GET /authorize?… HTTP/1.1" 302')
+
+
+def test_facts_and_documents_together_take_one_signing_pin(idp_service, rp, card):
+    url, verifier = authorize_url(idp_service, rp[0].client_id, details(*DOCUMENTS))
+    url = url.replace("scope=openid", "scope=openid+name")
+    browser = Browser(idp_service.url)
+    asked = []
+
+    def ask_pin(kind, tries):
+        asked.append(kind)
+        return "1234" if kind is CertificateKind.AUTH else SIGN_PIN
+    answer_login(fetch_login(browser.start(url)), lambda: VirtualTransport.open(card), ask_pin=ask_pin,
+                 confirm_last_try=lambda: False, say=lambda text: None, approve_signing=lambda: True)
+    assert asked.count(CertificateKind.SIGNING) == 1
+    final = browser.finish()
+    answer_ = token(idp_service, rp, query_of(final.headers["Location"])["code"], verifier).json()
+    assert len(answer_["authorization_details"][0]["documentDigests"]) == 2
+    info = requests.get(f"{idp_service.url}/userinfo", timeout=10,
+                        headers={"Authorization": f"Bearer {answer_['access_token']}"}).json()
+    assert "name" in info
