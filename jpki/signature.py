@@ -34,3 +34,10 @@ def verify_signature(public_key: rsa.RSAPublicKey, message: bytes, signature: by
     except InvalidSignature:
         return False
     return True
+
+
+def digest_fingerprint(digest: bytes) -> str:
+    """A short fingerprint of a digest the card is asked to sign, for a person to compare across two screens (the
+    login page and the bridge): its first 8 bytes in upper-case hex, four groups of four (`89B4 E79D CCCE 7FCE`)."""
+    text = digest[:8].hex().upper()
+    return " ".join(text[i:i + 4] for i in range(0, 16, 4))

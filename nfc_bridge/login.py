@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from jpki.profile import CertificateKind
-from jpki.signature import login_message
+from jpki.signature import digest_fingerprint, login_message
 from nfc_bridge.client import JpkiClient
 from nfc_bridge.pin import LOCKED_SENTENCE
 from nfc_bridge.transports import Transport
@@ -183,14 +183,8 @@ def _documents(signing: object) -> tuple[SigningDocument, ...]:
         label = entry["label"]
         if len(digest) != 32 or not isinstance(label, str) or not label or label != plain_text(label, ""):
             raise ValueError("signing request not understood")
-        documents.append(SigningDocument(label, digest, fingerprint(digest)))
+        documents.append(SigningDocument(label, digest, digest_fingerprint(digest)))
     return tuple(documents)
-
-
-def fingerprint(digest: bytes) -> str:
-    """The short fingerprint the login page shows for the same digest: the first 8 bytes, four groups of hex."""
-    text = digest.hex().upper()[:16]
-    return " ".join(text[i:i + 4] for i in range(0, 16, 4))
 
 
 AskPin = Callable[[CertificateKind, int], str]

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import unicodedata
 from dataclasses import dataclass
 
 from authlib.oauth2 import OAuth2Error
 
+from jpki.signature import digest_fingerprint
 from wire.json_input import JSONInputError
 from wire.json_input import loads as json_loads
 
@@ -46,7 +46,6 @@ MAX_DOCUMENTS = 10
 MAX_LABEL = 100  # characters: a title, as a person reads it on a phone
 MAX_PARAMETER = 8 * 1024  # the whole parameter, URL-decoded: ten digests and labels fit with room to spare
 DIGEST_BYTES = 32
-FINGERPRINT_HEX = 16  # the first 8 bytes of a digest, shown in four groups of four hex digits
 _FIELDS = frozenset({"type", "hashAlgorithmOID", "documentDigests", "credentialID", "numSignatures", "locations"})
 
 
@@ -90,15 +89,7 @@ class SigningRequest:
         return f"SigningRequest({len(self.documents)} documents)"
 
 
-def fingerprint(digest: bytes) -> str:
-    """A short fingerprint of a digest a person can compare across two screens: `3F2A 9C11 08BD 44E0`."""
-    text = digest.hex().upper()[:FINGERPRINT_HEX]
-    return " ".join(text[i:i + 4] for i in range(0, FINGERPRINT_HEX, 4))
-
-
-def document_hash(digest: bytes) -> str:
-    """How a digest is named in logs-free places that still need an identity (the access record): its SHA-256."""
-    return hashlib.sha256(digest).hexdigest()
+fingerprint = digest_fingerprint  # the one way a digest is shown to a person (jpki/signature.py)
 
 
 def _refuse(sentence: str, redirect_uri: str | None, state: str | None) -> InvalidAuthorizationDetails:
