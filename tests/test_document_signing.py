@@ -164,6 +164,29 @@ def test_the_auth_certificate_cannot_sign_documents(idp_service, rp, card):
     assert refused.status_code == 400 and refused.json()["error"] == "auth_certificate_used_for_signing"
 
 
+@pytest.mark.parametrize("fault", ["swapped", "missing_one"])
+def test_signatures_that_do_not_match_their_documents_are_refused(idp_service, rp, card, fault):
+    browser = Browser(idp_service.url)
+    url, _ = authorize_url(idp_service, rp[0].client_id, details(*DOCUMENTS))
+    fetched = requests.get(browser.start(url), timeout=10).json()
+    from nfc_bridge.client import JpkiClient
+
+    client = JpkiClient.connect(VirtualTransport.open(card))
+    login = client.sign(CertificateKind.AUTH, _login_message(idp_service, fetched), "1234")
+    client.verify_pin(CertificateKind.SIGNING, SIGN_PIN)
+    signatures = [client.sign_digest(CertificateKind.SIGNING, d, "") for _, d in DOCUMENTS]
+    signatures = signatures[::-1] if fault == "swapped" else signatures[:1]
+    b64 = lambda data: base64.urlsafe_b64encode(data).decode().rstrip("=")  # noqa: E731
+    body = {"submit_token": fetched["submit_token"], "token_type": "card",
+            "certificate": b64(client.read_certificate(CertificateKind.AUTH)), "signature": b64(login),
+            "signing_certificate": b64(client.read_certificate(CertificateKind.SIGNING)),
+            "document_signatures": [b64(s) for s in signatures]}
+    refused = requests.post(fetched["submit_url"], json=body, timeout=30)
+    expected = "signature_invalid" if fault == "swapped" else "proof_malformed"
+    assert refused.status_code == 400 and refused.json()["error"] == expected
+    assert not list(idp_service.services.redis.scan_iter("idp:signing:package:*"))
+
+
 def _login_message(idp_service, fetched) -> bytes:
     from jpki.signature import login_message
 
