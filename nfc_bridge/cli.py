@@ -303,7 +303,7 @@ def login(args) -> int:
         ask_pin=lambda kind, tries: read_pin(kind, tries, args.pin_stdin),
         confirm_last_try=last_try_confirmation(args),
         say=step,
-        approve_signing=(lambda: True) if args.approve_signing else approve_signing_at_terminal,
+        approve_signing=signing_approval(args),
     )
     print(f"Done: {plain_text(answer.get('message'), 'Verified.')}")
     return 0
@@ -426,6 +426,16 @@ def last_try_confirmation(args) -> Callable[[], bool]:
     if args.pin_stdin:
         return lambda: False
     return confirm_last_try_at_terminal
+
+
+def signing_approval(args) -> Callable[[], bool]:
+    """Who may approve the documents shown (docs/bridge.md): `--approve-signing` in advance, or a person typing SIGN
+    at the terminal — never with `--pin-stdin`, whose input may be a script's (as for the last PIN try)."""
+    if args.approve_signing:
+        return lambda: True
+    if args.pin_stdin:
+        return lambda: False
+    return approve_signing_at_terminal
 
 
 def approve_signing_at_terminal() -> bool:
