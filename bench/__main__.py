@@ -24,7 +24,8 @@ from bench.harness import ROOT, CpuElsewhere, Result, contention_note, machine
 # Run order: the machine's own limits, then the cheap, independent ones; the cluster run re-uses the OCSP and
 # propagation benchmarks.
 BENCHMARKS = [
-    "limits", "ocsp", "crl", "login", "propagation", "token", "history", "signals", "fapi", "scale", "cluster",
+    "limits", "ocsp", "crl", "login", "signing", "propagation", "token", "history", "signals", "fapi", "scale",
+    "cluster",
 ]
 OUT = ROOT / "bench"
 

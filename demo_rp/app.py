@@ -15,6 +15,7 @@ from authlib.integrations.flask_client import OAuth
 from flask import Flask, abort, jsonify, redirect, render_template, request, session, url_for
 
 from demo_rp.receiver import SignalsReceiver, TokenRefused
+from demo_rp.signing import add_contract_signing, finish_contract
 
 FACT_SCOPES = "name address birthdate gender"
 
@@ -100,6 +101,9 @@ def create_app(issuer: str | None = None, client_id: str | None = None, client_s
         if request.args.get("iss") != issuer:  # RFC 9207: the response must come from our provider
             abort(400)
         token = oauth.mykey.authorize_access_token()  # checks state, PKCE; validates the ID token and nonce
+        signed = finish_contract(app, token)  # a contract signed with the card (demo_rp/signing.py)
+        if signed is not None:
+            return signed
         claims = dict(token["userinfo"])
         session["user"] = {k: claims[k] for k in ("sub", "auth_time", "acr", "amr") if k in claims}
         session["facts"] = {k: claims[k] for k in ("name", "address", "birthdate", "gender") if k in claims} or None
@@ -107,6 +111,8 @@ def create_app(issuer: str | None = None, client_id: str | None = None, client_s
         session["sid"] = claims.get("sid")
         session["began"] = time.time()
         return redirect(url_for("home"))
+
+    add_contract_signing(app, oauth, base_url)
 
     @app.post("/logout")
     def logout():

@@ -23,6 +23,7 @@ from idp.oidc.provider import build_authorization_server
 from idp.operator_pages import blueprint as operator_pages
 from idp.services import EXTENSION, IdpServices
 from idp.signals.install import install_signals
+from idp.signing.api import blueprint as signing_api
 from observability.metrics import metrics_response
 from operator_console import console
 from operator_console.registry import OperatorRegistry
@@ -50,6 +51,7 @@ def create_app(config: IdpConfig, services: IdpServices) -> Flask:
     app.register_blueprint(oidc)
     install_signals(app, services, server)  # SSF transmitter and back-channel logout (idp/signals/)
     app.register_blueprint(login_api)
+    app.register_blueprint(signing_api)
     app.register_blueprint(pages)
     app.register_blueprint(history)
     _operator_console(app, config, services)

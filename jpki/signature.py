@@ -58,3 +58,8 @@ def is_history_bait(origin: str, challenge: bytes) -> bool:
     the challenge contains the label or the history message, or the message to sign would equal it."""
     message = history_message(origin)
     return HISTORY_LABEL in challenge or message in challenge or login_message(origin, challenge) == message
+def digest_fingerprint(digest: bytes) -> str:
+    """A short fingerprint of a digest the card is asked to sign, for a person to compare across two screens (the
+    login page and the bridge): its first 8 bytes in upper-case hex, four groups of four (`89B4 E79D CCCE 7FCE`)."""
+    text = digest[:8].hex().upper()
+    return " ".join(text[i:i + 4] for i in range(0, 16, 4))

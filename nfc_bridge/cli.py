@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     login = commands.add_parser("login", help="answer a login with the card (the link or handle from the login page)")
     login.add_argument("url_or_handle")
     _card_options(login, "read the PIN (and then the signing PIN, if asked) from standard input, one per line")
+    login.add_argument("--approve-signing", action="store_true",
+                       help="approve in advance the documents the website asks you to sign (they are still shown)")
 
     history = commands.add_parser("history", help="open your access record on the platform with the card (the link "
                                                   "from the account page); not a login")
@@ -300,12 +302,19 @@ def login(args) -> int:
     print(f"Check code:    {request.short_code}   (your browser shows the same code)")
     if request.share:
         print(f"Shared:        {', '.join(request.share)} (from your signing certificate)")
+    if request.documents:
+        print(f"To sign:       {len(request.documents)} document(s), with your signing key (signing PIN)")
+        for document in request.documents:
+            print(f"               - {document.label}   [{document.fingerprint}]")
+        print("               The website will receive your signing certificate, which contains your name,")
+        print("               address, date of birth and sex.")
     answer = answer_login(
         request,
         open_transport=lambda: open_reader(args.reader, args.card, args.device),
         ask_pin=lambda kind, tries: read_pin(kind, tries, args.pin_stdin),
         confirm_last_try=last_try_confirmation(args),
         say=step,
+        approve_signing=signing_approval(args),
     )
     print(f"Done: {plain_text(answer.get('message'), 'Verified.')}")
     return 0
@@ -447,6 +456,24 @@ def last_try_confirmation(args) -> Callable[[], bool]:
     if args.pin_stdin:
         return lambda: False
     return confirm_last_try_at_terminal
+
+
+def signing_approval(args) -> Callable[[], bool]:
+    """Who may approve the documents shown (docs/bridge.md): `--approve-signing` in advance, or a person typing SIGN
+    at the terminal — never with `--pin-stdin`, whose input may be a script's (as for the last PIN try)."""
+    if args.approve_signing:
+        return lambda: True
+    if args.pin_stdin:
+        return lambda: False
+    return approve_signing_at_terminal
+
+
+def approve_signing_at_terminal() -> bool:
+    """The holder's yes to the documents shown, typed at the terminal; no terminal means no."""
+    WORKING.clear()
+    if not sys.stdin.isatty():
+        return False
+    return input("Type SIGN to sign these documents (anything else declines): ").strip() == "SIGN"
 
 
 def confirm_last_try_at_terminal() -> bool:

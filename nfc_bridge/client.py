@@ -31,7 +31,7 @@ from jpki.profile import (
     CertificateKind,
     TokenType,
 )
-from jpki.signature import digest_info_sha256
+from jpki.signature import SHA256_DIGEST_INFO_PREFIX, digest_info_sha256
 from nfc_bridge.apdu import (
     CardError,
     CommandAPDU,
@@ -89,6 +89,11 @@ class JpkiClient:
         return cls(transport, token)
 
     @property
+    def verified(self) -> frozenset[CertificateKind]:
+        """The PINs verified in this card session."""
+        return frozenset(self._verified)
+
+    @property
     def is_smartphone(self) -> bool:
         return self.token is TokenType.SMARTPHONE
 
@@ -135,7 +140,18 @@ class JpkiClient:
         The host hashes `message`; the card signs its DigestInfo. Verify with
         `jpki.signature.verify_signature(certificate.public_key, message, signature)`.
         """
-        digest_info = digest_info_sha256(message)
+        return self._sign_digest_info(kind, digest_info_sha256(message), pin, confirm_last_try)
+
+    def sign_digest(self, kind: CertificateKind, digest: bytes, pin: str,
+                    confirm_last_try: ConfirmLastTry | None = None) -> bytes:
+        """RSASSA-PKCS1-v1_5 signature over a SHA-256 `digest` computed elsewhere (a document's, by the website that
+        holds the document): the card signs its DigestInfo, and the digest is not hashed again."""
+        if not isinstance(digest, bytes) or len(digest) != 32:
+            raise ValueError("a SHA-256 digest is 32 bytes")
+        return self._sign_digest_info(kind, SHA256_DIGEST_INFO_PREFIX + digest, pin, confirm_last_try)
+
+    def _sign_digest_info(self, kind: CertificateKind, digest_info: bytes, pin: str,
+                          confirm_last_try: ConfirmLastTry | None) -> bytes:
         with self.transport.exclusive():
             if kind not in self._verified:
                 self.verify_pin(kind, pin, confirm_last_try)

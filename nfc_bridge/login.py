@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from jpki.profile import CertificateKind
-from jpki.signature import is_history_bait, login_message
+from jpki.signature import digest_fingerprint, is_history_bait, login_message
 from nfc_bridge.client import JpkiClient
+from nfc_bridge.pin import LOCKED_SENTENCE
 from nfc_bridge.transports import Transport
 from wire.errors import CodedError
 from wire.fetch import Fetcher, FetchFailed, FetchPolicy
@@ -41,10 +42,21 @@ _FETCHER = Fetcher(FetchPolicy(timeout=HTTP_TIMEOUT, max_bytes=MAX_RESPONSE, sch
                                environment_proxy=True))
 _CODE = re.compile(r"[a-z0-9_]{1,64}")
 SHAREABLE = frozenset({"name", "address", "birthdate", "gender"})
+MAX_DOCUMENTS = 10
 
 
 class LoginFailed(CodedError):
     """The login did not complete. `code` is the IdP's or the card's stable code."""
+
+
+@dataclass(frozen=True)
+class SigningDocument:
+    label: str
+    digest: bytes
+    fingerprint: str
+
+    def __repr__(self) -> str:
+        return "SigningDocument(<redacted>)"
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,7 @@ class LoginRequest:
     share: list[str]
     submit_url: str
     submit_token: str
+    documents: tuple[SigningDocument, ...] = ()  # documents the website asks the signing key to sign
 
 
 def handle_url(url_or_handle: str, idp: str = DEFAULT_IDP) -> str:
@@ -139,6 +152,7 @@ def fetch_login(url: str) -> LoginRequest:
             signing_challenge=_b64d(answer["signing_challenge"]) if answer.get("signing_challenge") else None,
             share=list(answer.get("share") or []), submit_url=str(answer["submit_url"]),
             submit_token=str(answer["submit_token"]),
+            documents=_documents(answer.get("signing")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise LoginFailed("bad_login_answer", "The login service's answer was not understood.") from exc
@@ -159,14 +173,42 @@ def fetch_login(url: str) -> LoginRequest:
     return request
 
 
+def _documents(signing: object) -> tuple[SigningDocument, ...]:
+    """The documents to sign, if any (idp/signing/flow.py `fetch_fields`): each label shown as plain text, each
+    fingerprint recomputed here from the digest the card will sign, so what the holder reads is what is signed."""
+    if signing is None:
+        return ()
+    if not isinstance(signing, dict) or signing.get("receives") != "signing_certificate":
+        raise ValueError("signing request not understood")
+    entries = signing.get("documents")
+    if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_DOCUMENTS:
+        raise ValueError("signing request not understood")
+    documents = []
+    for entry in entries:
+        digest = base64.b64decode(entry["hash"], validate=True)
+        label = entry["label"]
+        if len(digest) != 32 or not isinstance(label, str) or not label or label != plain_text(label, ""):
+            raise ValueError("signing request not understood")
+        documents.append(SigningDocument(label, digest, digest_fingerprint(digest)))
+    return tuple(documents)
+
+
 AskPin = Callable[[CertificateKind, int], str]
 Confirm = Callable[[], bool]
 Say = Callable[[str], None]
 
 
 def answer_login(login: LoginRequest, open_transport: Callable[[], Transport], ask_pin: AskPin,
-                 confirm_last_try: Confirm, say: Say) -> dict:
-    """Do the card part and post it. Returns the IdP's answer; raises LoginFailed or a CardError."""
+                 confirm_last_try: Confirm, say: Say, approve_signing: Confirm | None = None) -> dict:
+    """Do the card part and post it. Returns the IdP's answer; raises LoginFailed or a CardError.
+
+    When the website asks for documents to be signed, `approve_signing` is asked (after the documents were shown,
+    by the caller) before any PIN: no means `signing_declined` is told to the login service and nothing is signed;
+    a locked signing PIN means `signing_pin_locked`. One signing PIN entry covers the whole batch (and the basic
+    facts, when they are asked for too)."""
+    if login.documents and not (approve_signing and approve_signing()):
+        _decline(login, "signing_declined")
+        raise LoginFailed("signing_declined", "You declined to sign; nothing was signed or sent.")
     say("Waiting for the card…")
     with open_transport() as transport:
         card = JpkiClient.connect(transport)
@@ -188,5 +230,33 @@ def answer_login(login: LoginRequest, open_transport: Callable[[], Transport], a
             body["signing_certificate"] = _b64e(card.read_certificate(signing))
             body["signing_signature"] = _b64e(card.sign(signing, login_message(login.origin, login.signing_challenge),
                                                         "", confirm_last_try))
+        if login.documents:
+            body |= _sign_documents(login, card, ask_pin, confirm_last_try, say)
     say("Sending the signature…")
     return _http(login.submit_url, body)
+
+
+def _sign_documents(login: LoginRequest, card: JpkiClient, ask_pin: AskPin, confirm_last_try: Confirm,
+                    say: Say) -> dict:
+    """The batch: one signing PIN entry (none if the facts already verified it), then one signature per document."""
+    signing = CertificateKind.SIGNING
+    if signing not in card.verified:
+        tries = card.pin_tries_left(signing)
+        if tries == 0:
+            _decline(login, "signing_pin_locked")
+            raise LoginFailed("signing_pin_locked", LOCKED_SENTENCE)
+        say("The website asks you to sign: the signing PIN is needed.")
+        card.verify_pin(signing, ask_pin(signing, tries), confirm_last_try)
+    say(f"Signing {len(login.documents)} document(s) with the card…")
+    signatures = [_b64e(card.sign_digest(signing, document.digest, "", confirm_last_try))
+                  for document in login.documents]
+    return {"signing_certificate": _b64e(card.read_certificate(signing)), "document_signatures": signatures}
+
+
+def _decline(login: LoginRequest, reason: str) -> None:
+    """Tell the login service that nothing will be signed (idp/signing/api.py); its answer changes nothing here."""
+    url = f"{_origin(login.submit_url)}/api/signing/decline"
+    try:
+        _http(url, {"submit_token": login.submit_token, "reason": reason})
+    except LoginFailed:
+        pass

@@ -20,7 +20,9 @@ _PATHS = (
     re.compile(r"(/ops/certificates/[a-z]+/)[0-9A-Fa-f]+"),  # serials
     re.compile(r"(/ocsp/)\S+"),  # base64 OCSP requests carry serials
 )
-_QUERY = re.compile(r"\?[^\s\"]*")
+# A query string: in a request line, everything up to the protocol (a decoded query can hold quotes and spaces —
+# RFC 9396 authorization_details is JSON), elsewhere up to a space or a quote.
+_QUERY = re.compile(r"\?(?:.*?(?=\sHTTP/\d)|[^\s\"]*)")
 # gunicorn's access-log fields (gunicorn.glogging.Logger.atoms) that are secret whole, whatever their text: the bare
 # query string, and the credentials an operator's access_log_format could name as `{header}i`, `{header}o` or
 # `{environ key}e`. The other fields (request line `r`, path `U`, referer `f` …) are redacted like any text.

@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 # nginx: the production-shape test's TLS-terminating proxy (run as a child on loopback, never as a system service).
 DEBIAN_PACKAGES=(redis-server pcscd libpcsclite-dev vsmartcard-vpcd swig libusb-1.0-0 openssl chromium fonts-noto-cjk
                  nginx)
+# poppler-utils (pdfsig) and libnss3-tools (certutil): an independent check of the PAdES files the demo RP signs,
+# against an NSS trust store the test makes (tests/test_pades.py).
+DEBIAN_PACKAGES+=(poppler-utils libnss3-tools)
 # `make bench` (BOOTSTRAP_BENCH=1) adds wrk, the load generator that runs in its own process.
 [ "${BOOTSTRAP_BENCH:-0}" = 1 ] && DEBIAN_PACKAGES+=(wrk)
 # node + npm: the relying-party example runs under Node.js (openid-client) in the tests. A machine that already has

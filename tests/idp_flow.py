@@ -16,10 +16,10 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def bridge_login(handle_url: str, card: Path, pins: str = "1234\n", timeout: float = 60):
+def bridge_login(handle_url: str, card: Path, pins: str = "1234\n", timeout: float = 60, extra: list[str] = ()):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "nfc_bridge", "login", handle_url, "--reader", "virtual",
-                           "--card", str(card), "--pin-stdin"], input=pins, capture_output=True, text=True,
+                           "--card", str(card), "--pin-stdin", *extra], input=pins, capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=ROOT)
 
 

@@ -39,6 +39,9 @@ from idp.login.transactions import LoginError
 from idp.services import current
 from idp.signals import sessions as signal_sessions
 from idp.signals.service import current_signals
+from idp.signing import flow as signing_flow
+from idp.signing.api import declined_redirect
+from idp.signing.record import signed_documents
 from mykey.directory import MyKeyIdError
 
 blueprint = Blueprint("pages", __name__)
@@ -178,10 +181,12 @@ def _login_error(error: LoginError):
 # --- login -----------------------------------------------------------------------------------------------
 
 
-def start_login(client_id: str, rp_name: str, return_to: str, share: list[str], wants_facts: bool):
-    """Open a login transaction bound to this browser and send it to the login page."""
+def start_login(client_id: str, rp_name: str, return_to: str, share: list[str], wants_facts: bool,
+                extra: dict | None = None):
+    """Open a login transaction bound to this browser and send it to the login page. `extra`: what else the card
+    side is asked (idp/signing/flow.py `start_fields`)."""
     services = current()
-    txn = services.logins.create(services.config.origin, client_id, rp_name, return_to, share, wants_facts)
+    txn = services.logins.create(services.config.origin, client_id, rp_name, return_to, share, wants_facts, extra)
     response = redirect("/login")
     set_cookie(response, LOGIN_COOKIE, txn.id, int(services.config.login_ttl.total_seconds()))
     return response
@@ -198,7 +203,8 @@ def login_page():
         dev_command = (f".venv/bin/python -m nfc_bridge login {handle_url} --reader virtual "
                        f"--card {services.config.dev_card}")
     return render_template("login.html", lang=language(), txn=txn, handle_url=handle_url, qr=qr,
-                           command=f"python -m nfc_bridge login {handle_url} --reader usb", dev_command=dev_command)
+                           command=f"python -m nfc_bridge login {handle_url} --reader usb", dev_command=dev_command,
+                           signing=signing_flow.request_of(txn))
 
 
 @blueprint.get("/login/status")
@@ -219,6 +225,12 @@ def login_status():
 def login_continue():
     services = current()
     txn = services.logins.get(read_cookie(LOGIN_COOKIE))
+    declined = declined_redirect(txn)  # the holder said no to signing: the website hears access_denied
+    if declined is not None:
+        services.logins.discard(txn)
+        response = redirect(declined)
+        clear_cookie(response, LOGIN_COOKIE)
+        return response
     if txn.state == "failed":  # the browser learns the refusal with the status the bridge got (docs/bridge-api.yaml)
         code = txn.error or "server_error"
         return error_page(code, STATUS_OF.get(code, 403))
@@ -228,6 +240,8 @@ def login_continue():
     flags = {"login_for": _digest(txn.return_to)}
     if result.get("facts"):
         flags["facts"] = result["facts"]
+    if result.get("signing"):  # the reference of the signatures kept for this request's code (idp/signing)
+        flags["signing"] = result["signing"]
     session = Session(result["account_id"], result["auth_time"], result["certificate"], flags)
     session_id = services.sessions.create(session)
     services.logins.discard(txn)
@@ -292,6 +306,9 @@ def account():
                                     key=lambda row: (-(row[0].timestamp() if row[0] else 0), row[2])),
                  "history": [(entry, clients.get(entry.client_id, entry.client_id)) for entry in opened.releases],
                  "renewals": opened.renewals}
+    names = {c.client_id: c.name for c in services.clients.list()}
+    view["signed"] = [(entry, names.get(entry.client_id, entry.client_id))  # documents signed (idp/signing/record.py)
+                      for entry in signed_documents(services, session.account_id)]
     response = make_response(render_template(
         "account.html", lang=language(), mykey_id=holder.mykey_id if holder else None, csrf=csrf,
         notice=account_notice(request.args.get("notice"), language()), **view))

@@ -36,6 +36,7 @@ from idp.login.messages import explain, language
 from idp.login.transactions import LoginError, LoginTransaction
 from idp.login.verification import TOKEN_TYPES, ErrorCode, VerificationError, check_record
 from idp.services import current
+from idp.signing import flow as signing_flow
 from jpki.certificate import FourFacts
 from jpki.signature import login_message
 
@@ -128,6 +129,7 @@ def fetch(handle: str):
         expires_at=txn.expires_at,
         submit_url=f"{current().config.issuer}/api/login/submit",
         submit_token=submit_token,
+        **signing_flow.fetch_fields(txn),
     )
     response.headers["Cache-Control"] = "no-store"
     response.headers["Vary"] = "Accept"
@@ -140,8 +142,8 @@ def submit():
     if not request.is_json or not isinstance(body, dict):
         return error_response("proof_malformed", 400)
     fields = ("submit_token", "token_type", "certificate", "signature", "signing_certificate", "signing_signature")
-    if set(body) - set(fields) or any(not isinstance(body.get(f), str | None) or len(body.get(f) or "") > MAX_FIELD
-                                      for f in fields):
+    if set(body) - {*fields, "document_signatures"} or any(  # document_signatures: idp/signing/flow.py
+            not isinstance(body.get(f), str | None) or len(body.get(f) or "") > MAX_FIELD for f in fields):
         return error_response("proof_malformed", 400)
     txn = current().logins.claim_submission(body.get("submit_token") or "")
     # A label value is one of a few names, never what the client wrote.
@@ -194,11 +196,16 @@ def _verify(txn: LoginTransaction, body: dict) -> str:
                                     "The signing and user-authentication certificates are not from the same card.")
         check_record(record)
         facts = services.sealer.seal(_claims_from(signing.certificate.four_facts), "four-facts")
+    # Documents to sign (idp/signing/flow.py): signed by the same card's signing key, verified, kept for the code.
+    signing = None
+    if body.get("document_signatures") is not None or txn.extra.get(signing_flow.EXTRA):
+        signing = signing_flow.verify_submission(services, txn, body, serial, token_type,
+                                                 _decode(body, "signing_certificate"))
     now = services.clock()
     account = services.mykey.resolve(verified.issuer, serial, now, mapped=mapping_of(mapping_reply))
     certificate = services.seal_certificate(verified.issuer, serial, verified.token_type)
     return services.sealer.seal({"account_id": account.account_id, "auth_time": int(now.timestamp()),
-                                 "certificate": certificate, "facts": facts}, "login-result")
+                                 "certificate": certificate, "facts": facts, "signing": signing}, "login-result")
 
 
 def _claims_from(facts: FourFacts) -> dict:

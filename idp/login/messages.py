@@ -20,6 +20,12 @@ def language() -> str:
     return request.accept_languages.best_match(list(LANGUAGES), default="ja")
 
 MESSAGES: dict[str, tuple[str, str]] = {
+    # document signing (idp/signing)
+    "signing_declined": ("You declined to sign the documents. Nothing was signed and the website received nothing.",
+                         "文書への署名を取りやめました。何も署名されず、サイトには何も送られていません。"),
+    "signing_pin_locked": ("The signing PIN is locked, so the card cannot sign. Only your municipal office can reset "
+                           "it.",
+                           "署名用パスワードがロックされているため署名できません。リセットは市区町村の窓口で行えます。"),
     # login transaction
     "login_not_found": ("There is no login in progress in this browser. Go back to the website and start again.",
                         "このブラウザで進行中のログインがありません。サイトに戻ってやり直してください。"),

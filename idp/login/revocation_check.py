@@ -45,7 +45,7 @@ import secrets
 import threading
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -85,6 +85,9 @@ class RevocationResult:
     reason: x509.ReasonFlags | None
     source: str  # "ocsp" or "crl"
     ocsp_skipped: str | None = None  # why OCSP did not answer, when the CRL did (for logs)
+    # The signed OCSP response (DER) the status came from: the evidence a document signature carries
+    # (idp/signing/verification.py). None when the CRL answered.
+    ocsp_response: bytes | None = field(default=None, repr=False)
 
 
 class RevocationUnknown(Exception):
@@ -197,7 +200,7 @@ class RevocationChecker:
             # tryLater, internalError …: RFC 6960 §2.3 — no status information; fall back.
             raise SourceFailed(f"response_{response.response_status.name.lower()}")
         try:
-            return self._accept_ocsp(response, request, nonce, issuer)
+            return replace(self._accept_ocsp(response, request, nonce, issuer), ocsp_response=raw)
         except (ValueError, UnsupportedAlgorithm):  # cryptography parses parts of the response lazily
             raise SourceFailed("malformed") from None
 

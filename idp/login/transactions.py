@@ -90,7 +90,7 @@ class LoginStore:
         return keys.login_submit(_digest(token))
 
     def create(self, origin: str, client_id: str, rp_name: str, return_to: str, share: list[str],
-               wants_facts: bool) -> LoginTransaction:
+               wants_facts: bool, extra: dict | None = None) -> LoginTransaction:
         now = self.clock()
         txn = LoginTransaction(
             id=_b64(secrets.token_bytes(32)),
@@ -99,7 +99,7 @@ class LoginStore:
             challenge=_b64(secrets.token_bytes(CHALLENGE_BYTES)),
             signing_challenge=_b64(secrets.token_bytes(CHALLENGE_BYTES)) if wants_facts else None,
             origin=origin, client_id=client_id, rp_name=rp_name, return_to=return_to, share=share,
-            created_at=now.isoformat(), expires_at=(now + self.ttl).isoformat(),
+            created_at=now.isoformat(), expires_at=(now + self.ttl).isoformat(), extra=dict(extra or {}),
         )
         seconds = int(self.ttl.total_seconds()) + 30
         self.redis.set(self._key(txn.id), json.dumps(vars(txn)), ex=seconds)

@@ -31,6 +31,8 @@ from idp.oidc.provider import (
 from idp.services import current
 from idp.signals import sessions as signal_sessions
 from idp.signals.service import current_signals
+from idp.signing import details as signing_details
+from idp.signing import flow as signing_flow
 
 blueprint = Blueprint("oidc", __name__)
 
@@ -80,6 +82,7 @@ def discovery():
         pushed_authorization_request_endpoint=f"{issuer}/par",
         require_pushed_authorization_requests=config.require_par,
         dpop_signing_alg_values_supported=list(dpop.SIGNING_ALGS),
+        authorization_details_types_supported=[signing_details.TYPE],  # RFC 9396 §10: documents to sign (idp/signing)
     )
 
 
@@ -111,14 +114,19 @@ def authorize():
         wants_facts = bool(scopes & FOUR_FACTS_SCOPES)
         if user is not None and not wants_facts:
             user.facts = None
+        # Documents to sign (RFC 9396, idp/signing/details.py): always a fresh card interaction for this request.
+        signing = signing_details.parse(params.get("authorization_details"), issuer=services.config.issuer,
+                                        redirect_uri=grant.redirect_uri, state=params.get("state"))
         # A login made for exactly this request stays "fresh" through the consent page, until a response is issued.
         fresh = session is not None and session.flags.get("login_for") == digest
         too_old = (session is not None and max_age is not None
                    and int(services.clock().timestamp()) - session.auth_time > max_age)
-        if session is None or (not fresh and ("login" in prompts or too_old or wants_facts)):
+        if user is not None:  # signatures only from the login made for exactly this request
+            user.signing = session.flags.get("signing") if fresh and signing is not None else None
+        if session is None or (not fresh and ("login" in prompts or too_old or wants_facts or signing is not None)):
             if "none" in prompts:
                 raise LoginRequiredError(redirect_uri=grant.redirect_uri)
-            return _start_login(grant.client, return_to, sorted(scopes), wants_facts)
+            return _start_login(grant.client, return_to, sorted(scopes), wants_facts, signing)
         if services.sessions.take_flag(session_id, "deny_for", digest):
             _spend_login(session_id)
             return server.create_authorization_response(grant_user=None, grant=grant)
@@ -149,7 +157,7 @@ def _with_issuer(response):
 
 
 def _spend_login(session_id: str) -> None:
-    for flag in ("login_for", "facts"):
+    for flag in ("login_for", "facts", "signing"):
         current().sessions.take_flag(session_id, flag)
 
 
@@ -162,9 +170,10 @@ def _max_age(value: str | None, redirect_uri: str, state: str | None) -> int | N
     return int(value)
 
 
-def _start_login(client, return_to: str, scopes: list[str], wants_facts: bool):
+def _start_login(client, return_to: str, scopes: list[str], wants_facts: bool, signing=None):
     share = [s for s in scopes if s in FOUR_FACTS_SCOPES]
-    return start_login(client.client_id, client.name, return_to, share, wants_facts)
+    return start_login(client.client_id, client.name, return_to, share, wants_facts,
+                       signing_flow.start_fields(signing))
 
 
 def _consent_page(client, scopes: list[str], return_to: str, session_id: str):

@@ -66,6 +66,7 @@ from idp.oidc.tokens import (
     token_digest,
 )
 from idp.services import current
+from idp.signing import flow as signing_flow
 from mykey.pairwise import pairwise_subject
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class CardUser:
     certificate: str  # sealed reference to the certificate the login used
     facts: str | None = None  # sealed
     sid: str | None = None  # the IdP session as this client sees it (Back-Channel Logout §2.1), set at /authorize
+    signing: str | None = None  # reference of document signatures made for this very request (idp/signing)
 
     def get_user_id(self) -> str:
         return self.sub
@@ -341,7 +343,7 @@ class CodeGrant(AuthorizationCodeGrant):
             redirect_uri=request.payload.redirect_uri, scope=request.scope or "", nonce=data.get("nonce"),
             code_challenge=data.get("code_challenge"), code_challenge_method=data.get("code_challenge_method"),
             account_id=user.account_id, auth_time=user.auth_time, certificate=user.certificate,
-            facts=user.facts, sid=user.sid, dpop_jkt=data.get("dpop_jkt"),
+            facts=user.facts, sid=user.sid, dpop_jkt=data.get("dpop_jkt"), signing=user.signing,
         )
         services.tokens.save_code(record)
         if record.nonce:  # a nonce is spent once a code carries it (OIDC Core §15.5.2)
@@ -564,8 +566,18 @@ def save_token(token: dict, request) -> None:
         issued.append((token["refresh_token"], Token(expires_in=ttl, kind="refresh", jkt=refresh_jkt, **common)))
     claims, token_type = sorted(set(common["scope"].split())), user.token_type
     certificate = services.certificate_digest(user.certificate)
-    services.tokens.save_tokens(issued, also=lambda pipe: services.access_record.record(
-        user.account_id, certificate, request.client.client_id, claims, now, token_type=token_type, pipe=pipe))
+    code = getattr(request, "authorization_code", None)
+    signing_reference = getattr(code, "signing", None)
+
+    def also(pipe):
+        services.access_record.record(user.account_id, certificate, request.client.client_id, claims, now,
+                                      token_type=token_type, pipe=pipe)
+        if signing_reference:  # document signatures: in the token response, once (idp/signing/package.py)
+            details = signing_flow.release(services, signing_reference, request.client.client_id, user.account_id,
+                                           pipe=pipe)
+            if details:
+                token["authorization_details"] = details
+    services.tokens.save_tokens(issued, also=also)
 
 
 def build_authorization_server(app, services) -> tuple[par.AuthorizationServerWithPAR, ResourceProtector]:

@@ -58,6 +58,7 @@ class AuthorizationCode(AuthorizationCodeMixin):
     facts: str | None = None  # sealed four basic facts, when they were asked for and signed for
     sid: str | None = None  # the ID token's `sid` (Back-Channel Logout 1.0 §2.1)
     dpop_jkt: str | None = None  # the DPoP key the code is bound to (RFC 9449 §10), from PAR or dpop_jkt
+    signing: str | None = None  # reference of the document signatures kept for this code (idp/signing/package.py)
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri

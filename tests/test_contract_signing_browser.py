@@ -1,0 +1,52 @@
+"""In Chromium: Example Shop offers "sign this contract", the holder signs with the virtual card through the bridge,
+and the page offers the signed PDF for download — a file pyHanko's validator calls intact and trusted, with the
+revocation proof inside it. Screenshots land in test-artifacts/browser/."""
+
+from __future__ import annotations
+
+from tests.conftest import SIGN_PIN
+from tests.idp_flow import bridge_login
+from tests.test_browser import chromium, dev_command_handle, page  # noqa: F401 - the fixtures
+from tests.test_demo_rp import demo_rp  # noqa: F401 - the fixture
+
+
+def test_sign_the_contract_at_example_shop_and_download_it(page, idp_service, demo_rp, make_card, dev_ca):  # noqa: F811
+    from demo_rp.pades import validate
+
+    card = make_card()
+    idp_service.register_card(card)
+    page.goto(f"{demo_rp.url}/contract")
+    page.shoot("1-contract")
+    page.click("#sign")
+    page.wait_for_url(f"{idp_service.url}/login")
+    documents = page.inner_text("#signing-documents")
+    assert "Example Shop sales contract" in documents
+    assert "date of birth" in page.inner_text("#signing-request")
+    page.shoot("2-login-page-with-document")
+    run = bridge_login(dev_command_handle(page), card, pins=f"1234\n{SIGN_PIN}\n", extra=["--approve-signing"])
+    assert run.returncode == 0, run.stdout + run.stderr
+    page.wait_for_selector("#approve")
+    page.click("#approve")
+    page.wait_for_selector("#download")
+    page.shoot("3-signed")
+    with page.expect_download() as download:
+        page.click("#download")
+    pdf = open(download.value.path(), "rb").read()
+    assert pdf.startswith(b"%PDF") and download.value.suggested_filename == "contract-signed.pdf"
+    report = validate(pdf, [dev_ca.signing.certificate])
+    assert report.intact and report.trusted and report.revocation_embedded
+
+
+def test_declining_at_the_bridge_brings_the_browser_back_with_access_denied(page, idp_service, demo_rp,  # noqa: F811
+                                                                              make_card):
+    card = make_card()
+    idp_service.register_card(card)
+    page.goto(f"{demo_rp.url}/contract")
+    page.click("#sign")
+    page.wait_for_url(f"{idp_service.url}/login")
+    # No --approve-signing and no terminal to type SIGN at: the bridge declines, and signs nothing.
+    run = bridge_login(dev_command_handle(page), card, pins=f"1234\n{SIGN_PIN}\n")
+    assert run.returncode != 0 and "declined" in (run.stdout + run.stderr)
+    page.wait_for_selector("#error")  # the login page continued by itself to the shop, which shows the answer
+    assert "access_denied" in page.inner_text("#error")
+    page.shoot("declined")

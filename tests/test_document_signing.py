@@ -1,0 +1,269 @@
+"""Signing documents with the card's signing key at a relying party's request (idp/signing), end to end: the real
+IdP and revocation service over HTTP, the virtual card through the real bridge, and every refusal by its code."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+
+import pytest
+import requests
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, utils
+from cryptography.x509 import ocsp
+
+from jpki.profile import CertificateKind
+from nfc_bridge.login import LoginFailed, answer_login, fetch_login
+from nfc_bridge.transports.virtual import VirtualTransport
+from revocation.domain.events import parse_event
+from tests.conftest import SIGN_PIN
+from tests.idp_flow import Browser, bridge_login, query_of
+from tests.log_registry import register_sensitive
+
+REDIRECT = "https://rp.example.jp/callback"
+SHA256 = "2.16.840.1.101.3.4.2.1"
+
+
+@pytest.fixture
+def rp(idp_service):
+    return idp_service.services.clients.add("Example Shop", [REDIRECT])
+
+
+def details(*documents: tuple[str, bytes], **extra) -> str:
+    """The parameter; each label and digest is registered as never to appear in a log (tests/test_zz_log_privacy)."""
+    for label, digest in documents:
+        register_sensitive(label, base64.b64encode(digest).decode(), digest.hex())
+    return json.dumps([{"type": "credential", "hashAlgorithmOID": SHA256,
+                        "documentDigests": [{"hash": base64.b64encode(d).decode(), "label": label}
+                                            for label, d in documents], **extra}])
+
+
+def authorize_url(idp_service, client_id, authorization_details: str | None) -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    params = {"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT, "scope": "openid",
+              "state": "st-1", "nonce": secrets.token_urlsafe(16),
+              "code_challenge": create_s256_code_challenge(verifier), "code_challenge_method": "S256"}
+    if authorization_details is not None:
+        params["authorization_details"] = authorization_details
+    return f"{idp_service.url}/authorize?" + requests.compat.urlencode(params), verifier
+
+
+def token(idp_service, rp, code: str, verifier: str) -> requests.Response:
+    return requests.post(f"{idp_service.url}/token", auth=(rp[0].client_id, rp[1]), timeout=30, data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "code_verifier": verifier})
+
+
+def answer(handle_url: str, card, approve: bool = True, sign_pin: str = SIGN_PIN):
+    pins = {CertificateKind.AUTH: "1234", CertificateKind.SIGNING: sign_pin}
+    return answer_login(fetch_login(handle_url), lambda: VirtualTransport.open(card),
+                        ask_pin=lambda kind, tries: pins[kind], confirm_last_try=lambda: False,
+                        say=lambda text: None, approve_signing=lambda: approve)
+
+
+@pytest.fixture
+def card(make_card, idp_service):
+    path = make_card()
+    idp_service.register_card(path)
+    return path
+
+
+DOCUMENTS = (("Sales contract", hashlib.sha256(b"contract").digest()),
+             ("Privacy notice", hashlib.sha256(b"notice").digest()))
+
+
+def test_discovery_advertises_the_credential_type(idp_service):
+    found = requests.get(f"{idp_service.url}/.well-known/openid-configuration", timeout=10).json()
+    assert found["authorization_details_types_supported"] == ["credential"]
+
+
+def test_documents_are_signed_through_the_bridge_and_returned_with_their_evidence(idp_service, rp, card):
+    url, verifier = authorize_url(idp_service, rp[0].client_id, details(*DOCUMENTS))
+    browser = Browser(idp_service.url)
+    handle = browser.start(url)
+    page = browser.get("/login").text
+    assert "Sales contract" in page and "Privacy notice" in page
+    assert "date of birth" in page or "生年月日" in page
+    fetched = fetch_login(handle)  # the bridge's view (spends the handle)
+    assert [d.label for d in fetched.documents] == ["Sales contract", "Privacy notice"]
+    # A fresh login for the real run: the handle above is spent.
+    handle = browser.start(url)
+    run = bridge_login(handle, card, pins=f"1234\n{SIGN_PIN}\n", extra=["--approve-signing"])
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Sales contract" in run.stdout and "date of birth" in run.stdout
+    final = browser.finish()
+    code = query_of(final.headers["Location"])["code"]
+    answer_ = token(idp_service, rp, code, verifier)
+    assert answer_.status_code == 200, answer_.text
+    (element,) = answer_.json()["authorization_details"]
+    assert element["type"] == "credential" and element["hashAlgorithmOID"] == SHA256
+    certificate = x509.load_der_x509_certificate(base64.b64decode(element["certificates"][0]))
+    root = x509.load_der_x509_certificate(base64.b64decode(element["certificates"][1]))
+    certificate.verify_directly_issued_by(root)
+    for (label, digest), entry in zip(DOCUMENTS, element["documentDigests"], strict=True):
+        assert entry["label"] == label and base64.b64decode(entry["hash"]) == digest
+        certificate.public_key().verify(base64.b64decode(entry["signature"]), digest, padding.PKCS1v15(),
+                                        utils.Prehashed(hashes.SHA256()))
+    response = ocsp.load_der_ocsp_response(base64.b64decode(element["ocspResponse"]))
+    assert response.certificate_status is ocsp.OCSPCertStatus.GOOD
+    assert response.serial_number == certificate.serial_number
+    # Once: the code is spent and the signatures are no longer kept.
+    assert not list(idp_service.services.redis.scan_iter("idp:signing:package:*"))
+    # The holder's record on the account page: what, for whom, when (labels and fingerprints only).
+    account = browser.get("/account?lang=en")
+    if account.status_code == 302:  # the account page logs in like a website: once more with the card
+        handle = browser.start("/account")
+        assert bridge_login(handle, card).returncode == 0
+        account = browser.follow(browser.post("/login/continue"))
+        account = browser.get("/account?lang=en")
+    assert 'id="signed-documents"' in account.text, account.text[:500]
+    record = account.text[account.text.index('id="signed-documents"'):]
+    assert "Example Shop" in record and "Sales contract" in record and "Privacy notice" in record
+    fingerprint = DOCUMENTS[0][1].hex().upper()[:4]
+    assert fingerprint in record
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("not json", "not valid JSON"),
+    (json.dumps([{"type": "payment_initiation"}]), "credential"),
+    (details(("A", b"short")), "32 bytes"),
+    (details(*[(f"D{i}", hashlib.sha256(bytes([i])).digest()) for i in range(11)]), "1 to 10"),
+    (json.dumps([{"type": "credential", "hashAlgorithmOID": "1.3.14.3.2.26",
+                  "documentDigests": [{"hash": base64.b64encode(b"x" * 20).decode(), "label": "A"}]}]), "SHA-256"),
+    (details(("<script>", hashlib.sha256(b"a").digest())), "angle brackets"),
+    (details(("A", hashlib.sha256(b"a").digest()), ("B", hashlib.sha256(b"a").digest())), "only once"),
+    (details(("A", hashlib.sha256(b"a").digest()), extra_field=1), "does not support"),
+])
+def test_bad_authorization_details_are_refused_to_the_redirect_uri(idp_service, rp, value, why):
+    url, _ = authorize_url(idp_service, rp[0].client_id, value)
+    response = requests.get(url, allow_redirects=False, timeout=10)
+    assert response.status_code == 302
+    query = query_of(response.headers["Location"])
+    assert query["error"] == "invalid_authorization_details" and query["state"] == "st-1"
+    assert why in query["error_description"]
+
+
+def test_the_auth_certificate_cannot_sign_documents(idp_service, rp, card):
+    browser = Browser(idp_service.url)
+    url, _ = authorize_url(idp_service, rp[0].client_id, details(*DOCUMENTS))
+    fetched = requests.get(browser.start(url), timeout=10).json()
+    from nfc_bridge.client import JpkiClient
+
+    client = JpkiClient.connect(VirtualTransport.open(card))
+    auth_cert = client.read_certificate(CertificateKind.AUTH)
+    login = client.sign(CertificateKind.AUTH, _login_message(idp_service, fetched), "1234")
+    signatures = [client.sign_digest(CertificateKind.AUTH, d, "1234") for _, d in DOCUMENTS]
+    b64 = lambda data: base64.urlsafe_b64encode(data).decode().rstrip("=")  # noqa: E731
+    body = {"submit_token": fetched["submit_token"], "token_type": "card", "certificate": b64(auth_cert),
+            "signature": b64(login), "signing_certificate": b64(auth_cert),
+            "document_signatures": [b64(s) for s in signatures]}
+    refused = requests.post(fetched["submit_url"], json=body, timeout=30)
+    assert refused.status_code == 400 and refused.json()["error"] == "auth_certificate_used_for_signing"
+
+
+@pytest.mark.parametrize("fault", ["swapped", "missing_one"])
+def test_signatures_that_do_not_match_their_documents_are_refused(idp_service, rp, card, fault):
+    browser = Browser(idp_service.url)
+    url, _ = authorize_url(idp_service, rp[0].client_id, details(*DOCUMENTS))
+    fetched = requests.get(browser.start(url), timeout=10).json()
+    from nfc_bridge.client import JpkiClient
+
+    client = JpkiClient.connect(VirtualTransport.open(card))
+    login = client.sign(CertificateKind.AUTH, _login_message(idp_service, fetched), "1234")
+    client.verify_pin(CertificateKind.SIGNING, SIGN_PIN)
+    signatures = [client.sign_digest(CertificateKind.SIGNING, d, "") for _, d in DOCUMENTS]
+    signatures = signatures[::-1] if fault == "swapped" else signatures[:1]
+    b64 = lambda data: base64.urlsafe_b64encode(data).decode().rstrip("=")  # noqa: E731
+    body = {"submit_token": fetched["submit_token"], "token_type": "card",
+            "certificate": b64(client.read_certificate(CertificateKind.AUTH)), "signature": b64(login),
+            "signing_certificate": b64(client.read_certificate(CertificateKind.SIGNING)),
+            "document_signatures": [b64(s) for s in signatures]}
+    refused = requests.post(fetched["submit_url"], json=body, timeout=30)
+    expected = "signature_invalid" if fault == "swapped" else "proof_malformed"
+    assert refused.status_code == 400 and refused.json()["error"] == expected
+    assert not list(idp_service.services.redis.scan_iter("idp:signing:package:*"))
+
+
+def _login_message(idp_service, fetched) -> bytes:
+    from jpki.signature import login_message
+
+    return login_message(fetched["origin"], base64.urlsafe_b64decode(fetched["challenge"] + "=="))
+
+
+def test_the_holder_declining_signs_nothing(idp_service, rp, card):
+    browser = Browser(idp_service.url)
+    url, _ = authorize_url(idp_service, rp[0].client_id, details(*DOCUMENTS))
+    with pytest.raises(LoginFailed) as info:
+        answer(browser.start(url), card, approve=False)
+    assert info.value.code == "signing_declined"
+    assert browser.get("/login/status").json()["error"] == "signing_declined"
+    back = browser.post("/login/continue")  # the login page continues by itself on a decline
+    assert back.status_code == 302 and back.headers["Location"].startswith(REDIRECT + "?")
+    answer_ = query_of(back.headers["Location"])
+    assert answer_["error"] == "access_denied" and answer_["state"] == "st-1" and answer_["iss"] == idp_service.url
+
+
+def test_a_locked_signing_pin_is_said_and_nothing_signed(idp_service, rp, card):
+    from nfc_bridge.virtual_card import VirtualCard
+
+    virtual = VirtualCard.load(card)
+    virtual._pins[CertificateKind.SIGNING].tries_left = 0
+    virtual._save()
+    browser = Browser(idp_service.url)
+    url, _ = authorize_url(idp_service, rp[0].client_id, details(*DOCUMENTS))
+    with pytest.raises(LoginFailed) as info:
+        answer(browser.start(url), card)
+    assert info.value.code == "signing_pin_locked"
+    assert browser.get("/login/status").json()["error"] == "signing_pin_locked"
+
+
+@pytest.mark.parametrize(("event_type", "code"), [("revocation_requested", "certificate_revoked"),
+                                                  ("card_lost", "certificate_on_hold")])
+def test_a_revoked_or_held_certificate_signs_nothing(idp_service, rp, make_card, event_type, code):
+    path = make_card()
+    registered = idp_service.register_card(path)
+    idp_service.revocation.services.applier.apply(parse_event({
+        "event_id": f"ev-{secrets.token_hex(3)}x", "type": event_type, "holder": registered["holder"],
+        "occurred_at": "2026-02-01T00:00:00Z", "source": "test", "card_id": registered["card_id"]}))
+    browser = Browser(idp_service.url)
+    url, _ = authorize_url(idp_service, rp[0].client_id, details(*DOCUMENTS))
+    with pytest.raises(LoginFailed) as info:
+        answer(browser.start(url), path)
+    assert info.value.code == code
+
+
+def test_an_access_log_line_keeps_no_label_or_digest():
+    import logging
+
+    from observability.logs import RedactRequestLines
+
+    query = 'authorization_details=[{"type": "credential", "documentDigests": [{"hash": "q83v", "label": "My loan"}]}]'
+    record = logging.LogRecord("werkzeug", logging.INFO, __file__, 1, '"%s" %s %s',
+                               (f"GET /authorize?client_id=x&{query} HTTP/1.1", "302", "-"), None)
+    RedactRequestLines().filter(record)
+    line = record.getMessage()
+    assert "My loan" not in line and "q83v" not in line and "credential" not in line
+    assert line.startswith('"GET /authorize?… HTTP/1.1" 302')
+
+
+def test_facts_and_documents_together_take_one_signing_pin(idp_service, rp, card):
+    url, verifier = authorize_url(idp_service, rp[0].client_id, details(*DOCUMENTS))
+    url = url.replace("scope=openid", "scope=openid+name")
+    browser = Browser(idp_service.url)
+    asked = []
+
+    def ask_pin(kind, tries):
+        asked.append(kind)
+        return "1234" if kind is CertificateKind.AUTH else SIGN_PIN
+    answer_login(fetch_login(browser.start(url)), lambda: VirtualTransport.open(card), ask_pin=ask_pin,
+                 confirm_last_try=lambda: False, say=lambda text: None, approve_signing=lambda: True)
+    assert asked.count(CertificateKind.SIGNING) == 1
+    final = browser.finish()
+    answer_ = token(idp_service, rp, query_of(final.headers["Location"])["code"], verifier).json()
+    assert len(answer_["authorization_details"][0]["documentDigests"]) == 2
+    info = requests.get(f"{idp_service.url}/userinfo", timeout=10,
+                        headers={"Authorization": f"Bearer {answer_['access_token']}"}).json()
+    assert "name" in info
