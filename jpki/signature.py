@@ -44,6 +44,12 @@ def verify_signature(public_key: rsa.RSAPublicKey, message: bytes, signature: by
 # never be equal: a login message is always 64 octets (two SHA-256 digests), a history message never is (the label,
 # a zero octet, then the SHA-256 of the platform's origin: 65 octets). The bridge also refuses any login challenge
 # that carries the label (`is_history_bait`), so a hostile service cannot even try.
+#
+# Document signing (idp/signing) has the card sign a digest the website chose, as it is, so a website could send
+# the history message's SHA-256 as a "document". That signature is made with the *signing* key (nfc_bridge/login.py
+# signs documents with CertificateKind.SIGNING only), and the record's key comes from the *auth* key's signature,
+# so it would open nothing; the bridge refuses such a digest all the same (`is_history_digest`), so that what the
+# card signs for a website is never the history message under any key.
 
 HISTORY_LABEL = b"JPKI MyKey access-record key v1."  # 32 octets: the message is 65, never a login's 64
 
@@ -58,6 +64,13 @@ def is_history_bait(origin: str, challenge: bytes) -> bool:
     the challenge contains the label or the history message, or the message to sign would equal it."""
     message = history_message(origin)
     return HISTORY_LABEL in challenge or message in challenge or login_message(origin, challenge) == message
+
+
+def is_history_digest(origin: str, digest: bytes) -> bool:
+    """True when a document digest to be signed as it is would be the history message's own SHA-256."""
+    return digest == hashlib.sha256(history_message(origin)).digest()
+
+
 def digest_fingerprint(digest: bytes) -> str:
     """A short fingerprint of a digest the card is asked to sign, for a person to compare across two screens (the
     login page and the bridge): its first 8 bytes in upper-case hex, four groups of four (`89B4 E79D CCCE 7FCE`)."""

@@ -19,6 +19,10 @@ What is kept, per account (all under the account's hash tag, mykey/keys.py):
 - `record`: sealed releases (and notes about the record itself), newest first, at most `RECORD_LENGTH`, the list
   expiring `RECORD_RETENTION` after its last write (rounded up to a month's end, so that the TTL does not date a
   login: mykey/retention.py), and entries older than that dropped whenever the holder opens it;
+- a release that handed document signatures to the relying party (idp/signing) also holds what was signed: each
+  document's label and fingerprint, never the digest itself. What a person signed, for whom and when, is as
+  revealing as where they logged in, so it lives in the same entry, under the same key and retention, and is
+  padded like the rest (a long batch of labels takes more `PAD_TO` blocks, which says only that it was long);
 - `record_consents`: sealed notes of the consents given (relying party, scopes, time), at most `CONSENT_NOTES`;
 - `record_pending`: entries written while there is no key for the certificate in use — before the holder first
   opened the record, or after a renewal until they open it with the new card. These are sealed with a platform key
@@ -97,6 +101,7 @@ class Release:
     claims: tuple[str, ...]
     at: dt.datetime
     token_type: str | None = None  # "card" or "smartphone"
+    documents: tuple[tuple[str, str], ...] = ()  # (label, fingerprint) of each document signed for this release
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,19 @@ class RecordCounts:
     sealed: int  # entries under the holder's key (releases and notes)
     pending: int  # entries waiting for the holder to open the record with their current card
     has_key: bool
+
+
+MAX_DOCUMENTS = 10  # as a signing request allows (idp/signing/details.py)
+MAX_LABEL = 100
+
+
+def _documents(documents: Iterable[tuple[str, str]]) -> list[list[str]]:
+    """(label, fingerprint) pairs as stored, or ValueError: text only, bounded like the signing request's."""
+    checked = [[label, fingerprint] for label, fingerprint in documents]
+    if len(checked) > MAX_DOCUMENTS or not all(
+            isinstance(text, str) and 0 < len(text) <= MAX_LABEL for pair in checked for text in pair):
+        raise ValueError("Signed documents are recorded by label and fingerprint, at most ten.")
+    return checked
 
 
 def _moment(seconds: int) -> dt.datetime:
@@ -169,14 +187,19 @@ class AccessRecord:
     # --- writing --------------------------------------------------------------------------------------------
 
     def record(self, account_id: str, certificate: str, client_id: str, claims: Iterable[str], at: dt.datetime,
-               token_type: str | None = None, pipe: redis.client.Pipeline | None = None) -> None:
+               token_type: str | None = None, documents: Iterable[tuple[str, str]] = (),
+               pipe: redis.client.Pipeline | None = None) -> None:
         """Note that `client_id` received these claims (names only) at `at`, after a login with `certificate` (its
-        keyed hash) from `token_type`. Sealed to the holder's key when it belongs to that certificate, else pending.
-        Given a `pipe`, the writes are queued on it for its caller to execute (the key is read before)."""
+        keyed hash) from `token_type`, and the signatures of `documents` ((label, fingerprint) pairs) if any.
+        Sealed to the holder's key when it belongs to that certificate, else pending. Given a `pipe`, the writes
+        are queued on it for its caller to execute (the key is read before)."""
         entry = {"k": "release", "client_id": names([client_id])[0], "claims": names(claims),
                  "at": int(at.timestamp())}
         if token_type is not None:
             entry["token_type"] = names([token_type])[0]
+        signed = _documents(documents)
+        if signed:
+            entry["documents"] = signed
         self._write(account_id, certificate, keys.record(account_id), entry, RECORD_LENGTH, pipe)
 
     def note_consent(self, account_id: str, certificate: str, client_id: str, scopes: Iterable[str],
@@ -291,7 +314,8 @@ class AccessRecord:
                                             _moment(entry["at"])))
             elif entry["k"] == "release":
                 releases.append(Release(entry["client_id"], tuple(entry["claims"]), _moment(entry["at"]),
-                                        entry.get("token_type")))
+                                        entry.get("token_type"),
+                                        tuple((label, fp) for label, fp in entry.get("documents", ()))))
         newest: dict[str, ConsentNote] = {}
         for _index, entry in self._entries(keys.record_consents(account_id), private_key):
             if entry["k"] == "consent" and entry["client_id"] not in newest:

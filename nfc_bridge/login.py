@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from jpki.profile import CertificateKind
-from jpki.signature import digest_fingerprint, is_history_bait, login_message
+from jpki.signature import digest_fingerprint, is_history_bait, is_history_digest, login_message
 from nfc_bridge.client import JpkiClient
 from nfc_bridge.pin import LOCKED_SENTENCE
 from nfc_bridge.transports import Transport
@@ -164,9 +164,11 @@ def fetch_login(url: str) -> LoginRequest:
     # The signature goes back only to the service the link came from, and is bound to that origin.
     if _origin(request.submit_url) != _origin(url) or request.origin != _origin(url):
         raise LoginFailed("origin_mismatch", "The login service named another site to send the signature to.")
-    # A login never signs anything tied to the key of the holder's access record (nfc_bridge/history.py).
+    # A login never signs anything tied to the key of the holder's access record (nfc_bridge/history.py), neither
+    # as a challenge nor as a document's digest (jpki/signature.py says why the latter could open nothing anyway).
     if any(challenge is not None and is_history_bait(request.origin, challenge)
-           for challenge in (request.challenge, request.signing_challenge)):
+           for challenge in (request.challenge, request.signing_challenge)) \
+            or any(is_history_digest(request.origin, document.digest) for document in request.documents):
         raise LoginFailed("history_signature_refused",
                           "This login asked the card to sign the key to your access record. Refused: nothing was "
                           "signed. Opening your access record is never part of a login.")

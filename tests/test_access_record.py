@@ -56,6 +56,25 @@ def test_entries_are_sealed_to_the_holders_key_and_open_only_with_it(redis_clien
     assert PAD_TO >= 256
 
 
+def test_what_the_holder_signed_is_sealed_in_the_release_entry_pending_first_then_under_their_key(redis_client):
+    record = AccessRecord(redis_client, SECRET)
+    account, key = secrets.token_hex(16), holder_key(secrets.token_bytes(256))
+    signed = [("売買契約書", "89B4 E79D CCCE 7FCE"), ("Privacy notice", "0A1B 2C3D 4E5F 6071")]
+    record.record(account, "cert", "rp_shop", ["openid"], NOW, token_type="card", documents=signed)
+    pending = redis_client.lrange(keys.record_pending(account), 0, -1)  # no key yet: waiting, not in clear
+    assert len(pending) == 1 and not any(label.encode() in pending[0] for label, _ in signed)
+    record.open(account, key, "cert", dt.date(2026, 1, 1), NOW)
+    record.record(account, "cert", "rp_bank", ["openid"], NOW + dt.timedelta(minutes=1))  # a plain login
+    blobs = redis_client.lrange(keys.record(account), 0, -1)
+    assert not any(fp.encode() in blob or label.encode() in blob for label, fp in signed for blob in blobs)
+    opened = record.open(account, key, "cert", dt.date(2026, 1, 1), NOW)
+    assert [(r.client_id, r.documents) for r in opened.releases] == [("rp_bank", ()), ("rp_shop", tuple(signed))]
+    for bad in ([("x", "y")] * 11, [("", "89B4")], [("a" * 101, "89B4")], [(1, "89B4")]):
+        with pytest.raises(ValueError):
+            record.record(account, "cert", "rp_shop", ["openid"], NOW, documents=bad)
+    assert redis_client.llen(keys.record(account)) == 2  # a refused entry writes nothing
+
+
 def test_an_entry_moved_to_another_holder_does_not_open(redis_client):
     record = AccessRecord(redis_client, SECRET)
     key = holder_key(secrets.token_bytes(256))

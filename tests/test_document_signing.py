@@ -17,12 +17,16 @@ from cryptography.hazmat.primitives.asymmetric import padding, utils
 from cryptography.x509 import ocsp
 
 from jpki.profile import CertificateKind
+from jpki.signature import digest_fingerprint, history_message
 from nfc_bridge.login import LoginFailed, answer_login, fetch_login
 from nfc_bridge.transports.virtual import VirtualTransport
+from nfc_bridge.virtual_card import VirtualCard
 from revocation.domain.events import parse_event
 from tests.conftest import SIGN_PIN
 from tests.idp_flow import Browser, bridge_login, query_of
 from tests.log_registry import register_sensitive
+from tests.record_flow import account_browser, open_record
+from tests.test_idp_privacy import stored_values
 
 REDIRECT = "https://rp.example.jp/callback"
 SHA256 = "2.16.840.1.101.3.4.2.1"
@@ -107,23 +111,42 @@ def test_documents_are_signed_through_the_bridge_and_returned_with_their_evidenc
         assert entry["label"] == label and base64.b64decode(entry["hash"]) == digest
         certificate.public_key().verify(base64.b64decode(entry["signature"]), digest, padding.PKCS1v15(),
                                         utils.Prehashed(hashes.SHA256()))
+    auth = x509.load_der_x509_certificate(VirtualCard.load(card).certificate(CertificateKind.AUTH))
+    assert auth.public_key().public_numbers() != certificate.public_key().public_numbers()  # the signing key signed
     response = ocsp.load_der_ocsp_response(base64.b64decode(element["ocspResponse"]))
     assert response.certificate_status is ocsp.OCSPCertStatus.GOOD
     assert response.serial_number == certificate.serial_number
     # Once: the code is spent and the signatures are no longer kept.
     assert not list(idp_service.services.redis.scan_iter("idp:signing:package:*"))
-    # The holder's record on the account page: what, for whom, when (labels and fingerprints only).
-    account = browser.get("/account?lang=en")
-    if account.status_code == 302:  # the account page logs in like a website: once more with the card
-        handle = browser.start("/account")
-        assert bridge_login(handle, card).returncode == 0
-        account = browser.follow(browser.post("/login/continue"))
-        account = browser.get("/account?lang=en")
-    assert 'id="signed-documents"' in account.text, account.text[:500]
-    record = account.text[account.text.index('id="signed-documents"'):]
-    assert "Example Shop" in record and "Sales contract" in record and "Privacy notice" in record
-    fingerprint = DOCUMENTS[0][1].hex().upper()[:4]
-    assert fingerprint in record
+    # The holder's record of it lives in the sealed access record (mykey/record.py): no label or fingerprint is
+    # readable in any lasting key (the login transaction holds the request for its few minutes), and the account
+    # page shows them only in the view the card opened, in Japanese and English.
+    redis = idp_service.services.redis
+    fingerprints = [digest_fingerprint(digest) for _, digest in DOCUMENTS]
+    readable = [key for key, blobs in stored_values(redis).items() for blob in [key, *blobs]
+                if any(text.encode() in blob for text in [*fingerprints, *(label for label, _ in DOCUMENTS)])]
+    assert all(0 < redis.ttl(key) <= idp_service.services.config.login_ttl.total_seconds() + 30 for key in readable)
+    holder = account_browser(idp_service, card)
+    closed = holder.get("/account?lang=en").text
+    assert 'id="signed-documents"' not in closed and "Sales contract" not in closed
+    for lang, heading in (("en", "Documents you signed"), ("ja", "署名した文書")):
+        opened, _ = open_record(holder, card, lang=lang)
+        record = opened[opened.index('id="signed-heading"'):]
+        assert heading in record and "Example Shop" in record
+        assert "Sales contract" in record and "Privacy notice" in record
+        assert all(fp in record for fp in fingerprints)
+        assert 'id="signed-documents"' not in holder.get(f"/account?lang={lang}").text  # one view: closed again
+
+
+def test_the_bridge_refuses_a_document_whose_digest_is_the_history_message(idp_service, rp, card):
+    # Signed with the signing key it would open nothing (the record's key comes from the auth key's signature,
+    # jpki/signature.py); the bridge refuses it anyway, before the card is asked anything.
+    bait = hashlib.sha256(history_message(idp_service.services.config.origin)).digest()
+    url, _ = authorize_url(idp_service, rp[0].client_id, details(("Contract", bait)))
+    browser = Browser(idp_service.url)
+    run = bridge_login(browser.start(url), card, pins=f"1234\n{SIGN_PIN}\n", extra=["--approve-signing"])
+    assert run.returncode == 1 and "history_signature_refused" in run.stderr
+    assert "Signing" not in run.stdout and "Waiting for the card" not in run.stdout
 
 
 @pytest.mark.parametrize(("value", "why"), [

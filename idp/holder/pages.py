@@ -41,7 +41,6 @@ from idp.signals import sessions as signal_sessions
 from idp.signals.service import current_signals
 from idp.signing import flow as signing_flow
 from idp.signing.api import declined_redirect
-from idp.signing.record import signed_documents
 from mykey.directory import MyKeyIdError
 
 blueprint = Blueprint("pages", __name__)
@@ -306,9 +305,7 @@ def account():
                                     key=lambda row: (-(row[0].timestamp() if row[0] else 0), row[2])),
                  "history": [(entry, clients.get(entry.client_id, entry.client_id)) for entry in opened.releases],
                  "renewals": opened.renewals}
-    names = {c.client_id: c.name for c in services.clients.list()}
-    view["signed"] = [(entry, names.get(entry.client_id, entry.client_id))  # documents signed (idp/signing/record.py)
-                      for entry in signed_documents(services, session.account_id)]
+        view["signed"] = [(entry, name) for entry, name in view["history"] if entry.documents]  # idp/signing
     response = make_response(render_template(
         "account.html", lang=language(), mykey_id=holder.mykey_id if holder else None, csrf=csrf,
         notice=account_notice(request.args.get("notice"), language()), **view))

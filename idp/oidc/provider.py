@@ -565,19 +565,16 @@ def save_token(token: dict, request) -> None:
         refresh_jkt = jkt if fapi.binds_refresh_token(request.client) else None
         issued.append((token["refresh_token"], Token(expires_in=ttl, kind="refresh", jkt=refresh_jkt, **common)))
     claims, token_type = sorted(set(common["scope"].split())), user.token_type
-    certificate = services.certificate_digest(user.certificate)
-    code = getattr(request, "authorization_code", None)
-    signing_reference = getattr(code, "signing", None)
-
-    def also(pipe):
-        services.access_record.record(user.account_id, certificate, request.client.client_id, claims, now,
-                                      token_type=token_type, pipe=pipe)
-        if signing_reference:  # document signatures: in the token response, once (idp/signing/package.py)
-            details = signing_flow.release(services, signing_reference, request.client.client_id, user.account_id,
-                                           pipe=pipe)
-            if details:
-                token["authorization_details"] = details
-    services.tokens.save_tokens(issued, also=also)
+    # Document signatures made for this code go in the token response, once (idp/signing/package.py); the holder's
+    # sealed access record keeps, in this release's entry, what was signed (labels and fingerprints).
+    signed = signing_flow.release(services, getattr(getattr(request, "authorization_code", None), "signing", None),
+                                  request.client.client_id)
+    if signed is not None:
+        token["authorization_details"] = [signed]
+    certificate, documents = services.certificate_digest(user.certificate), signing_flow.documents(signed)
+    services.tokens.save_tokens(issued, also=lambda pipe: services.access_record.record(
+        user.account_id, certificate, request.client.client_id, claims, now, token_type=token_type,
+        documents=documents, pipe=pipe))
 
 
 def build_authorization_server(app, services) -> tuple[par.AuthorizationServerWithPAR, ResourceProtector]:

@@ -7,7 +7,8 @@ verifies the batch, and the code exchange hands the result over.
 - `verify_submission`: the batch the card side posted (idp/signing/verification.py), bound to the same card as the
   login (the signing certificate's record must name the login's auth certificate, 紐付け), then sealed and kept
   for the code exchange (idp/signing/package.py). Returns the reference the login result carries.
-- `release`: at the code exchange, the element for the token response, and the holder's record of it.
+- `release`: at the code exchange, the element for the token response; `documents`: what of it the holder's
+  sealed access record keeps (each label and fingerprint, mykey/record.py), in the release entry of that exchange.
 The card side's refusals (declined, signing PIN locked) come in by idp/signing/api.py.
 """
 
@@ -19,8 +20,7 @@ import binascii
 from idp.login.transactions import LoginTransaction
 from idp.login.verification import VerificationError, check_record
 from idp.signing import package
-from idp.signing.details import MAX_DOCUMENTS, SigningRequest
-from idp.signing.record import note_signing
+from idp.signing.details import MAX_DOCUMENTS, SigningRequest, fingerprint
 from idp.signing.verification import verify_document_signatures
 
 EXTRA = "signing"  # the login transaction's extra[...] entry
@@ -76,10 +76,13 @@ def verify_submission(services, txn: LoginTransaction, body: dict, auth_serial: 
     return package.keep(services, txn.client_id, package.granted_details(signing, batch))
 
 
-def release(services, reference: str | None, client_id: str, account_id: str, pipe=None) -> list[dict] | None:
-    """The token response's authorization_details, once; the holder's record notes it on `pipe`."""
-    element = package.take(services, reference, client_id)
+def release(services, reference: str | None, client_id: str) -> dict | None:
+    """The token response's authorization_details element, once (deleted as it is read); None if there is none."""
+    return package.take(services, reference, client_id)
+
+
+def documents(element: dict | None) -> list[tuple[str, str]]:
+    """(label, fingerprint) of each document in a released element: what the holder's access record keeps of it."""
     if element is None:
-        return None
-    note_signing(services, account_id, client_id, element, services.clock(), pipe=pipe)
-    return [element]
+        return []
+    return [(d["label"], fingerprint(base64.b64decode(d["hash"]))) for d in element["documentDigests"]]
