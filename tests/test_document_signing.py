@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import secrets
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 import requests
@@ -136,6 +137,25 @@ def test_documents_are_signed_through_the_bridge_and_returned_with_their_evidenc
         assert "Sales contract" in record and "Privacy notice" in record
         assert all(fp in record for fp in fingerprints)
         assert 'id="signed-documents"' not in holder.get(f"/account?lang={lang}").text  # one view: closed again
+
+
+def test_a_pushed_authorization_request_can_ask_for_signatures(idp_service, rp, card):
+    # PAR (idp/oidc/par.py): authorization_details is read from the pushed parameters like the rest.
+    url, verifier = authorize_url(idp_service, rp[0].client_id, details(*DOCUMENTS))
+    pushed = requests.post(f"{idp_service.url}/par", data=dict(parse_qsl(urlsplit(url).query)),
+                           auth=(rp[0].client_id, rp[1]), timeout=30)
+    assert pushed.status_code == 201, pushed.text
+    browser = Browser(idp_service.url)
+    handle = browser.start(f"{idp_service.url}/authorize?" + urlencode(
+        {"client_id": rp[0].client_id, "request_uri": pushed.json()["request_uri"]}))
+    assert "Sales contract" in browser.get("/login").text
+    run = bridge_login(handle, card, pins=f"1234\n{SIGN_PIN}\n", extra=["--approve-signing"])
+    assert run.returncode == 0, run.stdout + run.stderr
+    code = query_of(browser.finish().headers["Location"])["code"]
+    answer_ = token(idp_service, rp, code, verifier)
+    assert answer_.status_code == 200, answer_.text
+    (element,) = answer_.json()["authorization_details"]
+    assert [entry["label"] for entry in element["documentDigests"]] == [label for label, _ in DOCUMENTS]
 
 
 def test_the_bridge_refuses_a_document_whose_digest_is_the_history_message(idp_service, rp, card):
