@@ -17,8 +17,8 @@ Every cause about the card says `initiating_entity: policy`, the holder's own ac
 no further: no token carries it, in any member.
 
 Who receives: for a cause about an account, each relying party that has an SSF stream or a back-channel logout
-URI, *and* that the holder consented to — a keyed lookup per relying party (`ConsentStore.get(account_id,
-client_id)`), never a listing of the holder's consents. Each gets its own pairwise `sub`, and nothing else about
+URI, *and* that the holder consented to — a keyed lookup per relying party (`ConsentStore.get_many(account_id,
+client_ids)`: `get` for each, pipelined in one round trip), never a listing of the holder's consents. Each gets its own pairwise `sub`, and nothing else about
 the holder. A certificate that no account uses (its card never logged in) signals nobody.
 """
 
@@ -115,10 +115,11 @@ class Signals:
         streams, clients = self.receivers()
         if only is not None:
             clients = {only: clients[only]} if only in clients else {}
+        if not consented:  # the keyed lookup per relying party, all of them in one round trip
+            allowed = {c.client_id for c in self.services.consents.get_many(account_id, sorted(clients))}
+            clients = {client_id: client for client_id, client in clients.items() if client_id in allowed}
         queued = []
         for client_id, client in clients.items():
-            if not consented and self.services.consents.get(account_id, client_id) is None:
-                continue
             sub = self.sub_for(client, account_id)
             stream = streams.get(client_id)
             if stream is not None:

@@ -10,8 +10,9 @@ lost either.
 
 On one Redis server a round is one XREADGROUP over all of a reader's feeds; on a Redis Cluster the feeds sit in
 different slots, which one command may not name together, so each is read in turn. A worker runs FEED_READERS
-readers as threads, each on its share of the shards: one entry costs a Redis round trip per relying party (the
-consent) and a signature per token, and the round trips of one reader overlap with the others' work. A subject's
+readers as threads, each on its share of the shards: one entry costs a Redis round trip for the consents (every
+receiver's keyed lookup, pipelined) and a signature per token, and the round trips of one reader overlap with the
+others' work. A subject's
 entries stay in order: one certificate's changes are in one shard, read by one reader.
 """
 
