@@ -110,7 +110,8 @@ class ConsentStore:
 
     def get_many(self, account_id: str, client_ids: list[str]) -> list[Consent]:
         """The holder's consents among `client_ids` (every registered relying party, for the holder's own page; the
-        receivers of a signal, idp/signals/causes.py), in one round trip. Each is the keyed lookup `get`; nothing is listed that the platform could not ask one by one."""
+        receivers of a signal, idp/signals/causes.py), in one round trip. Each is the keyed lookup `get`; nothing is
+        listed that the platform could not ask one by one."""
         with self.redis.pipeline(transaction=False) as pipe:
             for client_id in client_ids:
                 pipe.get(self._key(account_id, client_id))

@@ -26,6 +26,8 @@ def shop(idp_service):
 def signed_set(idp_service, audience: str, jti: str, sub: str = "someone", key=None, kid=None) -> str:
     signals = idp_service.server.app.extensions[EXTENSION].signals
     own_key, own_kid, alg = signals._signer()
+    if key is not None:  # a forger's RSA key signs as RS256, whatever the IdP's own SETs use
+        alg = "RS256"
     return tokens.security_event_token(key or own_key, kid or own_kid, alg, idp_service.url, audience, jti,
                                        int(time.time()), tokens.iss_sub(idp_service.url, sub), SESSION_REVOKED,
                                        tokens.session_revoked(int(time.time()), tokens.INITIATED_BY_POLICY))

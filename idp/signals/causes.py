@@ -18,8 +18,9 @@ no further: no token carries it, in any member.
 
 Who receives: for a cause about an account, each relying party that has an SSF stream or a back-channel logout
 URI, *and* that the holder consented to — a keyed lookup per relying party (`ConsentStore.get_many(account_id,
-client_ids)`: `get` for each, pipelined in one round trip), never a listing of the holder's consents. Each gets its own pairwise `sub`, and nothing else about
-the holder. A certificate that no account uses (its card never logged in) signals nobody.
+client_ids)`: `get` for each, pipelined in one round trip), never a listing of the holder's consents. Each gets
+its own pairwise `sub`, and nothing else about the holder. A certificate that no account uses (its card never
+logged in) signals nobody.
 """
 
 from __future__ import annotations

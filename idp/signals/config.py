@@ -10,7 +10,10 @@ SET_ALGS = ("RS256", "ES256")
 
 @dataclass(frozen=True)
 class SignalsConfig:
-    set_alg: str = "RS256"  # OpenID Connect's mandatory-to-implement algorithm; ES256 signs ~3x cheaper
+    # ES256: a signature per SET per receiver is the worker's main cost, and ES256 costs about a third of RS256
+    # (bench/report.md, "Signals": only ES256 keeps 1,000 SETs/s under a second on 2 cores). RS256 for receivers
+    # whose JOSE library verifies nothing else.
+    set_alg: str = "ES256"
     push_timeout: float = 5.0  # seconds for one push, connect to answer
     push_max_attempts: int = 24  # tries of one token before it is dead-lettered (~64 minutes with the backoff)
     push_backoff_first: float = 1.0  # seconds before the second try; doubles each time
