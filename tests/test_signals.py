@@ -394,6 +394,24 @@ def test_nothing_is_lost_across_a_receiver_outage_and_a_killed_worker(idp_servic
     assert signals.outboxes.length(f"ssf:{shop.client_id}") == 0
 
 
+def test_a_stopped_worker_hands_its_outboxes_over_at_once(idp_service, signals, receiver, tmp_path):
+    """SIGTERM ends a worker's pushers with their leases given up: a successor pushes at once instead of waiting
+    for the lease to run out (a killed worker's lease expires by itself, the test above)."""
+    from idp import keys as idp_keys
+
+    shop, secret = register(idp_service, name="Shop")
+    create_stream(idp_service, shop, secret, {"method": PUSH, "endpoint_url": f"{receiver.url}/ssf/shop"})
+    lease = idp_keys.outbox_lease(f"ssf:{shop.client_id}")
+    worker = worker_process(worker_env(idp_service, tmp_path))
+    try:
+        wait_until(lambda: idp_service.services.redis.exists(lease), what="the outbox leased")
+    finally:
+        worker.terminate()
+        worker.wait(20)
+    assert worker.returncode == 0
+    assert not idp_service.services.redis.exists(lease)
+
+
 def test_a_refused_token_is_dead_lettered_and_shown_to_operators(idp_service, receiver, make_card):
     from idp.signals.config import SignalsConfig
     from idp.signals.service import build_signals

@@ -48,6 +48,14 @@ if holder == false or holder == ARGV[1] then
 end
 return 0
 """
+# Give the lease up if still ours (a worker stopping: its successor must not wait out LEASE_MS). KEYS: lease.
+# ARGV: owner.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 class Pusher:
@@ -65,6 +73,7 @@ class Pusher:
         self.owner = owner
         self.stop = stop
         self._lease = client.register_script(_LEASE)
+        self._release = client.register_script(_RELEASE)
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -77,6 +86,10 @@ class Pusher:
                 log.warning("signals push round failed (%s); retrying", exc.__class__.__name__,
                             extra={"code": "push_round_failed", "client_id": self.client_id})
                 self.stop.wait(1.0)
+        try:  # stopping (SIGTERM, Ctrl-C): hand the outbox over at once; a killed worker's lease just expires
+            self._release(keys=[keys.outbox_lease(self.name)], args=[self.owner])
+        except redis.RedisError:
+            pass
 
     def step(self) -> None:
         """One bounded round: pushes, in order, what waits (up to BATCH tokens or BATCH_S seconds), or one wait of
