@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as workdir, CpuElsewhere() as elsewhere:
                 results = importlib.import_module(f"bench.{name}").run(Path(workdir))
             for result in results:
-                result.notes += contention_note(elsewhere.cores)
+                result.notes = [*result.notes, *contention_note(elsewhere.cores)]  # results may share a list
             report["results"][name] = [result.to_json() for result in results]
             for result in results:
                 print(f"  {_line(result)}", flush=True)
