@@ -4,21 +4,17 @@ and the check a relying party (or anyone) runs on the result.
 pyHanko does the PDF and CMS work in its interrupted ("remote") signing mode:
 
 1. `prepare(pdf)` — the signature placeholder is written into a copy of the document and the byte ranges around
-   it are hashed; the CMS signed attributes are built over that hash (content type, message digest, CMS
-   algorithm protection) and the SHA-256 of their DER is the digest the card signs. That digest and a label
-   go into the authorization request's `authorization_details` (idp/signing/details.py).
-2. The holder signs with the card; the token response's `authorization_details` brings the signature, the signing
-   certificate, its chain and the OCSP response that said "good" when the card signed (idp/signing/package.py).
-3. `finish(prepared, element, index)` — the CMS is assembled from the prepared attributes and the card's signature
-   with the certificate in it, embedded in the placeholder, and an incremental update adds the document security
-   store (DSS: the certificate, the root, the OCSP response), so the signature can be validated later without
-   asking anyone: the validation data of the B-LT level.
-
-What this is not, said plainly: the signed attributes are prepared before the website knows which card will sign,
-so they cannot carry the ESS signing-certificate-v2 attribute that PAdES baseline B-B asks for, and there is no
-signature time-stamp (B-T needs a time-stamping authority the platform does not run). The signature is a valid
-PAdES (ETSI.CAdES.detached) signature with embedded long-term validation data, and both pyHanko's validator and
-poppler's `pdfsig` accept it (tests/test_pades.py); a strict B-LT claim needs those two additions.
+   it are hashed. That SHA-256 is the document's digest: it goes, with a label, into the authorization request's
+   `authorization_details` (idp/signing/details.py), and it will be the CMS message-digest attribute.
+2. The holder signs with the card. The bridge, having read the signing certificate after the signing PIN, builds
+   the CMS signed attributes around that digest — content-type, message-digest and the ESS signing-certificate-v2
+   that PAdES baseline B-B requires (jpki/cades.py) — and the card signs the SHA-256 of their DER. The token
+   response's `authorization_details` brings, per document, the signature and those attributes, and once for the
+   batch the signing certificate, its chain and the OCSP response that said "good" (idp/signing/package.py).
+3. `finish(prepared, element, index)` — the attributes are checked to carry this document's digest, the CMS is
+   assembled from them and the card's signature with the certificate in it, embedded in the placeholder, and an
+   incremental update adds the document security store (DSS: the certificate, the root, the OCSP response), so
+   the signature can be validated later without asking anyone.
 
 `validate(pdf, roots)` is the documented library call for checking such a file: the signature is intact, the
 document was not changed after signing, the certificate chains to one of `roots` (the pinned JPKI signing roots),
@@ -31,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
-import hashlib
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -70,12 +65,11 @@ class Prepared:
 
     document: bytes  # the PDF with the placeholder
     digest: PreparedByteRangeDigest
-    signed_attributes: cms.CMSAttributes
 
     @property
     def to_sign(self) -> bytes:
-        """The SHA-256 the card signs: of the DER of the signed attributes."""
-        return hashlib.sha256(self.signed_attributes.dump()).digest()
+        """The document's SHA-256 (of its byte ranges): what the website asks to have signed, the message-digest."""
+        return self.digest.document_digest
 
     @property
     def to_sign_b64(self) -> str:
@@ -105,11 +99,7 @@ async def _prepare(pdf: bytes, reason: str | None) -> Prepared:
                                         subfilter=fields.SigSeedSubFilter.PADES)
     pdf_signer = signers.PdfSigner(meta, signer=placeholder, new_field_spec=fields.SigFieldSpec(FIELD))
     digest, _tbs, output = await pdf_signer.async_digest_doc_for_signing(writer, bytes_reserved=RESERVED)
-    # Not use_pades: pyHanko's PAdES attribute set starts with ESS signing-certificate-v2, which needs the
-    # certificate the website does not know yet (module docstring). The set built instead is content type, message
-    # digest and CMS algorithm protection, with no signing-time attribute (PAdES keeps the time in /M).
-    attributes = await placeholder.signed_attrs(digest.document_digest, "sha256", use_pades=False)
-    return Prepared(output.getvalue(), digest, attributes)
+    return Prepared(output.getvalue(), digest)
 
 
 def finish(prepared: Prepared, element: dict, index: int = 0) -> bytes:
@@ -126,7 +116,14 @@ async def _finish(prepared: Prepared, element: dict, index: int) -> bytes:
     registry = SimpleCertificateStore.from_certs(chain)
     card = signers.ExternalSigner(signing_cert=signer_certificate, cert_registry=registry,
                                   signature_value=base64.b64decode(entry["signature"]), signature_mechanism=MECHANISM)
-    signed_data = await card.async_sign_prescribed_attributes("sha256", signed_attrs=prepared.signed_attributes)
+    try:
+        attributes = cms.CMSAttributes.load(base64.b64decode(entry["signedAttributes"]))
+        found = {a["type"].native: a["values"][0].native for a in attributes}
+    except (ValueError, TypeError, KeyError):
+        raise PadesError("attributes_malformed", "The signed attributes returned could not be read.") from None
+    if found.get("message_digest") != prepared.to_sign:
+        raise PadesError("digest_mismatch", "The signed attributes returned are for another document.")
+    signed_data = await card.async_sign_prescribed_attributes("sha256", signed_attrs=attributes)
     output = BytesIO(prepared.document)
     await PdfTBSDocument.async_finish_signing(output, prepared.digest, signed_data)
     output.seek(0)
