@@ -3,8 +3,9 @@
 The same named checks as a login (idp/login/verification.py), in the same order and with the same stable codes,
 plus their own:
 
-1. `check_document_signatures_shape` — proof_malformed: one signature per document, each the length of an
-   RSA-2048 signature, in the documents' order;
+1. `check_document_signatures_shape`, `check_signed_attributes_shape` — proof_malformed: one signature and one
+   set of signed attributes per document, each signature the length of an RSA-2048 signature, in the documents'
+   order;
 2. size and shape, parse, `check_policy` (SIGNING: the user-authentication certificate is refused with
    auth_certificate_used_for_signing), key usage, chain to a pinned signing root, validity — as for a login;
 3. for each document, its CMS signed attributes (jpki/cades.py: the bridge builds them once it has read the
