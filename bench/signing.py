@@ -6,12 +6,14 @@ next to plain card logins on the same stack.
 The stack of bench/login.py (redis-server, the revocation service and the IdP, each under `gunicorn -w 2`, on
 loopback) and its 32 virtual cards. Before the clock starts, login transactions carrying a signing request of
 DOCUMENTS digests (what /authorize stores after idp/signing/details.py accepted them) are created and fetched with
-the IdP's own LoginStore, and each card signs, through its APDUs, the login challenge with the auth key and every
-document digest with the signing key (one signing PIN verification per card, then one SIGN per digest) — valid
+the IdP's own LoginStore, and each card signs, through its APDUs, the login challenge with the auth key and, for
+every document, the digest of the CMS signed attributes built around it as the bridge builds them (jpki/cades.py)
+with the signing key (one signing PIN verification per card, then one SIGN per digest) — valid
 signatures prepared beforehand, as the login bench does.
 
 Timed: the submit. Each one runs the login pipeline and then the signing one (idp/signing/verification.py): the
-signing certificate's policy, key usage, chain, validity, one RSA-2048 verify per document, an OCSP request kept as
+signing certificate's policy, key usage, chain, validity, per document its signed attributes decoded and checked
+and one RSA-2048 verify, an OCSP request kept as
 evidence, the status store's record for the 紐付け check, and the package sealed and stored for the code exchange.
 The peer is the plain login on the same stack and wrk settings (bench/login.py's body, no signing request).
 """
@@ -40,6 +42,7 @@ from bench.login import (
 )
 from idp.signing.details import Document, SigningRequest
 from idp.signing.flow import start_fields
+from jpki.cades import signed_attributes, to_be_signed
 from jpki.profile import CertificateKind
 from jpki.signature import login_message
 
@@ -72,12 +75,14 @@ def prepare_signings(stack: Stack, cards: list[SigningCard], count: int) -> list
                             extra=start_fields(request))
         txn, submit_token = logins.fetch(txn.handle)
         card = cards[index % len(cards)]
+        attributes = [signed_attributes(d.digest, card.signing_certificate) for d in request.documents]
         challenge = base64.urlsafe_b64decode(txn.challenge + "=" * (-len(txn.challenge) % 4))
         bodies.append(json.dumps({
             "submit_token": submit_token, "token_type": "card", "certificate": _b64(card.certificate),
             "signature": _b64(card.client.sign(CertificateKind.AUTH, login_message(origin, challenge), AUTH_PIN)),
             "signing_certificate": _b64(card.signing_certificate),
-            "document_signatures": [_b64(card.sign_digest(d.digest)) for d in request.documents],
+            "document_signatures": [_b64(card.sign_digest(to_be_signed(a))) for a in attributes],
+            "document_signed_attributes": [_b64(a) for a in attributes],
         }).encode())
     return bodies
 
@@ -98,8 +103,9 @@ def run(workdir: Path) -> list[Result]:
         ratio=round(ours["rps"] / peer["rps"], 3),
         ratio_meaning="signing submissions/s ÷ plain login submissions/s on the same stack",
         notes=[
-            f"Each signing submission: the login pipeline, then {DOCUMENTS} document signatures (RSA-2048 verify "
-            "each), the signing certificate's checks and chain, a second OCSP request (its response is the "
+            f"Each signing submission: the login pipeline, then {DOCUMENTS} documents' CMS signed attributes "
+            "(decoded, each checked against its digest and the signing certificate) and signatures (RSA-2048 "
+            "verify each), the signing certificate's checks and chain, a second OCSP request (its response is the "
             "evidence returned), the status store's record, the package sealed (AES-GCM) and stored: "
             f"{ours['signatures_per_s']:,.0f} signatures/s.",
             "Valid signatures prepared beforehand with the virtual cards' APDUs; transactions created and fetched "

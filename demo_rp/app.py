@@ -21,7 +21,7 @@ FACT_SCOPES = "name address birthdate gender"
 
 
 def create_app(issuer: str | None = None, client_id: str | None = None, client_secret: str | None = None,
-               base_url: str | None = None, subscribe: bool = True) -> Flask:
+               base_url: str | None = None, subscribe: bool = True, tsa_url: str | None = None) -> Flask:
     app = Flask(__name__)
     app.secret_key = secrets.token_bytes(32)
     app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True)
@@ -29,6 +29,9 @@ def create_app(issuer: str | None = None, client_id: str | None = None, client_s
     base_url = (base_url or os.environ.get("DEMO_RP_URL", "http://127.0.0.1:8082")).rstrip("/")
     client_id = client_id or os.environ["DEMO_RP_CLIENT_ID"]
     client_secret = client_secret or os.environ["DEMO_RP_CLIENT_SECRET"]
+    # The RFC 3161 time-stamping authority that stamps the contracts it signs (PAdES B-T/B-LT, demo_rp/pades.py);
+    # none: signed PDFs carry no time-stamp.
+    app.config["TSA_URL"] = tsa_url or os.environ.get("DEMO_RP_TSA_URL") or None
     receiver = SignalsReceiver(issuer, client_id, client_secret, base_url)
     app.extensions["signals_receiver"] = receiver
     if subscribe:

@@ -85,5 +85,5 @@ def finish_contract(app, token: dict):
     prepared: Prepared | None = prepared_docs.take(session.pop("contract", None))
     if not details or prepared is None:
         return None
-    session["signed_pdf"] = signed_docs.put(finish(prepared, details[0]))
+    session["signed_pdf"] = signed_docs.put(finish(prepared, details[0], tsa_url=app.config.get("TSA_URL")))
     return redirect(url_for("contract"))

@@ -47,6 +47,7 @@ ENVIRONMENT = """environment (docs/configuration.md has every variable):
   MYKEY_REVOCATION_PORT   the revocation service's port (default 8081)
   MYKEY_IDP_PORT          the IdP's port (default 8080)
   MYKEY_DEMO_RP_PORT      the demo relying party's port (default 8082)
+  MYKEY_DEV_TSA_PORT      the development time-stamping authority's port (default 8083)
 """
 
 
@@ -185,9 +186,22 @@ def start_demo_rp(stack: contextlib.ExitStack, port: int, idp_url: str, registra
         registration.write_text(json.dumps(known))
         registration.chmod(0o600)
         say("demo rp", f"registered client {client.client_id}")
-    live = stack.enter_context(LiveServer(create_app(idp_url, known["client_id"], known["client_secret"], base), port))
+    tsa_url = start_dev_tsa(stack, int(os.environ.get("MYKEY_DEV_TSA_PORT", "8083")))
+    live = stack.enter_context(LiveServer(create_app(idp_url, known["client_id"], known["client_secret"], base,
+                                                     tsa_url=tsa_url), port))
     say("demo rp", f"{live.url} (Example Shop, an Authlib OpenID Connect client; an SSF receiver too)")
     return live.url
+
+
+def start_dev_tsa(stack: contextlib.ExitStack, port: int) -> str:
+    """The development RFC 3161 TSA the demo relying party time-stamps its signed PDFs with (devstack/tsa.py); a
+    new TSA PKI each start, so trust its root (GET /tsa-root.pem) to validate files signed in this run."""
+    from devstack.tsa import DevTSA, create_app
+
+    url = f"http://127.0.0.1:{port}"
+    live = stack.enter_context(LiveServer(create_app(DevTSA.generate(url)), port))
+    say("dev tsa", f"{live.url}/tsa (RFC 3161 time-stamps for the demo relying party; not a real TSA)")
+    return f"{live.url}/tsa"
 
 
 def ensure_demo_card(ca: DevCA, path: Path, revocation) -> Path:

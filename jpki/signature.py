@@ -45,11 +45,13 @@ def verify_signature(public_key: rsa.RSAPublicKey, message: bytes, signature: by
 # a zero octet, then the SHA-256 of the platform's origin: 65 octets). The bridge also refuses any login challenge
 # that carries the label (`is_history_bait`), so a hostile service cannot even try.
 #
-# Document signing (idp/signing) has the card sign a digest the website chose, as it is, so a website could send
-# the history message's SHA-256 as a "document". That signature is made with the *signing* key (nfc_bridge/login.py
-# signs documents with CertificateKind.SIGNING only), and the record's key comes from the *auth* key's signature,
-# so it would open nothing; the bridge refuses such a digest all the same (`is_history_digest`), so that what the
-# card signs for a website is never the history message under any key.
+# Document signing (idp/signing) has the card sign the digest of CMS signed attributes that carry a digest the
+# website chose (jpki/cades.py), so a website could send the history message's SHA-256 as a "document". That
+# signature is made with the *signing* key (nfc_bridge/login.py signs documents with CertificateKind.SIGNING only),
+# and the record's key comes from the *auth* key's signature, so it would open nothing; the bridge refuses such a
+# digest all the same (`is_history_digest`), both the website's and the attributes' digest the card actually signs
+# (the latter could match only through a SHA-256 preimage, but it is what reaches the card, so it is what is checked),
+# so that what the card signs for a website is never the history message under any key.
 
 HISTORY_LABEL = b"JPKI MyKey access-record key v1."  # 32 octets: the message is 65, never a login's 64
 
@@ -67,7 +69,7 @@ def is_history_bait(origin: str, challenge: bytes) -> bool:
 
 
 def is_history_digest(origin: str, digest: bytes) -> bool:
-    """True when a document digest to be signed as it is would be the history message's own SHA-256."""
+    """True when a digest (a document's, or the one the card would sign) is the history message's own SHA-256."""
     return digest == hashlib.sha256(history_message(origin)).digest()
 
 

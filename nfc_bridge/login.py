@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from jpki.cades import signed_attributes, to_be_signed
 from jpki.profile import CertificateKind
 from jpki.signature import digest_fingerprint, is_history_bait, is_history_digest, login_message
 from nfc_bridge.client import JpkiClient
@@ -43,6 +44,8 @@ _FETCHER = Fetcher(FetchPolicy(timeout=HTTP_TIMEOUT, max_bytes=MAX_RESPONSE, sch
 _CODE = re.compile(r"[a-z0-9_]{1,64}")
 SHAREABLE = frozenset({"name", "address", "birthdate", "gender"})
 MAX_DOCUMENTS = 10
+HISTORY_REFUSED = ("This login asked the card to sign the key to your access record. Refused: nothing was signed. "
+                   "Opening your access record is never part of a login.")
 
 
 class LoginFailed(CodedError):
@@ -169,9 +172,7 @@ def fetch_login(url: str) -> LoginRequest:
     if any(challenge is not None and is_history_bait(request.origin, challenge)
            for challenge in (request.challenge, request.signing_challenge)) \
             or any(is_history_digest(request.origin, document.digest) for document in request.documents):
-        raise LoginFailed("history_signature_refused",
-                          "This login asked the card to sign the key to your access record. Refused: nothing was "
-                          "signed. Opening your access record is never part of a login.")
+        raise LoginFailed("history_signature_refused", HISTORY_REFUSED)
     return request
 
 
@@ -249,10 +250,17 @@ def _sign_documents(login: LoginRequest, card: JpkiClient, ask_pin: AskPin, conf
             raise LoginFailed("signing_pin_locked", LOCKED_SENTENCE)
         say("The website asks you to sign: the signing PIN is needed.")
         card.verify_pin(signing, ask_pin(signing, tries), confirm_last_try)
+    # Read after the PIN: the certificate goes into each document's signed attributes (jpki/cades.py), and the card
+    # signs their digest. That digest is refused too if it were the history message's (jpki/signature.py): it
+    # cannot be, short of a SHA-256 preimage, but what the card signs for a website is checked, not assumed.
+    certificate = card.read_certificate(signing)
+    attributes = [signed_attributes(document.digest, certificate) for document in login.documents]
+    if any(is_history_digest(login.origin, to_be_signed(a)) for a in attributes):
+        raise LoginFailed("history_signature_refused", HISTORY_REFUSED)
     say(f"Signing {len(login.documents)} document(s) with the card…")
-    signatures = [_b64e(card.sign_digest(signing, document.digest, "", confirm_last_try))
-                  for document in login.documents]
-    return {"signing_certificate": _b64e(card.read_certificate(signing)), "document_signatures": signatures}
+    signatures = [_b64e(card.sign_digest(signing, to_be_signed(a), "", confirm_last_try)) for a in attributes]
+    return {"signing_certificate": _b64e(certificate), "document_signatures": signatures,
+            "document_signed_attributes": [_b64e(a) for a in attributes]}
 
 
 def _decline(login: LoginRequest, reason: str) -> None:

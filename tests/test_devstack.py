@@ -33,7 +33,8 @@ def test_redis_server_persists_between_runs(tmp_path):
 def test_devstack_starts_says_what_it_started_and_stops(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MYKEY_VAR": str(tmp_path / "var"),
            "MYKEY_REDIS_PORT": str(free_port()), "MYKEY_REVOCATION_PORT": str(free_port()),
-           "MYKEY_IDP_PORT": str(free_port()), "MYKEY_DEMO_RP_PORT": str(free_port())}
+           "MYKEY_IDP_PORT": str(free_port()), "MYKEY_DEMO_RP_PORT": str(free_port()),
+           "MYKEY_DEV_TSA_PORT": str(free_port())}
     for inherited in ("REDIS_URL", "REVOCATION_URL", "IDP_ISSUER"):
         env.pop(inherited, None)
     process = subprocess.Popen([sys.executable, "-m", "devstack"], cwd=ROOT, env=env, text=True,
@@ -52,6 +53,7 @@ def test_devstack_starts_says_what_it_started_and_stops(tmp_path):
         assert "redis       started" in output, output
         assert "dev CA" in output and "created virtual My Number Card" in output
         assert "revocation" in output and "idp         http://127.0.0.1:" in output
+        assert "dev tsa     http://127.0.0.1:" in output
         assert "demo rp     http://127.0.0.1:" in output and "--reader virtual --card" in output
         assert "signals     pushing" in output  # the signals worker runs, and Example Shop subscribes to it
         store = redis.Redis(port=int(env["MYKEY_REDIS_PORT"]))

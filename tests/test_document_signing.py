@@ -11,12 +11,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 import requests
+from asn1crypto import cms
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, utils
 from cryptography.x509 import ocsp
 
+from jpki.cades import signed_attributes, to_be_signed
 from jpki.profile import CertificateKind
 from jpki.signature import digest_fingerprint, history_message
 from nfc_bridge.login import LoginFailed, answer_login, fetch_login
@@ -108,10 +110,20 @@ def test_documents_are_signed_through_the_bridge_and_returned_with_their_evidenc
     certificate = x509.load_der_x509_certificate(base64.b64decode(element["certificates"][0]))
     root = x509.load_der_x509_certificate(base64.b64decode(element["certificates"][1]))
     certificate.verify_directly_issued_by(root)
+    certificate_der = base64.b64decode(element["certificates"][0])
     for (label, digest), entry in zip(DOCUMENTS, element["documentDigests"], strict=True):
         assert entry["label"] == label and base64.b64decode(entry["hash"]) == digest
-        certificate.public_key().verify(base64.b64decode(entry["signature"]), digest, padding.PKCS1v15(),
-                                        utils.Prehashed(hashes.SHA256()))
+        # The signature is over the CMS signed attributes the bridge built around the digest (jpki/cades.py),
+        # read here with asn1crypto: content-type id-data, the digest, and the ESSCertIDv2 of this certificate.
+        attributes_der = base64.b64decode(entry["signedAttributes"])
+        attributes = {a["type"].native: a["values"][0] for a in cms.CMSAttributes.load(attributes_der)}
+        assert set(attributes) == {"content_type", "message_digest", "signing_certificate_v2"}
+        assert attributes["content_type"].native == "data" and attributes["message_digest"].native == digest
+        (cert_id,) = attributes["signing_certificate_v2"]["certs"]
+        assert cert_id["cert_hash"].native == hashlib.sha256(certificate_der).digest()
+        assert cert_id["issuer_serial"]["serial_number"].native == certificate.serial_number
+        certificate.public_key().verify(base64.b64decode(entry["signature"]), hashlib.sha256(attributes_der).digest(),
+                                        padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
     auth = x509.load_der_x509_certificate(VirtualCard.load(card).certificate(CertificateKind.AUTH))
     assert auth.public_key().public_numbers() != certificate.public_key().public_numbers()  # the signing key signed
     response = ocsp.load_der_ocsp_response(base64.b64decode(element["ocspResponse"]))
@@ -198,17 +210,20 @@ def test_the_auth_certificate_cannot_sign_documents(idp_service, rp, card):
     client = JpkiClient.connect(VirtualTransport.open(card))
     auth_cert = client.read_certificate(CertificateKind.AUTH)
     login = client.sign(CertificateKind.AUTH, _login_message(idp_service, fetched), "1234")
-    signatures = [client.sign_digest(CertificateKind.AUTH, d, "1234") for _, d in DOCUMENTS]
+    attributes = [signed_attributes(d, auth_cert) for _, d in DOCUMENTS]
+    signatures = [client.sign_digest(CertificateKind.AUTH, to_be_signed(a), "1234") for a in attributes]
     b64 = lambda data: base64.urlsafe_b64encode(data).decode().rstrip("=")  # noqa: E731
     body = {"submit_token": fetched["submit_token"], "token_type": "card", "certificate": b64(auth_cert),
             "signature": b64(login), "signing_certificate": b64(auth_cert),
-            "document_signatures": [b64(s) for s in signatures]}
+            "document_signatures": [b64(s) for s in signatures],
+            "document_signed_attributes": [b64(a) for a in attributes]}
     refused = requests.post(fetched["submit_url"], json=body, timeout=30)
     assert refused.status_code == 400 and refused.json()["error"] == "auth_certificate_used_for_signing"
 
 
-@pytest.mark.parametrize("fault", ["swapped", "missing_one"])
-def test_signatures_that_do_not_match_their_documents_are_refused(idp_service, rp, card, fault):
+def _submit(idp_service, rp, card, tamper, swap_signatures: bool = False) -> requests.Response:
+    """A submission made by hand with the card's signing key: `tamper(signing_certificate, attributes)` returns the
+    signed attributes to sign and send, one per document (the bridge would build them with jpki/cades.py)."""
     browser = Browser(idp_service.url)
     url, _ = authorize_url(idp_service, rp[0].client_id, details(*DOCUMENTS))
     fetched = requests.get(browser.start(url), timeout=10).json()
@@ -217,17 +232,83 @@ def test_signatures_that_do_not_match_their_documents_are_refused(idp_service, r
     client = JpkiClient.connect(VirtualTransport.open(card))
     login = client.sign(CertificateKind.AUTH, _login_message(idp_service, fetched), "1234")
     client.verify_pin(CertificateKind.SIGNING, SIGN_PIN)
-    signatures = [client.sign_digest(CertificateKind.SIGNING, d, "") for _, d in DOCUMENTS]
-    signatures = signatures[::-1] if fault == "swapped" else signatures[:1]
+    signing_cert = client.read_certificate(CertificateKind.SIGNING)
+    attributes, signatures = tamper(signing_cert, [signed_attributes(d, signing_cert) for _, d in DOCUMENTS]), []
+    for attributes_der in attributes:
+        signatures.append(client.sign_digest(CertificateKind.SIGNING, to_be_signed(attributes_der), ""))
+    signatures = signatures[::-1] if swap_signatures else signatures
     b64 = lambda data: base64.urlsafe_b64encode(data).decode().rstrip("=")  # noqa: E731
     body = {"submit_token": fetched["submit_token"], "token_type": "card",
             "certificate": b64(client.read_certificate(CertificateKind.AUTH)), "signature": b64(login),
-            "signing_certificate": b64(client.read_certificate(CertificateKind.SIGNING)),
-            "document_signatures": [b64(s) for s in signatures]}
-    refused = requests.post(fetched["submit_url"], json=body, timeout=30)
-    expected = "signature_invalid" if fault == "swapped" else "proof_malformed"
-    assert refused.status_code == 400 and refused.json()["error"] == expected
+            "signing_certificate": b64(signing_cert), "document_signatures": [b64(s) for s in signatures],
+            "document_signed_attributes": [b64(a) for a in attributes]}
+    return requests.post(fetched["submit_url"], json=body, timeout=30)
+
+
+def _with(attributes_der: bytes, **changes) -> bytes:
+    """The set with attributes replaced (name → value) or added (name → value, or an OID → raw value)."""
+    found = [a for a in cms.CMSAttributes.load(attributes_der) if a["type"].native not in changes]
+    for name, value in changes.items():
+        if value is not None:
+            found.append(cms.CMSAttribute({"type": name, "values": [value]}))
+    return cms.CMSAttributes(found).dump(force=True)
+
+
+@pytest.mark.parametrize(("fault", "code"), [
+    ("swapped", "signature_invalid"),  # each signature is over the other document's attributes
+    ("attributes_swapped", "signed_attributes_invalid"),  # each set names the other document's digest
+    ("missing_one", "proof_malformed"),
+    ("not_der", "proof_malformed"),
+    ("other_digest", "signed_attributes_invalid"),
+    ("no_certificate_id", "signed_attributes_invalid"),
+    ("signing_time_added", "signed_attributes_invalid"),
+    ("content_type_not_data", "signed_attributes_invalid"),
+    ("another_certificate", "signed_attributes_invalid"),
+])
+def test_signed_attributes_that_are_not_the_agreed_set_are_refused(idp_service, rp, card, make_card, fault, code):
+    import datetime as dt
+
+    other = VirtualCard.load(make_card()).certificate(CertificateKind.SIGNING)
+    signing_time = cms.Time(name="utc_time", value=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+
+    def tamper(signing_cert: bytes, attributes: list[bytes]) -> list[bytes]:
+        first = attributes[0]
+        return {
+            "swapped": attributes,
+            "attributes_swapped": attributes[::-1],
+            "missing_one": attributes[:1],
+            "not_der": [first + b"\x00", attributes[1]],
+            "other_digest": [_with(first, message_digest=hashlib.sha256(b"other").digest()), attributes[1]],
+            "no_certificate_id": [_with(first, signing_certificate_v2=None), attributes[1]],
+            "signing_time_added": [_with(first, signing_time=signing_time), attributes[1]],
+            "content_type_not_data": [_with(first, content_type="signed_data"), attributes[1]],
+            "another_certificate": [signed_attributes(DOCUMENTS[0][1], other), attributes[1]],
+        }[fault]
+    refused = _submit(idp_service, rp, card, tamper, swap_signatures=fault == "swapped")
+    assert refused.status_code == 400 and refused.json()["error"] == code, refused.text
     assert not list(idp_service.services.redis.scan_iter("idp:signing:package:*"))
+
+
+def test_the_bridge_checks_the_digest_the_card_signs_against_the_history_message(idp_service, rp, card,
+                                                                                monkeypatch):
+    # The digest that reaches the card is the attributes' (jpki/cades.py), not the website's: the history check
+    # must look at it. No real SHA-256 preimage is at hand, so the check is told that this one digest is the bait.
+    import nfc_bridge.login as bridge
+
+    asked, seen = {d for _, d in DOCUMENTS}, []
+
+    def is_history_digest(origin, digest):
+        seen.append(digest)
+        return digest not in asked  # the website's digests pass; the attributes' digest is "the bait"
+
+    monkeypatch.setattr(bridge, "is_history_digest", is_history_digest)
+    url, _ = authorize_url(idp_service, rp[0].client_id, details(*DOCUMENTS))
+    browser = Browser(idp_service.url)
+    with pytest.raises(LoginFailed) as info:
+        answer(browser.start(url), card)
+    assert info.value.code == "history_signature_refused"
+    assert any(d not in asked for d in seen)  # an attributes' digest was checked, and refused
+    assert browser.get("/login/status").json()["state"] != "verified"  # nothing was submitted
 
 
 def _login_message(idp_service, fetched) -> bytes:

@@ -114,7 +114,7 @@ def test_certificate_states_are_403(code):
 @pytest.mark.parametrize("code", ["proof_malformed", "certificate_malformed", "not_jpki_certificate",
                                   "signing_certificate_used_for_login", "auth_certificate_used_for_signing",
                                   "key_usage_invalid", "untrusted_issuer", "signature_invalid",
-                                  "certificates_not_linked"])
+                                  "certificates_not_linked", "signed_attributes_invalid"])
 def test_what_the_client_sent_wrong_is_400(code):
     assert STATUS_OF[code] == 400
 

@@ -1,7 +1,9 @@
-"""A real PDF signed by the virtual card through the platform, as PAdES with embedded validation data
-(demo_rp/pades.py), and checked by two independent validators: pyHanko's, with the dev signing root as the only
-trust anchor and no network (the revocation status must come from the OCSP response in the file), and poppler's
-`pdfsig` with an NSS trust store made here. A file altered after signing is reported altered by both."""
+"""A real PDF signed by the virtual card through the platform, as PAdES baseline B-LT (demo_rp/pades.py): signed
+attributes with signing-certificate-v2 built by the bridge, a signature time-stamp from the development TSA
+(devstack/tsa.py) over HTTP, and the validation data of both in the DSS. Checked by two independent validators:
+pyHanko's, with the dev signing root and the TSA root as the only trust anchors and no network (every revocation
+status must come from the file), and poppler's `pdfsig` with an NSS trust store made here. A file altered after
+signing is reported altered by both. The TSA is also checked by openssl's own RFC 3161 client."""
 
 from __future__ import annotations
 
@@ -12,12 +14,15 @@ import subprocess
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from demo_rp.contract import contract_pdf
 from demo_rp.pades import PadesError, finish, prepare, validate
 from devstack.http import LiveServer
 from devstack.processes import free_port
+from devstack.tsa import DevTSA
+from devstack.tsa import create_app as create_tsa_app
 from jpki.devca import DevCA
 from tests.conftest import SIGN_PIN
 from tests.idp_flow import Browser, bridge_login, query_of
@@ -43,13 +48,22 @@ def revocation_service(revocation_config, revocation_services, dev_ca):
         yield live
 
 
+@pytest.fixture(scope="module")
+def tsa():
+    port = free_port()
+    authority = DevTSA.generate(f"http://127.0.0.1:{port}")
+    with LiveServer(create_tsa_app(authority), port=port) as live:
+        live.authority = authority
+        yield live
+
+
 @pytest.fixture
 def rp(idp_service):
     return idp_service.services.clients.add("Example Shop", [REDIRECT])
 
 
 @pytest.fixture
-def signed_pdf(idp_service, rp, make_card, tmp_path) -> bytes:
+def signed_pdf(idp_service, rp, make_card, tsa, tmp_path) -> bytes:
     card = make_card()
     idp_service.register_card(card)
     prepared = prepare(contract_pdf("Sales contract", ["Example Shop sells one teapot to the customer.",
@@ -64,7 +78,7 @@ def signed_pdf(idp_service, rp, make_card, tmp_path) -> bytes:
     code = query_of(browser.finish().headers["Location"])["code"]
     answer = token(idp_service, rp, code, verifier)
     assert answer.status_code == 200, answer.text
-    return finish(prepared, answer.json()["authorization_details"][0])
+    return finish(prepared, answer.json()["authorization_details"][0], tsa_url=f"{tsa.url}/tsa")
 
 
 def _altered(pdf: bytes) -> bytes:
@@ -72,17 +86,45 @@ def _altered(pdf: bytes) -> bytes:
     return pdf[:position] + b"kettle" + pdf[position + 6:]
 
 
-def test_pyhanko_finds_the_signature_intact_trusted_and_its_revocation_proved_in_the_file(signed_pdf, dev_ca):
-    report = validate(signed_pdf, [dev_ca.signing.certificate])
+def test_pyhanko_finds_the_signature_intact_trusted_time_stamped_and_b_lt(signed_pdf, dev_ca, tsa):
+    report = validate(signed_pdf, [dev_ca.signing.certificate], [tsa.authority.root])
     assert report.intact and report.trusted and report.revocation_embedded
+    assert report.timestamp is not None and report.level == "B-LT"
 
 
-def test_pyhanko_refuses_an_altered_file_and_a_foreign_root(signed_pdf, dev_ca):
+def test_the_time_stamp_needs_its_own_trusted_root(signed_pdf, dev_ca):
+    with pytest.raises(PadesError) as untrusted:  # the JPKI root does not vouch for a time-stamp
+        validate(signed_pdf, [dev_ca.signing.certificate], [dev_ca.signing.certificate])
+    assert untrusted.value.code == "timestamp_untrusted"
+
+
+def test_the_development_tsa_answers_openssl(tsa, tmp_path):
+    # openssl's RFC 3161 client makes the query and verifies the reply against the TSA root (EKU timeStamping).
+    assert shutil.which("openssl"), "openssl is missing"
+    (tmp_path / "data").write_bytes(b"any signature value")
+    (tmp_path / "root.pem").write_bytes(tsa.authority.root.public_bytes(Encoding.PEM))
+    (tmp_path / "tsa.pem").write_bytes(tsa.authority.certificate.public_bytes(Encoding.PEM))
+    subprocess.run(["openssl", "ts", "-query", "-data", tmp_path / "data", "-sha256", "-cert", "-out",
+                    tmp_path / "q.tsq"], check=True, timeout=60)
+    reply = requests.post(f"{tsa.url}/tsa", data=(tmp_path / "q.tsq").read_bytes(), timeout=30,
+                          headers={"Content-Type": "application/timestamp-query"})
+    assert reply.status_code == 200 and reply.headers["Content-Type"] == "application/timestamp-reply"
+    (tmp_path / "r.tsr").write_bytes(reply.content)
+    run = subprocess.run(["openssl", "ts", "-verify", "-data", tmp_path / "data", "-in", tmp_path / "r.tsr",
+                          "-CAfile", tmp_path / "root.pem", "-untrusted", tmp_path / "tsa.pem"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "Verification: OK" in run.stdout, run.stdout + run.stderr
+    garbage = requests.post(f"{tsa.url}/tsa", data=b"not a query", timeout=30,
+                            headers={"Content-Type": "application/timestamp-query"})
+    assert garbage.status_code == 400 and "TimeStampReq" in garbage.text
+
+
+def test_pyhanko_refuses_an_altered_file_and_a_foreign_root(signed_pdf, dev_ca, tsa):
     with pytest.raises(PadesError) as altered:
-        validate(_altered(signed_pdf), [dev_ca.signing.certificate])
+        validate(_altered(signed_pdf), [dev_ca.signing.certificate], [tsa.authority.root])
     assert altered.value.code == "signature_not_intact"
-    with pytest.raises(PadesError) as foreign:
-        validate(signed_pdf, [dev_ca.auth.certificate])  # the auth root never issues signing certificates
+    with pytest.raises(PadesError) as foreign:  # the auth root never issues signing certificates
+        validate(signed_pdf, [dev_ca.auth.certificate], [tsa.authority.root])
     assert foreign.value.code == "untrusted_or_unproved"
 
 
@@ -117,10 +159,16 @@ def test_pdfsig_reports_an_altered_file(signed_pdf, dev_ca, tmp_path):
     assert "Signature is Valid" not in out and "Digest Mismatch" in out, out
 
 
-def test_the_file_carries_the_chain_and_the_ocsp_response(signed_pdf):
+def test_the_file_carries_the_chains_the_ocsp_response_and_the_tsa_crl(signed_pdf):
     from pyhanko.pdf_utils.reader import PdfFileReader
     from pyhanko.sign.validation.dss import DocumentSecurityStore
 
-    dss = DocumentSecurityStore.read_dss(PdfFileReader(io.BytesIO(signed_pdf)))
-    # the signer's certificate, the root, and the OCSP responder's certificate from the response
-    assert len(list(dss.ocsps)) == 1 and len(list(dss.certs)) == 3
+    reader = PdfFileReader(io.BytesIO(signed_pdf))
+    dss = DocumentSecurityStore.read_dss(reader)
+    # the signer's certificate, the root, the OCSP responder's certificate from the response, the TSA's certificate
+    assert len(list(dss.ocsps)) == 1 and len(list(dss.certs)) == 4 and len(list(dss.crls)) == 1
+    (signature,) = reader.embedded_signatures
+    signed = {a["type"].native for a in signature.signer_info["signed_attrs"]}
+    unsigned = {a["type"].native for a in signature.signer_info["unsigned_attrs"]}
+    assert signed == {"content_type", "message_digest", "signing_certificate_v2"}  # PAdES B-B, no signing-time
+    assert unsigned == {"signature_time_stamp_token"}

@@ -57,6 +57,7 @@ STATUS_OF: dict[str, int] = {
     ErrorCode.UNTRUSTED_ISSUER: 400,
     ErrorCode.SIGNATURE_INVALID: 400,
     ErrorCode.CERTIFICATES_NOT_LINKED: 400,
+    ErrorCode.SIGNED_ATTRIBUTES_INVALID: 400,
     # the certificate's state: understood, and refused
     ErrorCode.CERTIFICATE_REVOKED: 403,
     ErrorCode.CERTIFICATE_ON_HOLD: 403,
@@ -142,7 +143,7 @@ def submit():
     if not request.is_json or not isinstance(body, dict):
         return error_response("proof_malformed", 400)
     fields = ("submit_token", "token_type", "certificate", "signature", "signing_certificate", "signing_signature")
-    if set(body) - {*fields, "document_signatures"} or any(  # document_signatures: idp/signing/flow.py
+    if set(body) - {*fields, "document_signatures", "document_signed_attributes"} or any(  # idp/signing/flow.py
             not isinstance(body.get(f), str | None) or len(body.get(f) or "") > MAX_FIELD for f in fields):
         return error_response("proof_malformed", 400)
     txn = current().logins.claim_submission(body.get("submit_token") or "")
@@ -198,7 +199,8 @@ def _verify(txn: LoginTransaction, body: dict) -> str:
         facts = services.sealer.seal(_claims_from(signing.certificate.four_facts), "four-facts")
     # Documents to sign (idp/signing/flow.py): signed by the same card's signing key, verified, kept for the code.
     signing = None
-    if body.get("document_signatures") is not None or txn.extra.get(signing_flow.EXTRA):
+    if body.get("document_signatures") is not None or body.get("document_signed_attributes") is not None \
+            or txn.extra.get(signing_flow.EXTRA):
         signing = signing_flow.verify_submission(services, txn, body, serial, token_type,
                                                  _decode(body, "signing_certificate"))
     now = services.clock()

@@ -69,6 +69,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
                           "カードの署名がこのログインと一致しませんでした。"),
     "certificates_not_linked": ("The signing and user-authentication certificates are not from the same card.",
                                 "署名用と利用者証明用の電子証明書が同じカードのものではありません。"),
+    "signed_attributes_invalid": ("What the card was given to sign for a document was not what the website asked "
+                                  "for. Nothing was signed for the website. Please start again.",
+                                  "文書の署名に使われた内容がサイトの依頼と一致しませんでした。サイトには何も渡されて"
+                                  "いません。最初からやり直してください。"),
     # card side (reported by the bridge)
     "wrong_pin": ("The PIN was wrong.", "暗証番号が違います。"),
     "pin_locked": ("The PIN is locked. Only your municipal office can reset it.",

@@ -84,6 +84,8 @@ class ErrorCode(enum.StrEnum):
     SIGNATURE_INVALID = "signature_invalid"
     # Raised by the login flow after both pipelines passed: the signing certificate is not the auth one's twin.
     CERTIFICATES_NOT_LINKED = "certificates_not_linked"
+    # Document signing (idp/signing/verification.py): the CMS signed attributes are not the agreed set.
+    SIGNED_ATTRIBUTES_INVALID = "signed_attributes_invalid"
 
 
 class VerificationError(CodedError):

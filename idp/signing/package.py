@@ -2,7 +2,8 @@
 
 Where the signatures go (a choice the issue left open). They travel with the tokens: the token response's
 `authorization_details` (RFC 9396 §7, "the authorization details granted") carries, for the one `credential`
-element the relying party asked for, each document's digest, label and signature, and the evidence every one of
+element the relying party asked for, each document's digest, label, signature and the CMS signed attributes that
+signature is over (built by the bridge around the digest, jpki/cades.py), and the evidence every one of
 those signatures needs — the signing certificate, its chain up to the pinned root, and the OCSP response that said
 "good" when the card signed. The evidence is the same for every document of a batch (one card, one check), so it
 is given once in the element rather than copied per document. The token response was chosen over an endpoint
@@ -43,8 +44,10 @@ def _b64(data: bytes) -> str:
 def granted_details(request: SigningRequest, batch: SignedBatch) -> dict:
     """The `credential` element of the token response's authorization_details (docs/relying-parties.md)."""
     element = request.granted()
-    for entry, signature in zip(element["documentDigests"], batch.signatures, strict=True):
+    for entry, signature, attributes in zip(element["documentDigests"], batch.signatures, batch.signed_attributes,
+                                            strict=True):
         entry["signature"] = _b64(signature)
+        entry["signedAttributes"] = _b64(attributes)  # what the signature is over: the website embeds them as is
     element |= {
         "signatureAlgorithmOID": SIGNATURE_ALGORITHM_OID,
         "certificates": [_b64(batch.certificate_der), _b64(batch.root.public_bytes(Encoding.DER))],

@@ -1,14 +1,23 @@
 """Verifying a batch of document signatures made by the card's signing key, and the evidence that goes with them.
 
 The same named checks as a login (idp/login/verification.py), in the same order and with the same stable codes,
-plus three of their own:
+plus their own:
 
-1. `check_document_signatures_shape` — proof_malformed: one signature per document, each the length of an
-   RSA-2048 signature, in the documents' order;
+1. `check_document_signatures_shape`, `check_signed_attributes_shape` — proof_malformed: one signature and one
+   set of signed attributes per document, each signature the length of an RSA-2048 signature, in the documents'
+   order;
 2. size and shape, parse, `check_policy` (SIGNING: the user-authentication certificate is refused with
    auth_certificate_used_for_signing), key usage, chain to a pinned signing root, validity — as for a login;
-3. `check_document_signature` — signature_invalid: each signature is PKCS#1 v1.5 over the SHA-256 DigestInfo of
-   that document's digest (the digest is what the relying party computed; the card does not hash it again);
+3. for each document, its CMS signed attributes (jpki/cades.py: the bridge builds them once it has read the
+   signing certificate, and the card signs the SHA-256 of their DER):
+   `check_signed_attributes_decode` — proof_malformed: DER of a SET OF Attribute, one value each;
+   `check_signed_attributes_content` — signed_attributes_invalid: exactly content-type, message-digest and
+   signing-certificate-v2, nothing else (an attribute the holder was not shown is one they did not approve);
+   content-type is id-data; message-digest is the relying party's digest for that document, byte for byte; the
+   one ESSCertIDv2 names the submitted signing certificate (its SHA-256, issuer and serial number);
+   `check_document_signature` — signature_invalid: the signature is PKCS#1 v1.5 over the SHA-256 DigestInfo of
+   the SHA-256 of those attributes. The content is checked before the signature for the same reason the
+   signature is checked before revocation: what cannot be right is refused at no cost;
 4. revocation, as for a login (revoked, on hold, unknown: refused; the checker fails closed);
 5. `check_revocation_evidence` — revocation_unknown: the answer came from OCSP and its signed response is kept.
    A relying party building a long-term signature (PAdES B-LT) needs that response in its document; a status
@@ -41,6 +50,7 @@ from idp.login.verification import (
     check_validity,
 )
 from idp.signing.details import SigningRequest
+from jpki.cades import ATTRIBUTES, cert_id_matches, read_signed_attributes, to_be_signed
 from jpki.certificate import JpkiCertificate
 from jpki.profile import CRL_ISSUER_SLUG, RSA_SIGNATURE_LENGTH, CertificateKind
 
@@ -54,6 +64,7 @@ class SignedBatch:
     issuer: str  # "sign"
     root: x509.Certificate
     signatures: tuple[bytes, ...]
+    signed_attributes: tuple[bytes, ...]  # the DER (SET OF) each signature is over, in the documents' order
     ocsp_response: bytes
     signed_at: dt.datetime
 
@@ -69,9 +80,42 @@ def check_document_signatures_shape(signatures: object, request: SigningRequest)
     return tuple(signatures)
 
 
-def check_document_signature(certificate: JpkiCertificate, digest: bytes, signature: bytes) -> None:
+def check_signed_attributes_shape(attributes: object, request: SigningRequest) -> tuple[bytes, ...]:
+    if (not isinstance(attributes, list | tuple) or len(attributes) != len(request.documents)
+            or any(not isinstance(a, bytes) for a in attributes)):
+        raise VerificationError(ErrorCode.PROOF_MALFORMED,
+                                "The card's answer must hold the signed attributes of each document, in order.")
+    return tuple(attributes)
+
+
+def check_signed_attributes_decode(attributes_der: bytes):
     try:
-        certificate.public_key.verify(signature, digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+        return read_signed_attributes(attributes_der)
+    except ValueError:
+        raise VerificationError(ErrorCode.PROOF_MALFORMED,
+                                "A document's signed attributes are not a DER-encoded set of CMS attributes.") from None
+
+
+def check_signed_attributes_content(found, digest: bytes, certificate_der: bytes) -> None:
+    if sorted(found.names) != sorted(ATTRIBUTES):
+        raise VerificationError(ErrorCode.SIGNED_ATTRIBUTES_INVALID,
+                                "A document's signed attributes must be exactly content-type, message-digest and "
+                                "signing-certificate-v2.")
+    if found.content_type != "data":
+        raise VerificationError(ErrorCode.SIGNED_ATTRIBUTES_INVALID,
+                                "A document's signed content type must be id-data.")
+    if found.message_digest != digest:
+        raise VerificationError(ErrorCode.SIGNED_ATTRIBUTES_INVALID,
+                                "A document's signed message digest is not the digest the website asked to sign.")
+    if len(found.cert_ids) != 1 or not cert_id_matches(found.cert_ids[0], certificate_der):
+        raise VerificationError(ErrorCode.SIGNED_ATTRIBUTES_INVALID,
+                                "A document's signed attributes do not name the signing certificate sent with them.")
+
+
+def check_document_signature(certificate: JpkiCertificate, attributes_der: bytes, signature: bytes) -> None:
+    try:
+        certificate.public_key.verify(signature, to_be_signed(attributes_der), padding.PKCS1v15(),
+                                      utils.Prehashed(hashes.SHA256()))
     except InvalidSignature:
         raise VerificationError(ErrorCode.SIGNATURE_INVALID,
                                 "A document signature from the card does not match the document it was asked "
@@ -87,18 +131,21 @@ def check_revocation_evidence(result) -> bytes:
 
 
 def verify_document_signatures(verifier: CertificateVerifier, certificate_der: bytes, signatures: object,
-                               request: SigningRequest, *, token_type: str) -> SignedBatch:
+                               signed_attributes: object, request: SigningRequest, *, token_type: str) -> SignedBatch:
     now = verifier.clock()
     batch = check_document_signatures_shape(signatures, request)
+    attributes = check_signed_attributes_shape(signed_attributes, request)
     check_size_and_shape(certificate_der, batch[0], token_type)
     certificate = check_parses(certificate_der)
     check_policy(certificate, CertificateKind.SIGNING)
     check_key_usage(certificate)
     root = check_chain(certificate, verifier.trust, now)
     check_validity(certificate, now)
-    for document, signature in zip(request.documents, batch, strict=True):
-        check_document_signature(certificate, document.digest, signature)
+    for document, attributes_der, signature in zip(request.documents, attributes, batch, strict=True):
+        check_signed_attributes_content(check_signed_attributes_decode(attributes_der), document.digest,
+                                        certificate_der)
+        check_document_signature(certificate, attributes_der, signature)
     revocation = check_revocation(certificate, root, verifier.revocation_checker)
     ocsp_response = check_revocation_evidence(revocation)
     return SignedBatch(certificate, certificate_der, CRL_ISSUER_SLUG[CertificateKind.SIGNING], root, batch,
-                       ocsp_response, now)
+                       attributes, ocsp_response, now)
