@@ -17,10 +17,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from jpki.profile import CertificateKind
 from jpki.signature import history_message
 from nfc_bridge.client import JpkiClient
-from nfc_bridge.login import AskPin, Confirm, LoginFailed, Say, _b64e, _http, _origin
+from nfc_bridge.login import AskPin, Confirm, LoginFailed, Say, _b64e, _http, _origin, auth_signature
 from nfc_bridge.transports import Transport
 
 PURPOSE = "access_record"
@@ -62,15 +61,8 @@ def answer_history(request: HistoryRequest, open_transport: Callable[[], Transpo
     say("Waiting for the card…")
     with open_transport() as transport:
         card = JpkiClient.connect(transport)
-        auth = CertificateKind.AUTH
-        if card.needs_pin_to_read(auth):
-            say("Checking the PIN…")
-            card.verify_pin(auth, ask_pin(auth, card.pin_tries_left(auth)), confirm_last_try)
-        say("Reading the certificate…")
-        certificate = card.read_certificate(auth)
-        pin = None if card.needs_pin_to_read(auth) else ask_pin(auth, card.pin_tries_left(auth))
-        say("Signing the key to your access record…")
-        signature = card.sign(auth, history_message(request.origin), pin or "", confirm_last_try)
+        certificate, signature = auth_signature(card, history_message(request.origin), ask_pin, confirm_last_try,
+                                                say, "Signing the key to your access record…")
     say("Sending…")
     return _http(request.submit_url, {"submit_token": request.submit_token,
                                       "token_type": "smartphone" if card.is_smartphone else "card",

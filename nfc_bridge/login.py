@@ -215,15 +215,8 @@ def answer_login(login: LoginRequest, open_transport: Callable[[], Transport], a
     say("Waiting for the card…")
     with open_transport() as transport:
         card = JpkiClient.connect(transport)
-        auth = CertificateKind.AUTH
-        if card.needs_pin_to_read(auth):
-            say("Checking the PIN…")
-            card.verify_pin(auth, ask_pin(auth, card.pin_tries_left(auth)), confirm_last_try)
-        say("Reading the certificate…")
-        certificate = card.read_certificate(auth)
-        pin = None if card.needs_pin_to_read(auth) else ask_pin(auth, card.pin_tries_left(auth))
-        say("Signing with the card…")
-        signature = card.sign(auth, login_message(login.origin, login.challenge), pin or "", confirm_last_try)
+        certificate, signature = auth_signature(card, login_message(login.origin, login.challenge), ask_pin,
+                                                confirm_last_try, say, "Signing with the card…")
         body = {"submit_token": login.submit_token, "token_type": "smartphone" if card.is_smartphone else "card",
                 "certificate": _b64e(certificate), "signature": _b64e(signature)}
         if login.signing_challenge is not None:
@@ -237,6 +230,22 @@ def answer_login(login: LoginRequest, open_transport: Callable[[], Transport], a
             body |= _sign_documents(login, card, ask_pin, confirm_last_try, say)
     say("Sending the signature…")
     return _http(login.submit_url, body)
+
+
+def auth_signature(card: JpkiClient, message: bytes, ask_pin: AskPin, confirm_last_try: Confirm, say: Say,
+                   signing_words: str) -> tuple[bytes, bytes]:
+    """The auth certificate and the auth key's signature over `message` (a login's, or the access record's history
+    message), the auth PIN asked for once: before reading the certificate on a card that guards it with the PIN (a
+    smartphone's), else just before signing."""
+    auth = CertificateKind.AUTH
+    if card.needs_pin_to_read(auth):
+        say("Checking the PIN…")
+        card.verify_pin(auth, ask_pin(auth, card.pin_tries_left(auth)), confirm_last_try)
+    say("Reading the certificate…")
+    certificate = card.read_certificate(auth)
+    pin = None if card.needs_pin_to_read(auth) else ask_pin(auth, card.pin_tries_left(auth))
+    say(signing_words)
+    return certificate, card.sign(auth, message, pin or "", confirm_last_try)
 
 
 def _sign_documents(login: LoginRequest, card: JpkiClient, ask_pin: AskPin, confirm_last_try: Confirm,

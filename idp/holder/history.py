@@ -44,10 +44,10 @@ from flask import Blueprint, jsonify, make_response, redirect, render_template, 
 
 from idp import keys
 from idp.holder.cookies import SESSION_COOKIE, clear_cookie, read_cookie, set_cookie
-from idp.login.bridge_api import MAX_FIELD, STATUS_OF, error_response, prefers_page
+from idp.login.bridge_api import MAX_FIELD, STATUS_OF, checked_record_and_mapping, error_response, prefers_page
 from idp.login.messages import explain, language
 from idp.login.transactions import SPENT, LoginError
-from idp.login.verification import TOKEN_TYPES, VerificationError, check_record
+from idp.login.verification import TOKEN_TYPES, VerificationError
 from idp.services import IdpServices, current
 from mykey.keys import as_text
 from mykey.record import SUITE, OpenedRecord, RecordError, decode_key, encode_key, holder_key, public_bytes
@@ -291,12 +291,8 @@ def _verify(opening: Opening, body: dict) -> str:
     verified = services.verifier.verify_history(certificate, signature, services.config.origin,
                                                 token_type=token_type)
     serial = verified.certificate.serial
-    with services.redis.pipeline(transaction=False) as pipe:  # two slots, one round trip; reads only
-        record_of = services.certificates.find_queued(pipe, verified.issuer, serial)
-        mapping_of = services.mykey.queue_mapping(pipe, verified.issuer, serial)
-        record_reply, mapping_reply = pipe.execute()
-    check_record(record_of(record_reply))
-    if mapping_of(mapping_reply) != opening.account_id:
+    mapped = checked_record_and_mapping(services, verified.issuer, serial)
+    if mapped != opening.account_id:
         raise LoginError("history_other_card",
                          "This card is not the one of the account that asked; log in with it first.", 403)
     payload = {"account_id": opening.account_id, "key": encode_key(holder_key(signature)),

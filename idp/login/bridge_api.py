@@ -180,12 +180,7 @@ def _verify(txn: LoginTransaction, body: dict) -> str:
     verified = services.verifier.verify_login(_decode(body, "certificate"), _decode(body, "signature"),
                                               txn.origin, _b64decode(txn.challenge), token_type=token_type)
     serial = verified.certificate.serial
-    with services.redis.pipeline(transaction=False) as pipe:  # two slots, one round trip; reads only
-        record_of = services.certificates.find_queued(pipe, verified.issuer, serial)
-        mapping_of = services.mykey.queue_mapping(pipe, verified.issuer, serial)
-        record_reply, mapping_reply = pipe.execute()
-    # The store of record has the last word: never issued, revoked or on hold is refused whatever OCSP said.
-    check_record(record_of(record_reply))
+    mapped = checked_record_and_mapping(services, verified.issuer, serial)
     facts = None
     if txn.signing_challenge:
         message = login_message(txn.origin, _b64decode(txn.signing_challenge))
@@ -204,10 +199,22 @@ def _verify(txn: LoginTransaction, body: dict) -> str:
         signing = signing_flow.verify_submission(services, txn, body, serial, token_type,
                                                  _decode(body, "signing_certificate"))
     now = services.clock()
-    account = services.mykey.resolve(verified.issuer, serial, now, mapped=mapping_of(mapping_reply))
+    account = services.mykey.resolve(verified.issuer, serial, now, mapped=mapped)
     certificate = services.seal_certificate(verified.issuer, serial, verified.token_type)
     return services.sealer.seal({"account_id": account.account_id, "auth_time": int(now.timestamp()),
                                  "certificate": certificate, "facts": facts, "signing": signing}, "login-result")
+
+
+def checked_record_and_mapping(services, issuer: str, serial: int):
+    """The store of record's check of a verified certificate, and the account mapping of its serial, read in one
+    round trip (two slots; reads only). The store of record has the last word: never issued, revoked or on hold is
+    refused (`check_record`) whatever OCSP said. Returns the mapping for `MyKeyDirectory.resolve(mapped=…)`."""
+    with services.redis.pipeline(transaction=False) as pipe:
+        record_of = services.certificates.find_queued(pipe, issuer, serial)
+        mapping_of = services.mykey.queue_mapping(pipe, issuer, serial)
+        record_reply, mapping_reply = pipe.execute()
+    check_record(record_of(record_reply))
+    return mapping_of(mapping_reply)
 
 
 def _claims_from(facts: FourFacts) -> dict:
