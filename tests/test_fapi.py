@@ -14,12 +14,9 @@ import base64
 import hashlib
 import json
 import os
-import queue
 import secrets
-import shutil
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -33,7 +30,7 @@ from jpki import parse_certificate
 from jpki.profile import CertificateKind
 from nfc_bridge.virtual_card import VirtualCard
 from tests.idp_flow import Browser, bridge_login, query_of
-from tests.test_node_example import NODE_DIR, ROOT, node  # noqa: F401 - `node` is a fixture
+from tests.test_node_example import ROOT, ExampleRun, node  # noqa: F401 - `node` is a fixture
 
 EXAMPLE = ROOT / "docs" / "examples" / "fapi2-login.mjs"
 REDIRECT = "https://bank.example.jp/callback"
@@ -153,44 +150,6 @@ def challenge(response: requests.Response) -> str:
 
 # --- the independent client: openid-client 6 running docs/examples/fapi2-login.mjs ------------------------------
 
-class ExampleRun:
-    """docs/examples/fapi2-login.mjs as a child process, run as written from a directory that sees node_modules."""
-
-    def __init__(self, node_binary: str, directory, env: dict[str, str]):
-        script = directory / EXAMPLE.name
-        shutil.copyfile(EXAMPLE, script)
-        (directory / "node_modules").symlink_to(NODE_DIR / "node_modules", target_is_directory=True)
-        self.process = subprocess.Popen([node_binary, str(script)], cwd=directory, env=env, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.process.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def authorization_url(self, timeout: float = 60) -> str:
-        while (line := self.lines.get(timeout=timeout)) is not None:
-            if line.startswith("http"):
-                return line.strip()
-        raise AssertionError(f"the example stopped: {self.process.stderr.read()[-3000:]}")
-
-    def answer(self, callback: str, timeout: float = 60) -> tuple[int, str, str]:
-        self.process.stdin.write(callback + "\n")
-        self.process.stdin.close()
-        code = self.process.wait(timeout=timeout)
-        out = []
-        while (line := self.lines.get(timeout=timeout)) is not None:
-            out.append(line)
-        return code, "".join(out), self.process.stderr.read()
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
 def card_login(idp_service, card, url: str) -> str:
     browser = Browser(idp_service.url)
     result = bridge_login(browser.start(url), card)
@@ -211,7 +170,7 @@ def test_openid_client_logs_in_as_a_fapi2_client(node, idp_service, make_card, t
     idp_service.register_card(card)
     env = {"PATH": os.environ["PATH"], "ISSUER": idp_service.url, "CLIENT_ID": bank.client_id,
            "CLIENT_KEY_FILE": str(key_file), "REDIRECT_URI": REDIRECT}
-    run = ExampleRun(node, tmp_path, env)
+    run = ExampleRun(node, tmp_path, env, EXAMPLE)
     try:
         url = run.authorization_url()
         # The browser sees only client_id and request_uri: everything else was pushed.

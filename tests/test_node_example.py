@@ -42,13 +42,13 @@ def node(tmp_path_factory) -> str:
 class ExampleRun:
     """The example as a child process: its stdout read line by line from a thread, with a bounded wait."""
 
-    def __init__(self, node: str, directory: Path, env: dict[str, str]):
+    def __init__(self, node: str, directory: Path, env: dict[str, str], example: Path = EXAMPLE):
         # ESM resolves `openid-client` next to the script, so the script runs from a directory that sees the
-        # installed node_modules; it is the example's exact bytes.
-        script = directory / "login.mjs"
-        shutil.copyfile(EXAMPLE, script)
+        # installed node_modules; it is the example's exact bytes (docs/examples/login.mjs, or fapi2-login.mjs).
+        script = directory / example.name
+        shutil.copyfile(example, script)
         (directory / "node_modules").symlink_to(NODE_DIR / "node_modules", target_is_directory=True)
-        assert script.read_bytes() == EXAMPLE.read_bytes()
+        assert script.read_bytes() == example.read_bytes()
         self.process = subprocess.Popen([node, str(script)], cwd=directory, env=env, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str | None] = queue.Queue()
